@@ -1,0 +1,270 @@
+//! Arguments: where a step's values come from, and how the step reads them.
+//!
+//! A [`Source`] names an input ([`input`]), another step's result
+//! ([`result`]) or a constant ([`value`]), optionally followed by a sub-path
+//! ([`Source::at`]) and a typed transform ([`Source::map`]). At run time the
+//! step receives [`Arguments`], read with [`Arguments::get`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{BoxError, Error, Reason, StepErrorKind};
+use crate::value::{PathKey, Value};
+
+pub(crate) type TransformFn = Arc<dyn Fn(&Value) -> Result<Value, BoxError> + Send + Sync>;
+
+/// Where an argument's value comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum Origin {
+    Input(Arc<str>),
+    Result(Arc<str>),
+    Value(Value),
+}
+
+/// The source of an argument: an input, a result or a value, with an optional
+/// sub-path and transform.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{input, result, value};
+///
+/// let a = input("user_ids");
+/// let b = result("fetch").at("profile").at(0);
+/// let c = value(3_i64).map(|n: &i64| n * 2);
+/// # let _ = (a, b, c);
+/// ```
+#[derive(Clone)]
+pub struct Source {
+    pub(crate) origin: Origin,
+    pub(crate) path: Vec<PathKey>,
+    pub(crate) transform: Option<TransformFn>,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("origin", &self.origin)
+            .field("path", &self.path)
+            .field("transform", &self.transform.is_some())
+            .finish()
+    }
+}
+
+/// The reactor input `name`.
+pub fn input(name: impl Into<Arc<str>>) -> Source {
+    Source::new(Origin::Input(name.into()))
+}
+
+/// The result of the step `name`; the consumer waits for it.
+pub fn result(name: impl Into<Arc<str>>) -> Source {
+    Source::new(Origin::Result(name.into()))
+}
+
+/// A constant value.
+pub fn value<T: Send + Sync + 'static>(v: T) -> Source {
+    Source::new(Origin::Value(Value::new(v)))
+}
+
+impl Source {
+    fn new(origin: Origin) -> Source {
+        Source {
+            origin,
+            path: Vec::new(),
+            transform: None,
+        }
+    }
+
+    /// Appends one key to the sub-path (a map key, a field or a list index).
+    pub fn at(mut self, key: impl Into<PathKey>) -> Source {
+        self.path.push(key.into());
+        self
+    }
+
+    /// Appends several keys to the sub-path.
+    pub fn path<K: Into<PathKey>>(mut self, keys: impl IntoIterator<Item = K>) -> Source {
+        self.path.extend(keys.into_iter().map(Into::into));
+        self
+    }
+
+    /// Transforms the value (after the sub-path) with a typed function.
+    /// A value of another type than `T` fails the step, naming both types.
+    pub fn map<T, U, F>(self, f: F) -> Source
+    where
+        T: 'static,
+        U: Send + Sync + 'static,
+        F: Fn(&T) -> U + Send + Sync + 'static,
+    {
+        self.try_map(move |t: &T| Ok::<U, BoxError>(f(t)))
+    }
+
+    /// Transforms the value with a typed function that may fail.
+    pub fn try_map<T, U, F>(mut self, f: F) -> Source
+    where
+        T: 'static,
+        U: Send + Sync + 'static,
+        F: Fn(&T) -> Result<U, BoxError> + Send + Sync + 'static,
+    {
+        self.transform = Some(Arc::new(move |v: &Value| {
+            let t = v.get::<T>().map_err(BoxError::from)?;
+            f(t).map(Value::new)
+        }));
+        self
+    }
+
+    /// Resolves the sub-path and transform against the raw value.
+    pub(crate) fn finish(&self, argument: &str, raw: Value) -> Result<Value, StepErrorKind> {
+        let mut current = raw;
+        for (i, key) in self.path.iter().enumerate() {
+            current = match current.navigate(key) {
+                Some(next) => next,
+                None => {
+                    let path: Vec<String> =
+                        self.path[..=i].iter().map(ToString::to_string).collect();
+                    return Err(StepErrorKind::ArgumentPath {
+                        argument: argument.to_string(),
+                        key: key.to_string(),
+                        path: path.join(", "),
+                        value_type: current.type_name(),
+                    });
+                }
+            };
+        }
+        match &self.transform {
+            None => Ok(current),
+            Some(f) => {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&current)));
+                match outcome {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(StepErrorKind::ArgumentTransform {
+                        argument: argument.to_string(),
+                        reason: Reason::from(e),
+                    }),
+                    Err(panic) => Err(StepErrorKind::ArgumentTransform {
+                        argument: argument.to_string(),
+                        reason: Reason::msg(format!(
+                            "panicked: {}",
+                            crate::error::panic_message(&*panic)
+                        )),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A declared argument: a name and its source.
+#[derive(Clone, Debug)]
+pub struct ArgumentSpec {
+    pub(crate) name: Arc<str>,
+    pub(crate) source: Source,
+}
+
+/// The values a step runs with, by argument name.
+///
+/// Cloning is cheap: the values are shared.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{Arguments, Value};
+///
+/// let args = Arguments::from_pairs("greet", [("name", Value::new("Marty".to_string()))]);
+/// assert_eq!(args.get::<String>("name").unwrap(), "Marty");
+/// let err = args.get::<i64>("name").unwrap_err();
+/// assert!(err.to_string().contains("`name` of step `greet`"));
+/// assert!(args.get::<String>("nope").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Arguments {
+    step: Arc<str>,
+    entries: Arc<[(Arc<str>, Value)]>,
+}
+
+impl Arguments {
+    pub(crate) fn new(step: Arc<str>, entries: Vec<(Arc<str>, Value)>) -> Arguments {
+        Arguments {
+            step,
+            entries: entries.into(),
+        }
+    }
+
+    /// Builds arguments for `step` from name/value pairs.
+    pub fn from_pairs<K: Into<Arc<str>>>(
+        step: &str,
+        pairs: impl IntoIterator<Item = (K, Value)>,
+    ) -> Arguments {
+        Arguments::new(
+            step.into(),
+            pairs.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        )
+    }
+
+    /// The step these arguments belong to.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+
+    /// The argument `name` as a `T`; an error names the argument, the step
+    /// and both types, or the missing argument.
+    pub fn get<T: 'static>(&self, name: &str) -> Result<&T, Error> {
+        let v = self.value(name).ok_or_else(|| Error::MissingArgument {
+            step: self.step.to_string(),
+            argument: name.to_string(),
+        })?;
+        v.downcast_ref::<T>().ok_or_else(|| Error::ArgumentType {
+            step: self.step.to_string(),
+            argument: name.to_string(),
+            expected: std::any::type_name::<T>(),
+            actual: v.type_name(),
+        })
+    }
+
+    /// The argument `name`, untyped.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.entries
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether an argument `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.value(name).is_some()
+    }
+
+    /// The arguments in declaration order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(n, v)| (&**n, v))
+    }
+
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// These arguments with `name` set to `value` (replacing an existing one).
+    pub fn with(&self, name: impl Into<Arc<str>>, value: Value) -> Arguments {
+        let name = name.into();
+        let mut entries: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .cloned()
+            .collect();
+        entries.push((name, value));
+        Arguments::new(self.step.clone(), entries)
+    }
+}
+
+impl fmt::Debug for Arguments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}

@@ -1,0 +1,113 @@
+//! The context a step runs in: run id, attempt, retry budget, user context
+//! and the concurrency pool to share with nested runs.
+
+use std::sync::Arc;
+
+use crate::event::Emitter;
+use crate::pool::ConcurrencyPool;
+use crate::step::StepSpec;
+use crate::value::{Value, ValueMap};
+
+/// What a run shares with all of its steps.
+pub(crate) struct RunScope {
+    pub(crate) run_id: Arc<str>,
+    pub(crate) reactor: Arc<str>,
+    pub(crate) values: ValueMap,
+    pub(crate) pool: ConcurrencyPool,
+    pub(crate) async_run: bool,
+    pub(crate) events: Emitter,
+}
+
+/// The context of one step attempt.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{step, Reactor};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), reactor::Error> {
+/// let reactor = Reactor::builder("ctx")
+///     .add(step("who").run_sync(|_args, ctx| {
+///         Ok(format!("{} try {}", ctx.step_name(), ctx.current_try()))
+///     }))
+///     .returns("who")
+///     .build()?;
+/// let out = reactor.run(reactor::Inputs::new()).await?;
+/// assert_eq!(out.get::<String>()?, "who try 0");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) run: Arc<RunScope>,
+    pub(crate) step: StepSpec,
+    pub(crate) current_try: u32,
+    pub(crate) retries_remaining: Option<u32>,
+}
+
+impl Context {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run.run_id
+    }
+
+    /// The reactor's name.
+    pub fn reactor_name(&self) -> &str {
+        &self.run.reactor
+    }
+
+    /// The current step's name.
+    pub fn step_name(&self) -> &str {
+        self.step.name()
+    }
+
+    /// The current step's definition: emit it again (`Outcome::OkWithSteps`)
+    /// to run the step once more, for example to poll an external resource.
+    pub fn current_step(&self) -> StepSpec {
+        self.step.clone()
+    }
+
+    /// How many retries this step has already made: 0 on the first attempt.
+    pub fn current_try(&self) -> u32 {
+        self.current_try
+    }
+
+    /// How many retries remain, or `None` when they are unlimited.
+    pub fn retries_remaining(&self) -> Option<u32> {
+        self.retries_remaining
+    }
+
+    /// Whether the run is asynchronous (steps may run concurrently).
+    pub fn is_async(&self) -> bool {
+        self.run.async_run
+    }
+
+    /// The concurrency pool of this run: pass it to nested runs.
+    pub fn pool(&self) -> &ConcurrencyPool {
+        &self.run.pool
+    }
+
+    /// A context value: the run's context wins over the step's own.
+    pub fn value(&self, key: &str) -> Option<&Value> {
+        self.run
+            .values
+            .get(key)
+            .or_else(|| self.step.def().context.get(key))
+    }
+
+    /// A context value as a `T`, if present and of that type.
+    pub fn get<T: 'static>(&self, key: &str) -> Option<&T> {
+        self.value(key).and_then(Value::downcast_ref)
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("run_id", &self.run.run_id)
+            .field("step", &self.step.name())
+            .field("current_try", &self.current_try)
+            .field("retries_remaining", &self.retries_remaining)
+            .field("values", &self.run.values)
+            .finish()
+    }
+}

@@ -1,0 +1,913 @@
+//! The coordinator: the run loop of one run (see the module docs of
+//! [`crate::executor`] for the algorithm).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::runner::{self, Attempt};
+use super::state::{RunState, UndoRecord};
+use crate::argument::Arguments;
+use crate::context::{Context, RunScope};
+use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
+use crate::event::EventKind;
+use crate::planner::{plan_step, ArgFrom, Plan, PlannedStep};
+use crate::pool::HeldPools;
+use crate::step::{Backoff, StepSpec};
+use crate::value::{Value, ValueMap};
+
+/// Run settings the loop obeys.
+pub(crate) struct Settings {
+    pub(crate) run_async: bool,
+    pub(crate) max_concurrency: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_iterations: Option<u64>,
+    pub(crate) halt_timeout: Duration,
+    pub(crate) resumed: bool,
+}
+
+/// How a run ended.
+pub(crate) enum Finish {
+    Completed { value: Value, state: RunState },
+    Halted { state: RunState },
+    Failed(RunError),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Status {
+    Waiting,
+    Ready,
+    Running,
+    BackingOff,
+    Done,
+    Failed,
+}
+
+struct Node {
+    /// A definition emitted at run time (a new step or a replacement).
+    def: Option<Arc<PlannedStep>>,
+    status: Status,
+    /// Dependencies not yet done.
+    remaining: u32,
+    /// Pending steps that will read this step's result.
+    readers: u32,
+    /// Keep the result whatever the readers (the return step).
+    keep: bool,
+    result: Option<Value>,
+    retries: u32,
+    /// The arguments, kept from the first attempt for retries and undo.
+    args: Option<Arguments>,
+}
+
+struct UndoEntry {
+    index: usize,
+    value: Value,
+    args: Arguments,
+}
+
+struct Report {
+    index: usize,
+    attempt: Attempt,
+}
+
+enum Wake {
+    Completion,
+    Other,
+    Stuck,
+    IterationLimit,
+}
+
+/// A step definition: static (in the plan) or emitted at run time.
+enum Def<'p> {
+    Static(&'p PlannedStep),
+    Dynamic(Arc<PlannedStep>),
+}
+
+impl std::ops::Deref for Def<'_> {
+    type Target = PlannedStep;
+    fn deref(&self) -> &PlannedStep {
+        match self {
+            Def::Static(s) => s,
+            Def::Dynamic(s) => s,
+        }
+    }
+}
+
+fn def_of<'p>(plan: &'p Plan, nodes: &[Node], i: usize) -> Def<'p> {
+    match &nodes[i].def {
+        Some(d) => Def::Dynamic(d.clone()),
+        None => Def::Static(&plan.steps[i]),
+    }
+}
+
+pub(crate) struct Coordinator {
+    plan: Arc<Plan>,
+    scope: Arc<RunScope>,
+    settings: Settings,
+    raw_inputs: ValueMap,
+    inputs: Vec<Value>,
+    nodes: Vec<Node>,
+    dynamic_names: HashMap<Arc<str>, usize>,
+    extra_dependents: HashMap<usize, Vec<usize>>,
+    completed: Vec<usize>,
+    ready: VecDeque<usize>,
+    tasks: JoinSet<Report>,
+    running: usize,
+    backoffs: BinaryHeap<Reverse<(Instant, usize)>>,
+    undo: Vec<UndoEntry>,
+    errors: Vec<StepError>,
+    unfinished: usize,
+    halting: bool,
+    held: HeldPools,
+    nested: bool,
+    started: Instant,
+    iterations: u64,
+}
+
+impl Coordinator {
+    /// Prepares a run from `state` (empty for a fresh run).
+    pub(crate) fn new(
+        plan: Arc<Plan>,
+        scope: Arc<RunScope>,
+        settings: Settings,
+        inputs: Vec<Value>,
+        state: RunState,
+    ) -> Result<Coordinator, Error> {
+        let held = HeldPools::current_plus(&scope.pool);
+        let nested = scope.pool.held_by_current_task();
+        let n = plan.steps.len();
+        let mut nodes: Vec<Node> = (0..n)
+            .map(|_| Node {
+                def: None,
+                status: Status::Waiting,
+                remaining: 0,
+                readers: 0,
+                keep: false,
+                result: None,
+                retries: 0,
+                args: None,
+            })
+            .collect();
+        nodes[plan.return_step].keep = true;
+        let mut c = Coordinator {
+            plan,
+            scope,
+            settings,
+            raw_inputs: state.inputs,
+            inputs,
+            nodes,
+            dynamic_names: HashMap::new(),
+            extra_dependents: HashMap::new(),
+            completed: Vec::with_capacity(n),
+            ready: VecDeque::new(),
+            tasks: JoinSet::new(),
+            running: 0,
+            backoffs: BinaryHeap::new(),
+            undo: Vec::new(),
+            errors: Vec::new(),
+            unfinished: n,
+            halting: false,
+            held,
+            nested,
+            started: Instant::now(),
+            iterations: 0,
+        };
+        if !c.settings.resumed {
+            c.wire_fresh();
+        } else {
+            c.restore(
+                state.completed,
+                state.results,
+                state.undo_stack,
+                state.emitted,
+                state.retries,
+            )?;
+        }
+        Ok(c)
+    }
+
+    fn wire_fresh(&mut self) {
+        let plan = self.plan.clone();
+        for (i, s) in plan.steps.iter().enumerate() {
+            self.nodes[i].remaining = s.deps.len() as u32;
+            for &j in &s.reads {
+                self.nodes[j].readers += 1;
+            }
+            if s.deps.is_empty() {
+                self.nodes[i].status = Status::Ready;
+                self.ready.push_back(i);
+            }
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.plan
+            .step_index
+            .get(name)
+            .or_else(|| self.dynamic_names.get(name))
+            .copied()
+    }
+
+    fn restore(
+        &mut self,
+        completed: Vec<String>,
+        mut results: ValueMap,
+        undo_stack: Vec<UndoRecord>,
+        emitted: Vec<StepSpec>,
+        retries: std::collections::BTreeMap<String, u32>,
+    ) -> Result<(), Error> {
+        // Give emitted steps their places, then plan them all.
+        for spec in &emitted {
+            if self.index_of(spec.name()).is_none() {
+                let i = self.push_node();
+                self.dynamic_names.insert(spec.name_arc().clone(), i);
+            }
+        }
+        for spec in emitted {
+            let i = self.index_of(spec.name()).expect("placed above");
+            let planned = self.plan_dynamic(spec, i)?;
+            self.nodes[i].def = Some(Arc::new(planned));
+        }
+        for name in &completed {
+            if let Some(i) = self.index_of(name) {
+                self.nodes[i].status = Status::Done;
+                self.unfinished -= 1;
+                self.completed.push(i);
+            }
+        }
+        for (name, value) in std::mem::take(&mut results) {
+            if let Some(i) = self.index_of(&name) {
+                self.nodes[i].result = Some(value);
+            }
+        }
+        for (name, n) in retries {
+            if let Some(i) = self.index_of(&name) {
+                self.nodes[i].retries = n;
+            }
+        }
+        for rec in undo_stack {
+            if let Some(index) = self.index_of(&rec.step) {
+                self.undo.push(UndoEntry {
+                    index,
+                    value: rec.value,
+                    args: rec.arguments,
+                });
+            }
+        }
+        let plan = self.plan.clone();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].status == Status::Done {
+                continue;
+            }
+            let def = def_of(&plan, &self.nodes, i);
+            let mut remaining = 0;
+            for &j in &def.deps {
+                if self.nodes[j].status != Status::Done {
+                    remaining += 1;
+                    if i >= plan.steps.len() || self.nodes[i].def.is_some() {
+                        self.extra_dependents.entry(j).or_default().push(i);
+                    }
+                }
+            }
+            let reads = def.reads.clone();
+            drop(def);
+            for j in reads.into_iter().filter(|&j| j != i) {
+                self.nodes[j].readers += 1;
+            }
+            self.nodes[i].remaining = remaining;
+            if remaining == 0 {
+                self.nodes[i].status = Status::Ready;
+                self.ready.push_back(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn push_node(&mut self) -> usize {
+        self.nodes.push(Node {
+            def: None,
+            status: Status::Waiting,
+            remaining: 0,
+            readers: 0,
+            keep: false,
+            result: None,
+            retries: 0,
+            args: None,
+        });
+        self.unfinished += 1;
+        self.nodes.len() - 1
+    }
+
+    fn plan_dynamic(&self, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
+        let lookup = |n: &str| self.index_of(n);
+        plan_step(spec, index, &self.plan.input_index, &lookup)
+    }
+
+    // ----- the loop ------------------------------------------------------
+
+    /// Runs the loop to the end.
+    pub(crate) async fn drive(mut self) -> Finish {
+        let scope = self.scope.clone();
+        scope.events.emit(&scope.run_id, &scope.reactor, None, || {
+            EventKind::RunStart {
+                resumed: self.settings.resumed,
+            }
+        });
+        let deadline = self.settings.timeout.map(|t| self.started + t);
+        let mut count = true;
+        loop {
+            if count {
+                if let Some(max) = self.settings.max_iterations {
+                    if self.iterations >= max {
+                        self.halting = true;
+                    }
+                }
+                self.iterations += 1;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.halting = true;
+            }
+            if self.halting || !self.errors.is_empty() {
+                break;
+            }
+            self.launch_ready().await;
+            if self.halting || !self.errors.is_empty() || self.unfinished == 0 {
+                break;
+            }
+            count = match self.wait(deadline).await {
+                Wake::Completion => true,
+                Wake::Other => false,
+                Wake::IterationLimit => {
+                    self.halting = true;
+                    break;
+                }
+                Wake::Stuck => {
+                    self.stuck();
+                    break;
+                }
+            };
+        }
+        self.finish().await
+    }
+
+    /// Nothing can run, nothing is running, but steps are unfinished.
+    fn stuck(&mut self) {
+        let names: Vec<String> = (0..self.nodes.len())
+            .filter(|&i| !matches!(self.nodes[i].status, Status::Done | Status::Failed))
+            .take(8)
+            .map(|i| def_of(&self.plan, &self.nodes, i).name().to_string())
+            .collect();
+        self.errors.push(StepError {
+            step: names.first().cloned().unwrap_or_default(),
+            phase: Phase::Plan,
+            attempt: 0,
+            kind: StepErrorKind::Plan(Reason::msg(format!(
+                "steps can never run: {}",
+                names.join(", ")
+            ))),
+        });
+    }
+
+    async fn launch_ready(&mut self) {
+        let plan = self.plan.clone();
+        while let Some(&i) = self.ready.front() {
+            if self.halting || !self.errors.is_empty() {
+                return;
+            }
+            let def = def_of(&plan, &self.nodes, i);
+            let spec = def.spec.def();
+            let inline = !self.settings.run_async || !spec.run_async;
+            let cpu_bound = spec.cpu_bound;
+            let permit = if inline {
+                None
+            } else {
+                if self.running >= self.settings.max_concurrency {
+                    return;
+                }
+                match self.scope.pool.try_acquire() {
+                    Some(p) => Some(p),
+                    // Nested in a step holding a slot of this pool: run in
+                    // the coordinator rather than wait for ourselves.
+                    None if self.running == 0 && self.nested => None,
+                    None => return,
+                }
+            };
+            self.ready.pop_front();
+            let (step, args, ctx) = match self.prepare(i, &def) {
+                Ok(prepared) => prepared,
+                Err(kind) => {
+                    let attempt = self.nodes[i].retries + 1;
+                    self.fail(i, Phase::Arguments, attempt, kind);
+                    return;
+                }
+            };
+            drop(def);
+            self.nodes[i].status = Status::Running;
+            let span = tracing::debug_span!("step", step = %ctx.step_name(), attempt = ctx.current_try() + 1);
+            let fut = self
+                .held
+                .clone()
+                .scope(runner::attempt(step, args, ctx))
+                .instrument(span);
+            match permit {
+                None => {
+                    let attempt = fut.await;
+                    self.on_report(Report { index: i, attempt });
+                }
+                Some(permit) => {
+                    self.running += 1;
+                    let task = async move {
+                        let attempt = fut.await;
+                        drop(permit);
+                        Report { index: i, attempt }
+                    };
+                    if cpu_bound {
+                        let handle = tokio::runtime::Handle::current();
+                        self.tasks.spawn_blocking(move || handle.block_on(task));
+                    } else {
+                        self.tasks.spawn(task);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves a step's arguments (once; retries reuse them) and context.
+    fn prepare(
+        &mut self,
+        i: usize,
+        def: &PlannedStep,
+    ) -> Result<(Arc<dyn crate::step::Step>, Arguments, Context), StepErrorKind> {
+        let args = match &self.nodes[i].args {
+            Some(args) => args.clone(),
+            None => {
+                let args = self.resolve_arguments(i, def)?;
+                for &j in &def.reads {
+                    if j != i {
+                        self.release_read(j);
+                    }
+                }
+                self.nodes[i].args = Some(args.clone());
+                args
+            }
+        };
+        let retries = self.nodes[i].retries;
+        let ctx = Context {
+            run: self.scope.clone(),
+            step: def.spec.clone(),
+            current_try: retries,
+            retries_remaining: def
+                .spec
+                .def()
+                .max_retries
+                .map(|m| m.saturating_sub(retries)),
+        };
+        Ok((def.imp.clone(), args, ctx))
+    }
+
+    fn resolve_arguments(&self, i: usize, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
+        let mut entries = Vec::with_capacity(def.args.len());
+        for arg in &def.args {
+            let raw = match arg.from {
+                ArgFrom::Input(k) => self.inputs[k].clone(),
+                ArgFrom::Step(j) => match &self.nodes[j].result {
+                    Some(v) => v.clone(),
+                    None => {
+                        return Err(StepErrorKind::MissingResult {
+                            argument: arg.name.to_string(),
+                            dependency: def_of(&self.plan, &self.nodes, j).name().to_string(),
+                        })
+                    }
+                },
+                ArgFrom::Constant => match &arg.source.origin {
+                    crate::argument::Origin::Value(v) => v.clone(),
+                    _ => unreachable!("constant arguments hold a value"),
+                },
+            };
+            let value = if arg.source.path.is_empty() && arg.source.transform.is_none() {
+                raw
+            } else {
+                arg.source.finish(&arg.name, raw)?
+            };
+            entries.push((arg.name.clone(), value));
+        }
+        let args = Arguments::new(def.name().clone(), entries);
+        let _ = i;
+        match &def.spec.def().transform_arguments {
+            None => Ok(args),
+            Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {
+                Ok(Ok(args)) => Ok(args),
+                Ok(Err(e)) => Err(StepErrorKind::ArgumentsTransform(Reason::from(e))),
+                Err(p) => Err(StepErrorKind::ArgumentsTransform(Reason::msg(format!(
+                    "panicked: {}",
+                    panic_message(&*p)
+                )))),
+            },
+        }
+    }
+
+    /// One reader of `j` no longer needs its result.
+    fn release_read(&mut self, j: usize) {
+        let node = &mut self.nodes[j];
+        node.readers = node.readers.saturating_sub(1);
+        if node.readers == 0 && !node.keep && node.status == Status::Done {
+            node.result = None;
+        }
+    }
+
+    async fn wait(&mut self, deadline: Option<Instant>) -> Wake {
+        let blocked_on_pool = !self.ready.is_empty()
+            && self.settings.run_async
+            && self.running < self.settings.max_concurrency;
+        let next_backoff = self.backoffs.peek().map(|Reverse((t, _))| *t);
+        if self.running == 0 && !blocked_on_pool {
+            match next_backoff {
+                None => return Wake::Stuck,
+                Some(_) => {
+                    // Sleeping would spend the last iteration on the retry:
+                    // halt instead.
+                    if let Some(max) = self.settings.max_iterations {
+                        if self.iterations + 1 >= max {
+                            return Wake::IterationLimit;
+                        }
+                    }
+                }
+            }
+        }
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let pool = self.scope.pool.clone();
+        enum Woken {
+            Joined(Option<Result<Report, JoinError>>),
+            Backoff,
+            Other,
+        }
+        let woken = tokio::select! {
+            biased;
+            res = self.tasks.join_next(), if self.running > 0 => Woken::Joined(res),
+            _ = tokio::time::sleep_until(next_backoff.unwrap_or(far)), if next_backoff.is_some() => Woken::Backoff,
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => Woken::Other,
+            _ = pool.wait_for_release(), if blocked_on_pool => Woken::Other,
+        };
+        match woken {
+            Woken::Joined(res) => {
+                if let Some(res) = res {
+                    self.on_join(res);
+                }
+                while let Some(res) = self.tasks.try_join_next() {
+                    self.on_join(res);
+                }
+                Wake::Completion
+            }
+            Woken::Backoff => {
+                let now = Instant::now();
+                while let Some(Reverse((t, i))) = self.backoffs.peek().copied() {
+                    if t > now {
+                        break;
+                    }
+                    self.backoffs.pop();
+                    self.nodes[i].status = Status::Ready;
+                    self.ready.push_back(i);
+                }
+                Wake::Other
+            }
+            Woken::Other => Wake::Other,
+        }
+    }
+
+    fn on_join(&mut self, res: Result<Report, JoinError>) {
+        self.running -= 1;
+        match res {
+            Ok(report) => self.on_report(report),
+            Err(e) => self.errors.push(StepError {
+                step: String::from("<task>"),
+                phase: Phase::Run,
+                attempt: 0,
+                kind: StepErrorKind::Panicked(if e.is_panic() {
+                    panic_message(&*e.into_panic())
+                } else {
+                    "the step's task was cancelled".to_string()
+                }),
+            }),
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        let i = report.index;
+        match report.attempt {
+            Attempt::Completed { value, emitted } => self.complete(i, value, emitted),
+            Attempt::Halted(value) => {
+                self.nodes[i].keep = true;
+                self.complete(i, value, Vec::new());
+                self.halting = true;
+            }
+            Attempt::Retry { reason, backoff } => self.retry(i, reason, backoff),
+            Attempt::Failed { phase, kind } => {
+                let attempt = self.nodes[i].retries + 1;
+                self.fail(i, phase, attempt, kind);
+            }
+        }
+    }
+
+    fn retry(&mut self, i: usize, reason: Option<Reason>, backoff: Backoff) {
+        let plan = self.plan.clone();
+        let max = def_of(&plan, &self.nodes, i).spec.def().max_retries;
+        let node = &mut self.nodes[i];
+        node.retries += 1;
+        if let Some(max) = max {
+            if node.retries > max {
+                let attempt = node.retries;
+                let kind = match reason {
+                    Some(r) => StepErrorKind::Failed(r),
+                    None => StepErrorKind::RetriesExceeded {
+                        retries: attempt,
+                        max_retries: max,
+                    },
+                };
+                self.fail(i, Phase::Run, attempt, kind);
+                return;
+            }
+        }
+        match backoff {
+            Backoff::After(d) if !d.is_zero() => {
+                node.status = Status::BackingOff;
+                self.backoffs.push(Reverse((Instant::now() + d, i)));
+            }
+            _ => {
+                node.status = Status::Ready;
+                self.ready.push_back(i);
+            }
+        }
+    }
+
+    fn fail(&mut self, i: usize, phase: Phase, attempt: u32, kind: StepErrorKind) {
+        self.nodes[i].status = Status::Failed;
+        let error = StepError {
+            step: def_of(&self.plan, &self.nodes, i).name().to_string(),
+            phase,
+            attempt,
+            kind,
+        };
+        let scope = &self.scope;
+        scope
+            .events
+            .emit(&scope.run_id, &scope.reactor, Some(&error.step), || {
+                EventKind::StepFailed { error: &error }
+            });
+        self.errors.push(error);
+    }
+
+    fn complete(&mut self, i: usize, value: Value, emitted: Vec<StepSpec>) {
+        let plan = self.plan.clone();
+        let (replacement, others): (Vec<StepSpec>, Vec<StepSpec>) = {
+            let name = def_of(&plan, &self.nodes, i).name().clone();
+            emitted.into_iter().partition(|s| *s.name() == *name)
+        };
+        let def = def_of(&plan, &self.nodes, i);
+        let can_undo = def.can_undo;
+        drop(def);
+        let args = self.nodes[i].args.take();
+        if can_undo {
+            self.undo.push(UndoEntry {
+                index: i,
+                value: value.clone(),
+                args: args.unwrap_or_else(|| Arguments::new("".into(), Vec::new())),
+            });
+        }
+        if !others.is_empty() {
+            if let Err(e) = self.add_emitted(others) {
+                self.fail(i, Phase::Plan, self.nodes[i].retries + 1, e);
+                return;
+            }
+        }
+        if let Some(spec) = replacement.into_iter().last() {
+            // The replacement takes this step's place: dependents wait for it
+            // and it can read this value as its own result.
+            self.nodes[i].result = Some(value);
+            self.nodes[i].retries = 0;
+            match self.plan_dynamic(spec, i) {
+                Ok(planned) => {
+                    self.nodes[i].def = Some(Arc::new(planned));
+                    self.wire_dynamic(i);
+                }
+                Err(e) => {
+                    self.fail(i, Phase::Plan, 1, StepErrorKind::Plan(Reason::new(e)));
+                }
+            }
+            return;
+        }
+        let node = &mut self.nodes[i];
+        node.status = Status::Done;
+        self.unfinished -= 1;
+        self.completed.push(i);
+        if node.readers > 0 || node.keep {
+            node.result = Some(value);
+        } else {
+            node.result = None;
+        }
+        if i < plan.steps.len() {
+            for &d in &plan.steps[i].dependents {
+                self.dependency_done(d);
+            }
+        }
+        if let Some(extra) = self.extra_dependents.remove(&i) {
+            for d in extra {
+                self.dependency_done(d);
+            }
+        }
+    }
+
+    fn dependency_done(&mut self, d: usize) {
+        let node = &mut self.nodes[d];
+        node.remaining -= 1;
+        if node.remaining == 0 && node.status == Status::Waiting {
+            node.status = Status::Ready;
+            self.ready.push_back(d);
+        }
+    }
+
+    /// Adds steps emitted under new names.
+    fn add_emitted(&mut self, specs: Vec<StepSpec>) -> Result<(), StepErrorKind> {
+        let mut placed = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            if self.index_of(spec.name()).is_some() {
+                return Err(StepErrorKind::Plan(Reason::new(Error::Duplicate {
+                    what: "steps",
+                    name: spec.name().to_string(),
+                    count: 2,
+                })));
+            }
+            let i = self.push_node();
+            self.dynamic_names.insert(spec.name_arc().clone(), i);
+            placed.push(i);
+        }
+        for (spec, &i) in specs.into_iter().zip(&placed) {
+            let planned = self
+                .plan_dynamic(spec, i)
+                .map_err(|e| StepErrorKind::Plan(Reason::new(e)))?;
+            self.nodes[i].def = Some(Arc::new(planned));
+        }
+        for &i in &placed {
+            self.wire_dynamic(i);
+        }
+        Ok(())
+    }
+
+    /// Counts a dynamic step's unfinished dependencies and registers it as
+    /// a reader of the results it needs.
+    fn wire_dynamic(&mut self, i: usize) {
+        let def = self.nodes[i].def.clone().expect("dynamic steps have a def");
+        let mut remaining = 0;
+        for &j in &def.deps {
+            if self.nodes[j].status != Status::Done {
+                remaining += 1;
+                self.extra_dependents.entry(j).or_default().push(i);
+            }
+        }
+        for &j in &def.reads {
+            if j != i {
+                self.nodes[j].readers += 1;
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.remaining = remaining;
+        node.args = None;
+        if remaining == 0 {
+            node.status = Status::Ready;
+            self.ready.push_back(i);
+        } else {
+            node.status = Status::Waiting;
+        }
+    }
+
+    // ----- the end of a run ----------------------------------------------
+
+    /// Waits for running steps, up to `limit`; steps still running then are
+    /// abandoned and will run again on resume.
+    async fn drain(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.running > 0 {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(res)) => self.on_join(res),
+                Ok(None) => break,
+                Err(_) => {
+                    for i in 0..self.nodes.len() {
+                        if self.nodes[i].status == Status::Running {
+                            tracing::warn!(
+                                step = %def_of(&self.plan, &self.nodes, i).name(),
+                                "step still running after the halt timeout; it is abandoned and cannot be undone"
+                            );
+                            self.nodes[i].status = Status::Ready;
+                        }
+                    }
+                    self.tasks.detach_all();
+                    self.running = 0;
+                }
+            }
+        }
+    }
+
+    async fn finish(mut self) -> Finish {
+        let halt_timeout = self.settings.halt_timeout;
+        self.drain(halt_timeout).await;
+        let scope = self.scope.clone();
+        let duration = self.started.elapsed();
+        if !self.errors.is_empty() {
+            self.unwind().await;
+            let error = RunError {
+                run_id: scope.run_id.to_string(),
+                errors: std::mem::take(&mut self.errors),
+            };
+            scope.events.emit(&scope.run_id, &scope.reactor, None, || {
+                EventKind::RunError {
+                    duration,
+                    error: &error,
+                }
+            });
+            return Finish::Failed(error);
+        }
+        if self.unfinished == 0 && !self.halting {
+            let value = self.nodes[self.plan.return_step]
+                .result
+                .clone()
+                .expect("the return step's result is kept");
+            scope.events.emit(&scope.run_id, &scope.reactor, None, || {
+                EventKind::RunComplete {
+                    duration,
+                    value: &value,
+                }
+            });
+            let state = self.into_state();
+            return Finish::Completed { value, state };
+        }
+        scope
+            .events
+            .emit(&scope.run_id, &scope.reactor, None, || EventKind::RunHalt {
+                duration,
+            });
+        Finish::Halted {
+            state: self.into_state(),
+        }
+    }
+
+    /// Undoes every completed undoable step, newest first.
+    async fn unwind(&mut self) {
+        let plan = self.plan.clone();
+        while let Some(entry) = self.undo.pop() {
+            let def = def_of(&plan, &self.nodes, entry.index);
+            let ctx = Context {
+                run: self.scope.clone(),
+                step: def.spec.clone(),
+                current_try: 0,
+                retries_remaining: None,
+            };
+            let step = def.imp.clone();
+            drop(def);
+            let undo = runner::undo(step, entry.value, entry.args, ctx);
+            if let Err(e) = self.held.clone().scope(undo).await {
+                self.errors.push(e);
+            }
+        }
+    }
+
+    fn into_state(self) -> RunState {
+        let plan = &self.plan;
+        let name = |i: usize| def_of(plan, &self.nodes, i).name().to_string();
+        let mut results = ValueMap::new();
+        let mut retries = std::collections::BTreeMap::new();
+        let mut emitted = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(v) = &node.result {
+                results.insert(name(i), v.clone());
+            }
+            if node.retries > 0 && node.status != Status::Done {
+                retries.insert(name(i), node.retries);
+            }
+            if let Some(d) = &node.def {
+                emitted.push(d.spec.clone());
+            }
+        }
+        RunState {
+            run_id: self.scope.run_id.to_string(),
+            inputs: self.raw_inputs.clone(),
+            context: self.scope.values.clone(),
+            completed: self.completed.iter().map(|&i| name(i)).collect(),
+            results,
+            undo_stack: self
+                .undo
+                .iter()
+                .map(|e| UndoRecord {
+                    step: name(e.index),
+                    value: e.value.clone(),
+                    arguments: e.args.clone(),
+                })
+                .collect(),
+            emitted,
+            retries,
+        }
+    }
+}

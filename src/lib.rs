@@ -1,0 +1,70 @@
+//! # Reactor for Rust
+//!
+//! A dynamic, concurrent, dependency-resolving saga orchestrator.
+//!
+//! Describe a workflow as steps with arguments; the arguments form a graph.
+//! Every step whose inputs are ready runs at once, up to a concurrency
+//! limit. A failing step can compensate or retry with backoff; when it
+//! fails for good, the completed steps are undone in reverse order (a
+//! saga). Steps can halt the run (to resume later) and add steps to the
+//! running graph.
+//!
+//! ## Overview
+//!
+//! - [`Reactor::builder`] declares inputs and [`step`]s; [`Builder::build`]
+//!   plans and validates them into a [`Reactor`].
+//! - [`Reactor::run`] starts a [`RunRequest`]; set options on it and
+//!   `.await` it for the result, or call [`RunRequest::outcome`].
+//! - Steps are closures ([`StepSpec::run`]) or types implementing [`Step`].
+//! - [`ConcurrencyPool`] shares a concurrency limit across runs.
+//! - [`Middleware`] sees every [`Event`] of a run.
+//!
+//! ```
+//! use reactor::{input, result, step, Inputs, Reactor};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+//! let reactor = Reactor::builder("sum_and_double")
+//!     .input("x")
+//!     .add(step("a").argument("x", input("x")).run_sync(|args, _| {
+//!         Ok(args.get::<i64>("x")? + 1)
+//!     }))
+//!     .add(step("b").argument("x", input("x")).run(|args, _| async move {
+//!         Ok(args.get::<i64>("x")? + 2)
+//!     }))
+//!     .add(step("sum").argument("a", result("a")).argument("b", result("b")).run_sync(|args, _| {
+//!         Ok(args.get::<i64>("a")? + args.get::<i64>("b")?)
+//!     }))
+//!     .returns("sum")
+//!     .build()?;
+//! let out = reactor.run(Inputs::new().with("x", 10_i64)).await?;
+//! assert_eq!(*out.get::<i64>()?, 23);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod argument;
+mod builder;
+mod context;
+mod error;
+mod event;
+pub mod executor;
+mod planner;
+mod pool;
+mod reactor;
+mod step;
+mod value;
+
+pub use argument::{input, result, value, ArgumentSpec, Arguments, Source};
+pub use async_trait::async_trait;
+pub use builder::Builder;
+pub use context::Context;
+pub use error::{BoxError, Error, ErrorClass, Phase, Reason, RunError, StepError, StepErrorKind};
+pub use event::{Event, EventKind, Middleware};
+pub use executor::{CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord};
+pub use pool::{ConcurrencyPool, Permit};
+pub use reactor::{Inputs, Reactor};
+pub use step::{
+    step, Backoff, Compensation, IntoOutcome, IntoUndoOutcome, Outcome, Step, StepSpec, UndoOutcome,
+};
+pub use value::{Navigate, PathKey, Value, ValueMap};

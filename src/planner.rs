@@ -1,0 +1,275 @@
+//! The planner: turns declared steps into a validated dependency graph.
+//!
+//! Steps become indices; each argument is resolved to an input index, a
+//! producer index or a constant. Planning rejects duplicate names, unknown
+//! inputs and steps, a missing or unknown return step and cycles (naming
+//! the steps of one cycle), all before anything runs. It is linear in the
+//! number of steps and arguments. Steps emitted while a run is under way
+//! are planned one at a time with [`plan_step`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::argument::Source;
+use crate::builder::{Builder, InputDef};
+use crate::error::Error;
+use crate::event::Middleware;
+use crate::step::{Step, StepSpec};
+
+/// A planned reactor: immutable, shared by all of its runs.
+pub(crate) struct Plan {
+    pub(crate) name: Arc<str>,
+    pub(crate) description: Option<String>,
+    pub(crate) inputs: Vec<InputDef>,
+    pub(crate) input_index: HashMap<Arc<str>, usize>,
+    pub(crate) steps: Vec<PlannedStep>,
+    pub(crate) step_index: HashMap<Arc<str>, usize>,
+    pub(crate) return_step: usize,
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+}
+
+/// Where a planned argument reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ArgFrom {
+    Input(usize),
+    Step(usize),
+    Constant,
+}
+
+/// A resolved argument.
+#[derive(Clone)]
+pub(crate) struct PlannedArg {
+    pub(crate) name: Arc<str>,
+    pub(crate) source: Source,
+    pub(crate) from: ArgFrom,
+}
+
+/// A step with its arguments resolved to indices.
+#[derive(Clone)]
+pub(crate) struct PlannedStep {
+    pub(crate) spec: StepSpec,
+    pub(crate) imp: Arc<dyn Step>,
+    pub(crate) args: Vec<PlannedArg>,
+    /// Unique producers this step waits for (data and `wait_for`).
+    pub(crate) deps: Vec<usize>,
+    /// Unique producers whose value this step reads.
+    pub(crate) reads: Vec<usize>,
+    /// Steps that wait for this one.
+    pub(crate) dependents: Vec<usize>,
+    pub(crate) can_undo: bool,
+}
+
+impl PlannedStep {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        self.spec.name_arc()
+    }
+}
+
+/// Resolves one step's arguments. `lookup` maps a step name to its index;
+/// `self_index` is the index this step will have (a read of its own name
+/// refers to its previous value, and adds no edge).
+pub(crate) fn plan_step(
+    spec: StepSpec,
+    self_index: usize,
+    input_index: &HashMap<Arc<str>, usize>,
+    lookup: &dyn Fn(&str) -> Option<usize>,
+) -> Result<PlannedStep, Error> {
+    let imp = spec.resolve()?;
+    let def = spec.def();
+    let mut args = Vec::with_capacity(def.arguments.len());
+    let mut deps = Vec::with_capacity(def.arguments.len() + def.wait_for.len());
+    let mut reads = Vec::with_capacity(def.arguments.len());
+    for arg in &def.arguments {
+        let from = match &arg.source.origin {
+            crate::argument::Origin::Input(name) => {
+                let i = input_index
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| Error::UnknownInput {
+                        step: def.name.to_string(),
+                        argument: arg.name.to_string(),
+                        input: name.to_string(),
+                    })?;
+                ArgFrom::Input(i)
+            }
+            crate::argument::Origin::Result(name) => {
+                let i = lookup(name).ok_or_else(|| Error::UnknownStep {
+                    step: def.name.to_string(),
+                    dependency: name.to_string(),
+                })?;
+                if i != self_index {
+                    deps.push(i);
+                }
+                reads.push(i);
+                ArgFrom::Step(i)
+            }
+            crate::argument::Origin::Value(_) => ArgFrom::Constant,
+        };
+        args.push(PlannedArg {
+            name: arg.name.clone(),
+            source: arg.source.clone(),
+            from,
+        });
+    }
+    for name in &def.wait_for {
+        let i = lookup(name).ok_or_else(|| Error::UnknownStep {
+            step: def.name.to_string(),
+            dependency: name.to_string(),
+        })?;
+        if i != self_index {
+            deps.push(i);
+        }
+    }
+    sort_dedup(&mut deps);
+    sort_dedup(&mut reads);
+    let can_undo = imp.can_undo();
+    Ok(PlannedStep {
+        spec,
+        imp,
+        args,
+        deps,
+        reads,
+        dependents: Vec::new(),
+        can_undo,
+    })
+}
+
+fn sort_dedup(v: &mut Vec<usize>) {
+    if v.len() > 1 {
+        v.sort_unstable();
+        v.dedup();
+    }
+}
+
+/// Plans a whole reactor.
+pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
+    let name: Arc<str> = builder.name.unwrap_or_else(|| "reactor".into());
+    let mut input_index = HashMap::with_capacity(builder.inputs.len());
+    for (i, input) in builder.inputs.iter().enumerate() {
+        if input_index.insert(input.name.clone(), i).is_some() {
+            return Err(Error::Duplicate {
+                what: "inputs",
+                name: input.name.to_string(),
+                count: builder
+                    .inputs
+                    .iter()
+                    .filter(|x| x.name == input.name)
+                    .count(),
+            });
+        }
+    }
+    if builder.steps.is_empty() {
+        return Err(Error::NoSteps {
+            reactor: name.to_string(),
+        });
+    }
+    let mut step_index: HashMap<Arc<str>, usize> = HashMap::with_capacity(builder.steps.len());
+    for (i, s) in builder.steps.iter().enumerate() {
+        if step_index.insert(s.name_arc().clone(), i).is_some() {
+            return Err(Error::Duplicate {
+                what: "steps",
+                name: s.name().to_string(),
+                count: builder
+                    .steps
+                    .iter()
+                    .filter(|x| x.name() == s.name())
+                    .count(),
+            });
+        }
+    }
+    let return_name = builder.return_step.ok_or_else(|| Error::MissingReturn {
+        reactor: name.to_string(),
+    })?;
+    let return_step = *step_index
+        .get(&return_name)
+        .ok_or_else(|| Error::UnknownReturn {
+            step: return_name.to_string(),
+        })?;
+
+    let lookup = |n: &str| step_index.get(n).copied();
+    let mut steps = Vec::with_capacity(builder.steps.len());
+    for (i, spec) in builder.steps.into_iter().enumerate() {
+        let reads_self = spec.def().arguments.iter().any(|a| {
+            matches!(&a.source.origin, crate::argument::Origin::Result(n) if **n == *spec.name())
+        }) || spec.def().wait_for.iter().any(|n| **n == *spec.name());
+        if reads_self {
+            return Err(Error::Cycle {
+                cycle: vec![spec.name().to_string(), spec.name().to_string()],
+            });
+        }
+        steps.push(plan_step(spec, i, &input_index, &lookup)?);
+    }
+    link_dependents(&mut steps);
+    check_acyclic(&steps)?;
+    Ok(Plan {
+        name,
+        description: builder.description,
+        inputs: builder.inputs,
+        input_index,
+        steps,
+        step_index,
+        return_step,
+        middleware: builder.middleware,
+    })
+}
+
+fn link_dependents(steps: &mut [PlannedStep]) {
+    let mut counts = vec![0usize; steps.len()];
+    for s in steps.iter() {
+        for &d in &s.deps {
+            counts[d] += 1;
+        }
+    }
+    for (s, &c) in steps.iter_mut().zip(&counts) {
+        s.dependents.reserve_exact(c);
+    }
+    for i in 0..steps.len() {
+        for k in 0..steps[i].deps.len() {
+            let d = steps[i].deps[k];
+            steps[d].dependents.push(i);
+        }
+    }
+}
+
+/// Kahn's algorithm; on failure, walks the leftover graph to name one cycle.
+fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
+    let mut indegree: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
+    let mut queue: Vec<usize> = (0..steps.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut seen = 0;
+    while let Some(i) = queue.pop() {
+        seen += 1;
+        for &d in &steps[i].dependents {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                queue.push(d);
+            }
+        }
+    }
+    if seen == steps.len() {
+        return Ok(());
+    }
+    // Every leftover step waits for another leftover step: follow those
+    // edges until a step repeats.
+    let start = (0..steps.len())
+        .find(|&i| indegree[i] > 0)
+        .expect("some step is left over");
+    let mut position = vec![usize::MAX; steps.len()];
+    let mut path = Vec::new();
+    let mut current = start;
+    while position[current] == usize::MAX {
+        position[current] = path.len();
+        path.push(current);
+        current = *steps[current]
+            .deps
+            .iter()
+            .find(|&&d| indegree[d] > 0)
+            .expect("a leftover step waits for a leftover step");
+    }
+    let mut cycle: Vec<String> = path[position[current]..]
+        .iter()
+        .rev()
+        .map(|&i| steps[i].name().to_string())
+        .collect();
+    cycle.push(cycle[0].clone());
+    Err(Error::Cycle { cycle })
+}

@@ -1,0 +1,291 @@
+//! [`StepSpec`]: a step's definition (name, arguments, implementation, options).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::closure::{self, FnStep, IntoOutcome, IntoUndoOutcome};
+use super::{Backoff, Compensation, Step};
+use crate::argument::{ArgumentSpec, Arguments, Source};
+use crate::context::Context;
+use crate::error::{BoxError, Error, Reason};
+use crate::value::{Value, ValueMap};
+
+pub(crate) type ArgumentsTransformFn =
+    Arc<dyn Fn(Arguments) -> Result<Arguments, BoxError> + Send + Sync>;
+
+/// How a step is implemented.
+#[derive(Clone)]
+pub(crate) enum Implementation {
+    None,
+    Custom(Arc<dyn Step>),
+    Fn(FnStep),
+}
+
+/// The fields of a step definition.
+#[derive(Clone)]
+pub(crate) struct StepDef {
+    pub(crate) name: Arc<str>,
+    pub(crate) arguments: Vec<ArgumentSpec>,
+    pub(crate) wait_for: Vec<Arc<str>>,
+    pub(crate) implementation: Implementation,
+    pub(crate) run_async: bool,
+    pub(crate) cpu_bound: bool,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) context: ValueMap,
+    pub(crate) transform_arguments: Option<ArgumentsTransformFn>,
+    pub(crate) description: Option<String>,
+    pub(crate) conflict: Option<&'static str>,
+}
+
+/// The default `max_retries` of a step.
+pub const DEFAULT_MAX_RETRIES: u32 = 100;
+
+/// Starts the definition of a step named `name`.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{input, result, step};
+///
+/// let s = step("greet")
+///     .argument("name", input("name"))
+///     .wait_for("warm_up")
+///     .max_retries(3)
+///     .run(|args, _ctx| async move {
+///         let name = args.get::<String>("name")?;
+///         Ok(format!("Hello, {name}!"))
+///     });
+/// assert_eq!(s.name(), "greet");
+/// ```
+pub fn step(name: impl Into<Arc<str>>) -> StepSpec {
+    StepSpec {
+        def: Arc::new(StepDef {
+            name: name.into(),
+            arguments: Vec::new(),
+            wait_for: Vec::new(),
+            implementation: Implementation::None,
+            run_async: true,
+            cpu_bound: false,
+            max_retries: Some(DEFAULT_MAX_RETRIES),
+            context: ValueMap::new(),
+            transform_arguments: None,
+            description: None,
+            conflict: None,
+        }),
+    }
+}
+
+/// A step's definition: name, arguments, implementation and options.
+///
+/// Cheap to clone; emitted by running steps to add work to a run.
+#[derive(Clone)]
+pub struct StepSpec {
+    def: Arc<StepDef>,
+}
+
+impl std::fmt::Debug for StepSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepSpec")
+            .field("name", &self.def.name)
+            .field("arguments", &self.def.arguments)
+            .field("wait_for", &self.def.wait_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StepSpec {
+    /// A step implemented by `implementation`.
+    pub fn new(name: impl Into<Arc<str>>, implementation: impl Step) -> StepSpec {
+        step(name).implementation(implementation)
+    }
+
+    pub(crate) fn def(&self) -> &StepDef {
+        &self.def
+    }
+
+    fn edit(&mut self) -> &mut StepDef {
+        Arc::make_mut(&mut self.def)
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub(crate) fn name_arc(&self) -> &Arc<str> {
+        &self.def.name
+    }
+
+    /// The step's description, if any.
+    pub fn description_text(&self) -> Option<&str> {
+        self.def.description.as_deref()
+    }
+
+    /// Adds an argument.
+    pub fn argument(mut self, name: impl Into<Arc<str>>, source: Source) -> StepSpec {
+        self.edit().arguments.push(ArgumentSpec {
+            name: name.into(),
+            source,
+        });
+        self
+    }
+
+    /// Orders this step after `step` without passing its value.
+    pub fn wait_for(mut self, step: impl Into<Arc<str>>) -> StepSpec {
+        self.edit().wait_for.push(step.into());
+        self
+    }
+
+    /// Implements the step with a [`Step`] value.
+    pub fn implementation(self, implementation: impl Step) -> StepSpec {
+        self.implementation_arc(Arc::new(implementation))
+    }
+
+    /// Implements the step with a shared [`Step`].
+    pub fn implementation_arc(mut self, implementation: Arc<dyn Step>) -> StepSpec {
+        let def = self.edit();
+        if let Implementation::Fn(_) = def.implementation {
+            def.conflict.get_or_insert("run");
+        }
+        def.implementation = Implementation::Custom(implementation);
+        self
+    }
+
+    fn closures(&mut self, callback: &'static str) -> &mut FnStep {
+        let def = self.edit();
+        if let Implementation::Custom(_) = def.implementation {
+            def.conflict.get_or_insert(callback);
+            def.implementation = Implementation::Fn(FnStep::default());
+        }
+        if let Implementation::None = def.implementation {
+            def.implementation = Implementation::Fn(FnStep::default());
+        }
+        match &mut def.implementation {
+            Implementation::Fn(f) => f,
+            _ => unreachable!("set to Fn above"),
+        }
+    }
+
+    /// Runs the step with an async closure of its arguments and context.
+    pub fn run<F, Fut, R>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(Arguments, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoOutcome,
+    {
+        self.closures("run").run = Some(closure::run_fn(f));
+        self
+    }
+
+    /// Runs the step with a plain (non-async) closure.
+    pub fn run_sync<F, R>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(Arguments, Context) -> R + Send + Sync + 'static,
+        R: IntoOutcome,
+    {
+        self.closures("run").run = Some(closure::run_sync_fn(f));
+        self
+    }
+
+    /// Compensates a failed run.
+    pub fn compensate<F, Fut>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(Reason, Arguments, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Compensation> + Send + 'static,
+    {
+        self.closures("compensate").compensate = Some(closure::compensate_fn(f));
+        self
+    }
+
+    /// Undoes a successful run when the saga unwinds.
+    pub fn undo<F, Fut, R>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(Value, Arguments, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoUndoOutcome,
+    {
+        self.closures("undo").undo = Some(closure::undo_fn(f));
+        self
+    }
+
+    /// Decides how long to wait before each retry.
+    pub fn backoff<F>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(Option<&Reason>, &Arguments, &Context) -> Backoff + Send + Sync + 'static,
+    {
+        self.closures("backoff").backoff = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether the step runs in its own task (the default). A non-async step
+    /// runs in the run's coordinator, one at a time.
+    pub fn run_async(mut self, run_async: bool) -> StepSpec {
+        self.edit().run_async = run_async;
+        self
+    }
+
+    /// Marks the step CPU-bound: it runs on tokio's blocking pool, where it
+    /// cannot starve I/O-bound steps, still under the run's concurrency limit.
+    pub fn cpu_bound(mut self) -> StepSpec {
+        self.edit().cpu_bound = true;
+        self
+    }
+
+    /// How many retries the step may make (default 100).
+    pub fn max_retries(mut self, n: u32) -> StepSpec {
+        self.edit().max_retries = Some(n);
+        self
+    }
+
+    /// Lets the step retry without limit.
+    pub fn unlimited_retries(mut self) -> StepSpec {
+        self.edit().max_retries = None;
+        self
+    }
+
+    /// Adds a step-specific context value (the run's context wins on conflict).
+    pub fn context(
+        mut self,
+        key: impl Into<String>,
+        value: impl Send + Sync + 'static,
+    ) -> StepSpec {
+        self.edit().context.insert(key.into(), Value::new(value));
+        self
+    }
+
+    /// Replaces the whole argument map before the step runs.
+    pub fn transform_arguments<F>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(Arguments) -> Result<Arguments, BoxError> + Send + Sync + 'static,
+    {
+        self.edit().transform_arguments = Some(Arc::new(f));
+        self
+    }
+
+    /// Describes the step.
+    pub fn description(mut self, text: impl Into<String>) -> StepSpec {
+        self.edit().description = Some(text.into());
+        self
+    }
+
+    /// The implementation, or an error naming what is wrong with it.
+    pub(crate) fn resolve(&self) -> Result<Arc<dyn Step>, Error> {
+        let def = &self.def;
+        if let Some(callback) = def.conflict {
+            return Err(Error::ConflictingImplementation {
+                step: def.name.to_string(),
+                callback,
+            });
+        }
+        match &def.implementation {
+            Implementation::None => Err(Error::NoImplementation {
+                step: def.name.to_string(),
+            }),
+            Implementation::Fn(f) if f.run.is_none() => Err(Error::NoImplementation {
+                step: def.name.to_string(),
+            }),
+            Implementation::Fn(f) => Ok(Arc::new(f.clone())),
+            Implementation::Custom(s) => Ok(s.clone()),
+        }
+    }
+}
