@@ -1,1 +1,1135 @@
-fn main() {}
+//! The standard benchmark workloads of `WORKLOADS.md` (W1–W8, W4 pending),
+//! each measured beside the two reference executors of `baseline/` in the
+//! same run, with the project's targets checked at the end.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench workloads [-- --quick] [-- FILTER...]
+//! ```
+//!
+//! `--quick` takes fewer samples (still 7 after warm-up). Any other argument
+//! that does not start with `--` selects workloads by id (`w1`, `w5`,
+//! `build`, ...); arguments that cargo passes (`--bench`) are ignored.
+//!
+//! Every async measurement is a task spawned on a multi-threaded tokio
+//! runtime with one worker per core, which times itself: the reactor's
+//! `run(..).await` (which spawns its own coordinator task) against the
+//! baseline's `tokio::spawn(coordinator).await`. Variants of a workload are
+//! interleaved sample by sample so that drift affects them alike. Every
+//! sample's result is checked; a wrong answer panics (exit code 101).
+
+mod baseline;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baseline::{get, val, Dag, Node, Src, Val, Work};
+use reactor::{
+    input, result, step, Arguments, BoxError, Builder, Compensation, ConcurrencyPool, Inputs,
+    Reactor, Value,
+};
+
+/// The modulus of W5.
+const P: i64 = 1_000_000_007;
+/// W5's shape.
+const LAYERS: usize = 50;
+const WIDTH: usize = 50;
+/// The size of the build-and-plan measurement.
+const BUILD_STEPS: i64 = 1_000_000;
+
+// ----- measurement ------------------------------------------------------
+
+type Timed = Pin<Box<dyn Future<Output = Duration> + Send>>;
+
+/// One thing to measure: each call makes a future that runs it once, times
+/// itself and checks its result.
+struct Variant {
+    name: &'static str,
+    make: Box<dyn Fn() -> Timed>,
+}
+
+fn variant(name: &'static str, make: impl Fn() -> Timed + 'static) -> Variant {
+    Variant {
+        name,
+        make: Box::new(make),
+    }
+}
+
+/// Times `fut` from its first poll to its end, then checks its output.
+fn timed<T, Fut, C>(fut: Fut, check: C) -> Timed
+where
+    Fut: Future<Output = T> + Send + 'static,
+    C: FnOnce(T) + Send + 'static,
+{
+    Box::pin(async move {
+        let started = Instant::now();
+        let out = fut.await;
+        let elapsed = started.elapsed();
+        check(out);
+        elapsed
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    assert!(!samples.is_empty());
+    samples.sort_unstable();
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2
+    };
+    Stats {
+        median,
+        min: samples[0],
+        max: samples[n - 1],
+    }
+}
+
+struct Config {
+    quick: bool,
+    warmup: usize,
+    runs: usize,
+    build_runs: usize,
+    filters: Vec<String>,
+}
+
+impl Config {
+    fn from_args() -> Config {
+        let mut quick = false;
+        let mut filters = Vec::new();
+        for arg in std::env::args().skip(1) {
+            if arg == "--quick" {
+                quick = true;
+            } else if !arg.starts_with('-') {
+                filters.push(arg.to_lowercase());
+            }
+        }
+        Config {
+            quick,
+            warmup: if quick { 1 } else { 3 },
+            runs: if quick { 7 } else { 21 },
+            build_runs: if quick { 1 } else { 3 },
+            filters,
+        }
+    }
+
+    fn selected(&self, id: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| f == &id.to_lowercase())
+    }
+}
+
+struct TargetResult {
+    name: String,
+    detail: String,
+    pass: bool,
+}
+
+/// One row of the final summary table.
+struct Row {
+    workload: String,
+    steps: usize,
+    ours: Option<Stats>,
+    baseline: Option<Stats>,
+    ours_sync: Option<Stats>,
+    inline: Option<Stats>,
+    elixir: &'static str,
+}
+
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    cfg: Config,
+    cores: usize,
+    targets: Vec<TargetResult>,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    fn once(&self, v: &Variant) -> Duration {
+        let fut = (v.make)();
+        self.rt.block_on(async move {
+            tokio::spawn(fut)
+                .await
+                .unwrap_or_else(|e| panic!("a benchmark task failed: {e}"))
+        })
+    }
+
+    /// Warms up, then takes `runs` samples of every variant, interleaved.
+    fn measure(&self, variants: &[Variant]) -> Vec<Stats> {
+        for _ in 0..self.cfg.warmup {
+            for v in variants {
+                self.once(v);
+            }
+        }
+        let mut samples = vec![Vec::with_capacity(self.cfg.runs); variants.len()];
+        for _ in 0..self.cfg.runs {
+            for (k, v) in variants.iter().enumerate() {
+                samples[k].push(self.once(v));
+            }
+        }
+        samples.into_iter().map(stats).collect()
+    }
+
+    fn print_table(&self, title: &str, steps: usize, variants: &[Variant], results: &[Stats]) {
+        println!();
+        println!(
+            "{title}  [{} samples after {} warm-up; per step = median / {steps}]",
+            self.cfg.runs, self.cfg.warmup
+        );
+        println!(
+            "  {:<26} {:>11} {:>11} {:>11} {:>11}",
+            "variant", "median", "min", "max", "per step"
+        );
+        for (v, s) in variants.iter().zip(results) {
+            println!(
+                "  {:<26} {:>11} {:>11} {:>11} {:>11}",
+                v.name,
+                fmt_d(s.median),
+                fmt_d(s.min),
+                fmt_d(s.max),
+                fmt_d(s.median / steps as u32)
+            );
+        }
+    }
+
+    fn target(&mut self, name: String, actual: f64, limit: f64, unit: &str, detail: String) {
+        let pass = actual <= limit;
+        let line = format!(
+            "{name}: {actual:.2}{unit} (limit {limit}{unit}) {detail}",
+            detail = detail
+        );
+        println!("  TARGET {:<4} {line}", if pass { "PASS" } else { "FAIL" });
+        self.targets.push(TargetResult {
+            name,
+            detail: format!("{actual:.2}{unit} vs limit {limit}{unit}; {detail}"),
+            pass,
+        });
+    }
+}
+
+fn fmt_d(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.3} ms", ns / 1e6)
+    } else {
+        format!("{:.3} s", ns / 1e9)
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+// ----- checks -------------------------------------------------------------
+
+fn ours<T: Clone + 'static>(out: Result<Value, reactor::Error>, what: &str) -> T {
+    match out {
+        Ok(v) => v
+            .get::<T>()
+            .unwrap_or_else(|e| panic!("{what}: wrong result type: {e}"))
+            .clone(),
+        Err(e) => panic!("{what}: the run failed: {e}"),
+    }
+}
+
+fn check_eq<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: &T) {
+    assert!(
+        got == *want,
+        "{what}: WRONG RESULT {got:?}, expected {want:?}"
+    );
+}
+
+fn x_input() -> Inputs {
+    Inputs::new().with("x", 1_i64)
+}
+
+fn x_val() -> Arc<[Val]> {
+    Arc::from(vec![val(1_i64)])
+}
+
+fn sum_args(args: &Arguments) -> Result<i64, BoxError> {
+    let mut sum = 0_i64;
+    for (_, v) in args.iter() {
+        sum += *v.get::<i64>()?;
+    }
+    Ok(sum)
+}
+
+// ----- W1: fanout ---------------------------------------------------------
+
+fn w1_declare(n: i64) -> Builder {
+    let mut b = Reactor::builder("w1_fanout");
+    b.input("x");
+    let mut sum = step("sum");
+    for i in 1..=n {
+        let name: Arc<str> = format!("s{i}").into();
+        b.add(
+            step(name.clone())
+                .argument("x", input("x"))
+                .run_sync(move |args, _ctx| Ok(args.get::<i64>("x")? + i)),
+        );
+        sum = sum.argument(name.clone(), result(name));
+    }
+    b.add(sum.run_sync(|args, _ctx| sum_args(&args)));
+    b.returns("sum");
+    b
+}
+
+fn w1_reactor(n: i64) -> Reactor {
+    w1_declare(n).build().expect("W1 plans")
+}
+
+fn w1_dag(n: i64) -> Dag {
+    let mut nodes = Vec::with_capacity(n as usize + 1);
+    for i in 1..=n {
+        nodes.push(Node {
+            args: vec![Src::Input(0)],
+            work: Work::Sync(Arc::new(move |a: &[Val]| val(*get::<i64>(&a[0]) + i))),
+        });
+    }
+    nodes.push(Node {
+        args: (0..n as usize).map(Src::Step).collect(),
+        work: Work::Sync(Arc::new(|a: &[Val]| {
+            val(a.iter().map(|v| *get::<i64>(v)).sum::<i64>())
+        })),
+    });
+    Dag::new(nodes, n as usize)
+}
+
+fn w1_expected(n: i64) -> i64 {
+    n + n * (n + 1) / 2
+}
+
+// ----- W2: chain ----------------------------------------------------------
+
+fn w2_reactor(n: i64) -> Reactor {
+    let mut b = Reactor::builder("w2_chain");
+    b.input("x");
+    for i in 1..=n {
+        let source = if i == 1 {
+            input("x")
+        } else {
+            result(format!("s{}", i - 1))
+        };
+        b.add(
+            step(format!("s{i}"))
+                .argument("x", source)
+                .run_sync(|args, _ctx| Ok(args.get::<i64>("x")? + 1)),
+        );
+    }
+    b.returns(format!("s{n}"));
+    b.build().expect("W2 plans")
+}
+
+fn w2_dag(n: i64) -> Dag {
+    let n = n as usize;
+    let nodes = (0..n)
+        .map(|k| Node {
+            args: vec![if k == 0 {
+                Src::Input(0)
+            } else {
+                Src::Step(k - 1)
+            }],
+            work: Work::Sync(Arc::new(|a: &[Val]| val(*get::<i64>(&a[0]) + 1))),
+        })
+        .collect();
+    Dag::new(nodes, n - 1)
+}
+
+// ----- W3: io fanout ------------------------------------------------------
+
+const W3_N: i64 = 1_000;
+const W3_CONCURRENCY: usize = 100;
+
+fn w3_reactor() -> Reactor {
+    let mut b = Reactor::builder("w3_io_fanout");
+    let mut collect = step("collect");
+    for i in 1..=W3_N {
+        let name: Arc<str> = format!("t{i}").into();
+        b.add(step(name.clone()).run(move |_args, _ctx| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(i)
+        }));
+        collect = collect.argument(name.clone(), result(name));
+    }
+    b.add(collect.run_sync(|args, _ctx| {
+        let mut all = Vec::with_capacity(args.len());
+        for (_, v) in args.iter() {
+            all.push(*v.get::<i64>()?);
+        }
+        Ok(all)
+    }));
+    b.returns("collect");
+    b.build().expect("W3 plans")
+}
+
+fn w3_dag() -> Dag {
+    let mut nodes = Vec::new();
+    for i in 1..=W3_N {
+        nodes.push(Node {
+            args: Vec::new(),
+            work: Work::Async(Arc::new(move |_args: Vec<Val>| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    val(i)
+                })
+            })),
+        });
+    }
+    nodes.push(Node {
+        args: (0..W3_N as usize).map(Src::Step).collect(),
+        work: Work::Sync(Arc::new(|a: &[Val]| {
+            val(a.iter().map(|v| *get::<i64>(v)).collect::<Vec<i64>>())
+        })),
+    });
+    Dag::new(nodes, W3_N as usize)
+}
+
+// ----- W5: layered DAG ----------------------------------------------------
+
+fn w5_reactor() -> Reactor {
+    let mut b = Reactor::builder("w5_layered");
+    b.input("x");
+    for l in 0..LAYERS {
+        for j in 0..WIDTH {
+            let s = step(format!("l{l}_{j}"));
+            let s = if l == 0 {
+                let j = j as i64;
+                s.argument("x", input("x"))
+                    .run_sync(move |args, _ctx| Ok((args.get::<i64>("x")? + j) % P))
+            } else {
+                s.argument("a", result(format!("l{}_{j}", l - 1)))
+                    .argument("b", result(format!("l{}_{}", l - 1, (j + 1) % WIDTH)))
+                    .run_sync(|args, _ctx| Ok((args.get::<i64>("a")? + args.get::<i64>("b")?) % P))
+            };
+            b.add(s);
+        }
+    }
+    let mut sum = step("sum");
+    for j in 0..WIDTH {
+        sum = sum.argument(format!("j{j}"), result(format!("l{}_{j}", LAYERS - 1)));
+    }
+    b.add(sum.run_sync(|args, _ctx| sum_args(&args)));
+    b.returns("sum");
+    b.build().expect("W5 plans")
+}
+
+fn w5_dag() -> Dag {
+    let id = |l: usize, j: usize| l * WIDTH + j;
+    let mut nodes = Vec::with_capacity(LAYERS * WIDTH + 1);
+    for l in 0..LAYERS {
+        for j in 0..WIDTH {
+            nodes.push(if l == 0 {
+                let j = j as i64;
+                Node {
+                    args: vec![Src::Input(0)],
+                    work: Work::Sync(Arc::new(move |a: &[Val]| val((*get::<i64>(&a[0]) + j) % P))),
+                }
+            } else {
+                Node {
+                    args: vec![
+                        Src::Step(id(l - 1, j)),
+                        Src::Step(id(l - 1, (j + 1) % WIDTH)),
+                    ],
+                    work: Work::Sync(Arc::new(|a: &[Val]| {
+                        val((*get::<i64>(&a[0]) + *get::<i64>(&a[1])) % P)
+                    })),
+                }
+            });
+        }
+    }
+    nodes.push(Node {
+        args: (0..WIDTH).map(|j| Src::Step(id(LAYERS - 1, j))).collect(),
+        work: Work::Sync(Arc::new(|a: &[Val]| {
+            val(a.iter().map(|v| *get::<i64>(v)).sum::<i64>())
+        })),
+    });
+    Dag::new(nodes, LAYERS * WIDTH)
+}
+
+/// The sequential reference of W5 with x = 1.
+fn w5_expected() -> i64 {
+    let mut layer: Vec<i64> = (0..WIDTH as i64).map(|j| (1 + j) % P).collect();
+    for _ in 1..LAYERS {
+        layer = (0..WIDTH)
+            .map(|j| (layer[j] + layer[(j + 1) % WIDTH]) % P)
+            .collect();
+    }
+    layer.iter().sum()
+}
+
+// ----- W6: saga rollback --------------------------------------------------
+
+const W6_N: i64 = 1_000;
+
+fn w6_reactor(log: Arc<Mutex<Vec<i64>>>) -> Reactor {
+    let mut b = Reactor::builder("w6_saga");
+    b.input("x");
+    for i in 1..=W6_N {
+        let source = if i == 1 {
+            input("x")
+        } else {
+            result(format!("s{}", i - 1))
+        };
+        let log = log.clone();
+        b.add(
+            step(format!("s{i}"))
+                .argument("x", source)
+                .run_sync(|args, _ctx| Ok(args.get::<i64>("x")? + 1))
+                .undo(move |_value, _args, _ctx| {
+                    log.lock().expect("undo log").push(i);
+                    std::future::ready(Ok::<(), BoxError>(()))
+                }),
+        );
+    }
+    let last = format!("s{}", W6_N + 1);
+    b.add(
+        step(last.clone())
+            .argument("x", result(format!("s{W6_N}")))
+            .run_sync(|_args, _ctx| Err::<i64, BoxError>("boom".into())),
+    );
+    b.returns(last);
+    b.build().expect("W6 plans")
+}
+
+// ----- W7: retry ----------------------------------------------------------
+
+const W7_N: i64 = 1_000;
+
+fn w7_reactor(retries: Arc<AtomicUsize>) -> Reactor {
+    let mut b = Reactor::builder("w7_retry");
+    let mut collect = step("collect");
+    for i in 1..=W7_N {
+        let name: Arc<str> = format!("r{i}").into();
+        let retries = retries.clone();
+        b.add(
+            step(name.clone())
+                .run_sync(move |_args, ctx| {
+                    if i % 3 == 0 && ctx.current_try() == 0 {
+                        Err::<i64, BoxError>("fails on its first try".into())
+                    } else {
+                        Ok(i)
+                    }
+                })
+                .compensate(move |_reason, _args, _ctx| {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    std::future::ready(Compensation::Retry(None))
+                }),
+        );
+        collect = collect.argument(name.clone(), result(name));
+    }
+    b.add(collect.run_sync(|args, _ctx| sum_args(&args)));
+    b.returns("collect");
+    b.build().expect("W7 plans")
+}
+
+// ----- W8: shared pool ----------------------------------------------------
+
+const W8_POOL: usize = 16;
+const W8_RUNS: usize = 100;
+const W8_N: i64 = 10;
+
+#[derive(Default)]
+struct Gauge {
+    running: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Gauge {
+    async fn step<T>(&self, value: T) -> T {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        value
+    }
+}
+
+fn w8_reactor(gauge: Arc<Gauge>) -> Reactor {
+    let mut b = Reactor::builder("w8_pool");
+    b.input("x");
+    let mut sum = step("sum");
+    for i in 1..=W8_N {
+        let name: Arc<str> = format!("s{i}").into();
+        let gauge = gauge.clone();
+        b.add(
+            step(name.clone())
+                .argument("x", input("x"))
+                .run(move |args, _ctx| {
+                    let gauge = gauge.clone();
+                    let x = args.get::<i64>("x").copied();
+                    async move { Ok(gauge.step(x?).await + i) }
+                }),
+        );
+        sum = sum.argument(name.clone(), result(name));
+    }
+    b.add(sum.run(move |args, _ctx| {
+        let gauge = gauge.clone();
+        async move { gauge.step(sum_args(&args)).await }
+    }));
+    b.returns("sum");
+    b.build().expect("W8 plans")
+}
+
+// ----- the workloads ------------------------------------------------------
+
+/// A workload of plain steps (W1, W2, W5), run by ours and both baselines.
+struct DagWorkload {
+    title: String,
+    /// The number of steps the per-step cost divides by.
+    n: usize,
+    reactor: Reactor,
+    dag: Dag,
+    expected: i64,
+    elixir: &'static str,
+    /// Whether the async-vs-baseline target applies.
+    async_target: bool,
+}
+
+/// Ours (async and sync) beside both baselines; returns ours (async, sync).
+fn dag_workload(bench: &mut Bench, w: DagWorkload) -> (Stats, Stats) {
+    let DagWorkload {
+        title,
+        n,
+        reactor,
+        dag,
+        expected,
+        elixir,
+        async_target,
+    } = w;
+    let dag = Arc::new(dag);
+    let cores = bench.cores;
+    let variants = vec![
+        {
+            let r = reactor.clone();
+            variant("ours async (default)", move || {
+                let r = r.clone();
+                timed(async move { r.run(x_input()).await }, move |out| {
+                    check_eq("ours async", ours::<i64>(out, "ours async"), &expected)
+                })
+            })
+        },
+        {
+            let dag = dag.clone();
+            variant("tokio baseline", move || {
+                let dag = dag.clone();
+                timed(
+                    async move { baseline::run_tokio(dag, x_val(), cores).await },
+                    move |v| check_eq("tokio baseline", *get::<i64>(&v), &expected),
+                )
+            })
+        },
+        {
+            let r = reactor.clone();
+            variant("ours sync (async=false)", move || {
+                let r = r.clone();
+                timed(
+                    async move { r.run(x_input()).run_async(false).await },
+                    move |out| check_eq("ours sync", ours::<i64>(out, "ours sync"), &expected),
+                )
+            })
+        },
+        {
+            let dag = dag.clone();
+            variant("inline baseline", move || {
+                let dag = dag.clone();
+                timed(
+                    async move { baseline::run_inline(&dag, &x_val()) },
+                    move |v| check_eq("inline baseline", *get::<i64>(&v), &expected),
+                )
+            })
+        },
+    ];
+    let s = bench.measure(&variants);
+    bench.print_table(&title, n, &variants, &s);
+    println!("  {:<26} {elixir}", "Elixir Reactor 1.0.6");
+    println!(
+        "  ours async / tokio baseline = {:.2}x;  ours sync / inline baseline = {:.2}x",
+        ratio(s[0].median, s[1].median),
+        ratio(s[2].median, s[3].median)
+    );
+    bench.rows.push(Row {
+        workload: title.clone(),
+        steps: n,
+        ours: Some(s[0]),
+        baseline: Some(s[1]),
+        ours_sync: Some(s[2]),
+        inline: Some(s[3]),
+        elixir,
+    });
+    if async_target {
+        bench.target(
+            format!("{title}: async per-step cost vs tokio baseline"),
+            ratio(s[0].median, s[1].median),
+            1.5,
+            "x",
+            format!(
+                "(ours {} / baseline {} per step)",
+                fmt_d(s[0].median / n as u32),
+                fmt_d(s[1].median / n as u32)
+            ),
+        );
+    }
+    bench.target(
+        format!("{title}: sync vs inline baseline"),
+        ratio(s[2].median, s[3].median),
+        3.0,
+        "x",
+        format!(
+            "(ours {} / inline {})",
+            fmt_d(s[2].median),
+            fmt_d(s[3].median)
+        ),
+    );
+    (s[0], s[2])
+}
+
+fn scaling_target(bench: &mut Bench, id: &str, mode: &str, small: Stats, large: Stats) {
+    bench.target(
+        format!("{id} {mode}: 10,000-step run vs 1,000-step run"),
+        ratio(large.median, small.median),
+        12.0,
+        "x",
+        format!("({} vs {})", fmt_d(large.median), fmt_d(small.median)),
+    );
+}
+
+fn w1(bench: &mut Bench) {
+    let mut by_size = Vec::new();
+    for (n, elixir) in [
+        (1_000_i64, "1,540 ms (1.54 ms/step)"),
+        (10_000, "226 s (22.6 ms/step)"),
+    ] {
+        let s = dag_workload(
+            bench,
+            DagWorkload {
+                title: format!("W1 fanout n={n}"),
+                n: n as usize,
+                reactor: w1_reactor(n),
+                dag: w1_dag(n),
+                expected: w1_expected(n),
+                elixir,
+                async_target: n >= 10_000,
+            },
+        );
+        by_size.push(s);
+    }
+    scaling_target(bench, "W1", "async", by_size[0].0, by_size[1].0);
+    scaling_target(bench, "W1", "sync", by_size[0].1, by_size[1].1);
+}
+
+fn w2(bench: &mut Bench) {
+    let mut by_size = Vec::new();
+    for (n, elixir) in [
+        (1_000_i64, "1,768 ms (1.77 ms/step)"),
+        (10_000, "341 s (34.1 ms/step)"),
+    ] {
+        let s = dag_workload(
+            bench,
+            DagWorkload {
+                title: format!("W2 chain n={n}"),
+                n: n as usize,
+                reactor: w2_reactor(n),
+                dag: w2_dag(n),
+                expected: 1 + n,
+                elixir,
+                async_target: n >= 10_000,
+            },
+        );
+        by_size.push(s);
+    }
+    scaling_target(bench, "W2", "async", by_size[0].0, by_size[1].0);
+    scaling_target(bench, "W2", "sync", by_size[0].1, by_size[1].1);
+}
+
+fn w5(bench: &mut Bench) {
+    dag_workload(
+        bench,
+        DagWorkload {
+            title: format!("W5 layered {LAYERS}x{WIDTH}"),
+            n: LAYERS * WIDTH,
+            reactor: w5_reactor(),
+            dag: w5_dag(),
+            expected: w5_expected(),
+            elixir: "17.1 s (6.8 ms/step)",
+            async_target: true,
+        },
+    );
+}
+
+fn w3(bench: &mut Bench) {
+    let reactor = w3_reactor();
+    let dag = Arc::new(w3_dag());
+    let expected: Vec<i64> = (1..=W3_N).collect();
+    let expected = Arc::new(expected);
+    let variants = vec![
+        {
+            let expected = expected.clone();
+            variant("ours async (c=100)", move || {
+                let r = reactor.clone();
+                let expected = expected.clone();
+                timed(
+                    async move { r.run(Inputs::new()).max_concurrency(W3_CONCURRENCY).await },
+                    move |out| check_eq("W3 ours", ours::<Vec<i64>>(out, "W3 ours"), &*expected),
+                )
+            })
+        },
+        {
+            let expected = expected.clone();
+            variant("tokio baseline (c=100)", move || {
+                let dag = dag.clone();
+                let expected = expected.clone();
+                timed(
+                    async move { baseline::run_tokio(dag, Arc::from(vec![]), W3_CONCURRENCY).await },
+                    move |v| check_eq("W3 baseline", get::<Vec<i64>>(&v).clone(), &*expected),
+                )
+            })
+        },
+    ];
+    let s = bench.measure(&variants);
+    let title = "W3 io fanout 1,000 x 1 ms timer, max concurrency 100";
+    bench.print_table(title, W3_N as usize, &variants, &s);
+    println!("  {:<26} 1,466 ms", "Elixir Reactor 1.0.6");
+    let rounds = (W3_N as usize / W3_CONCURRENCY) as u32;
+    println!(
+        "  {rounds} rounds of {W3_CONCURRENCY} timers: ours {} per round, baseline {} per round",
+        fmt_d(s[0].median / rounds),
+        fmt_d(s[1].median / rounds)
+    );
+    bench.rows.push(Row {
+        workload: "W3 io fanout 1,000 x 1 ms, c=100".into(),
+        steps: W3_N as usize,
+        ours: Some(s[0]),
+        baseline: Some(s[1]),
+        ours_sync: None,
+        inline: None,
+        elixir: "1,466 ms",
+    });
+    bench.target(
+        "W3 io fanout: wall time vs tokio baseline".into(),
+        ratio(s[0].median, s[1].median),
+        1.1,
+        "x",
+        format!(
+            "(ours {} / baseline {})",
+            fmt_d(s[0].median),
+            fmt_d(s[1].median)
+        ),
+    );
+}
+
+fn w6(bench: &mut Bench) {
+    let log = Arc::new(Mutex::new(Vec::with_capacity(W6_N as usize)));
+    let reactor = w6_reactor(log.clone());
+    let expected: Arc<Vec<i64>> = Arc::new((1..=W6_N).rev().collect());
+    let variants = vec![variant("ours async (default)", move || {
+        log.lock().expect("undo log").clear();
+        let r = reactor.clone();
+        let log = log.clone();
+        let expected = expected.clone();
+        timed(async move { r.run(x_input()).await }, move |out| {
+            match out {
+                Err(reactor::Error::Run(e)) => {
+                    assert_eq!(e.errors.len(), 1, "W6: one failure, no undo errors: {e}");
+                    assert_eq!(e.errors[0].step, format!("s{}", W6_N + 1), "W6: {e}");
+                }
+                Err(e) => panic!("W6: the run failed with the wrong error: {e}"),
+                Ok(v) => panic!("W6: WRONG RESULT: the run succeeded with {v:?}"),
+            }
+            let undone = log.lock().expect("undo log");
+            assert_eq!(undone.len(), W6_N as usize, "W6: WRONG number of undos");
+            assert!(
+                *undone == *expected,
+                "W6: undos not in reverse completion order: first {:?}",
+                &undone[..undone.len().min(10)]
+            );
+        })
+    })];
+    let s = bench.measure(&variants);
+    let title = "W6 saga rollback: chain of 1,000 undoable steps, step 1,001 fails";
+    bench.print_table(title, W6_N as usize + 1, &variants, &s);
+    println!("  {:<26} 2,481 ms", "Elixir Reactor 1.0.6");
+    println!("  checked: the run fails; exactly 1,000 undos, in order 1000, 999, ..., 1");
+    bench.rows.push(Row {
+        workload: "W6 saga rollback 1,000".into(),
+        steps: W6_N as usize + 1,
+        ours: Some(s[0]),
+        baseline: None,
+        ours_sync: None,
+        inline: None,
+        elixir: "2,481 ms",
+    });
+}
+
+fn w7(bench: &mut Bench) {
+    let retries = Arc::new(AtomicUsize::new(0));
+    let reactor = w7_reactor(retries.clone());
+    let variants = vec![variant("ours async (default)", move || {
+        retries.store(0, Ordering::SeqCst);
+        let r = reactor.clone();
+        let retries = retries.clone();
+        timed(async move { r.run(Inputs::new()).await }, move |out| {
+            check_eq("W7", ours::<i64>(out, "W7"), &(W7_N * (W7_N + 1) / 2));
+            check_eq("W7 retries", retries.load(Ordering::SeqCst), &333);
+        })
+    })];
+    let s = bench.measure(&variants);
+    let title = "W7 retry: 1,000 steps, every third fails once, compensate retries";
+    bench.print_table(title, W7_N as usize, &variants, &s);
+    println!("  {:<26} 1,837 ms", "Elixir Reactor 1.0.6");
+    println!("  checked: success; exactly 333 retries");
+    bench.rows.push(Row {
+        workload: "W7 retry 1,000 (333 retries)".into(),
+        steps: W7_N as usize,
+        ours: Some(s[0]),
+        baseline: None,
+        ours_sync: None,
+        inline: None,
+        elixir: "1,837 ms",
+    });
+}
+
+fn w8(bench: &mut Bench) {
+    let gauge = Arc::new(Gauge::default());
+    let reactor = w8_reactor(gauge.clone());
+    let pool = ConcurrencyPool::new(W8_POOL);
+    let overall_max = Arc::new(AtomicUsize::new(0));
+    let expected = W8_N + W8_N * (W8_N + 1) / 2;
+    let variants = {
+        let overall_max = overall_max.clone();
+        vec![variant("ours, 100 runs, pool 16", move || {
+            gauge.running.store(0, Ordering::SeqCst);
+            gauge.max.store(0, Ordering::SeqCst);
+            let r = reactor.clone();
+            let pool = pool.clone();
+            let gauge = gauge.clone();
+            let overall_max = overall_max.clone();
+            let check_pool = pool.clone();
+            timed(
+                async move {
+                    let runs: Vec<_> = (0..W8_RUNS)
+                        .map(|_| {
+                            let r = r.clone();
+                            let pool = pool.clone();
+                            tokio::spawn(async move {
+                                r.run(x_input()).pool(pool).max_concurrency(W8_POOL).await
+                            })
+                        })
+                        .collect();
+                    let mut outs = Vec::with_capacity(W8_RUNS);
+                    for run in runs {
+                        outs.push(run.await.expect("W8 run task panicked"));
+                    }
+                    outs
+                },
+                move |outs| {
+                    assert_eq!(outs.len(), W8_RUNS);
+                    for out in outs {
+                        check_eq("W8", ours::<i64>(out, "W8"), &expected);
+                    }
+                    let max = gauge.max.load(Ordering::SeqCst);
+                    assert!(
+                        max <= W8_POOL,
+                        "W8: {max} steps ran at once, over the pool's {W8_POOL}"
+                    );
+                    assert_eq!(gauge.running.load(Ordering::SeqCst), 0);
+                    assert_eq!(check_pool.available(), W8_POOL, "W8: pool slots leaked");
+                    overall_max.fetch_max(max, Ordering::SeqCst);
+                },
+            )
+        })]
+    };
+    let s = bench.measure(&variants);
+    let steps = W8_RUNS * (W8_N as usize + 1);
+    let title = "W8 shared pool 16: 100 concurrent runs x 11 steps";
+    bench.print_table(title, steps, &variants, &s);
+    println!("  {:<26} 1,374 ms (busy-waits)", "Elixir Reactor 1.0.6");
+    println!(
+        "  checked: all 100 succeed; at most {W8_POOL} steps at once (highest seen: {})",
+        overall_max.load(Ordering::SeqCst)
+    );
+    bench.rows.push(Row {
+        workload: "W8 pool 16, 100 runs x 11 steps".into(),
+        steps,
+        ours: Some(s[0]),
+        baseline: None,
+        ours_sync: None,
+        inline: None,
+        elixir: "1,374 ms (busy-waits)",
+    });
+}
+
+fn build_1m(bench: &mut Bench) {
+    let mut total = Vec::new();
+    let mut plan_only = Vec::new();
+    let mut declare = Vec::new();
+    let mut drop_times = Vec::new();
+    for _ in 0..bench.cfg.build_runs {
+        let started = Instant::now();
+        let mut b = w1_declare(BUILD_STEPS);
+        let declared = started.elapsed();
+        let reactor = b.build().expect("1,000,000-step W1 plans");
+        let all = started.elapsed();
+        assert_eq!(reactor.step_count(), BUILD_STEPS as usize + 1);
+        let dropping = Instant::now();
+        drop(reactor);
+        drop_times.push(dropping.elapsed());
+        declare.push(declared);
+        plan_only.push(all - declared);
+        total.push(all);
+    }
+    let (total, plan_only, declare, dropped) = (
+        stats(total),
+        stats(plan_only),
+        stats(declare),
+        stats(drop_times),
+    );
+    println!();
+    println!(
+        "Build and plan a 1,000,000-step W1-shaped reactor  [{} runs, no warm-up]",
+        bench.cfg.build_runs
+    );
+    println!(
+        "  {:<26} {:>11} {:>11} {:>11} {:>11}",
+        "phase", "median", "min", "max", "per step"
+    );
+    for (name, s) in [
+        ("declare steps (builder)", declare),
+        ("build() = plan", plan_only),
+        ("declare + build (total)", total),
+        ("drop the reactor", dropped),
+    ] {
+        println!(
+            "  {:<26} {:>11} {:>11} {:>11} {:>11}",
+            name,
+            fmt_d(s.median),
+            fmt_d(s.min),
+            fmt_d(s.max),
+            fmt_d(s.median / BUILD_STEPS as u32)
+        );
+    }
+    println!(
+        "  {:<26} about 16 s to build 10,000 steps (quadratic)",
+        "Elixir Reactor 1.0.6"
+    );
+    bench.target(
+        "build + plan of a 1,000,000-step W1 reactor".into(),
+        total.median.as_secs_f64(),
+        1.0,
+        " s",
+        format!(
+            "(declare {} + build() {})",
+            fmt_d(declare.median),
+            fmt_d(plan_only.median)
+        ),
+    );
+}
+
+fn print_summary(bench: &Bench) {
+    println!();
+    println!("Summary (medians; ratio = ours / reference; markdown)");
+    println!();
+    println!("| workload | per step (n) | ours async | tokio baseline | async ratio | ours sync | inline baseline | sync ratio | Elixir Reactor 1.0.6 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let cell = |s: Option<Stats>| s.map_or("–".to_string(), |s| fmt_d(s.median));
+    let r = |a: Option<Stats>, b: Option<Stats>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}x", ratio(a.median, b.median)),
+        _ => "–".to_string(),
+    };
+    for row in &bench.rows {
+        let per_step = row
+            .ours
+            .map_or("–".to_string(), |s| fmt_d(s.median / row.steps as u32));
+        println!(
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+            row.workload,
+            per_step,
+            row.steps,
+            cell(row.ours),
+            cell(row.baseline),
+            r(row.ours, row.baseline),
+            cell(row.ours_sync),
+            cell(row.inline),
+            r(row.ours_sync, row.inline),
+            row.elixir
+        );
+    }
+    println!();
+    println!("Targets");
+    println!();
+    for t in &bench.targets {
+        println!(
+            "- {}: **{}** ({})",
+            t.name,
+            if t.pass { "PASS" } else { "FAIL" },
+            t.detail
+        );
+    }
+    let failed = bench.targets.iter().filter(|t| !t.pass).count();
+    println!();
+    println!(
+        "{} of {} targets pass{}",
+        bench.targets.len() - failed,
+        bench.targets.len(),
+        if failed > 0 { "; see FAIL above" } else { "" }
+    );
+}
+
+/// A workload's entry point.
+type WorkloadFn = fn(&mut Bench);
+
+fn main() {
+    let cfg = Config::from_args();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!(
+        "reactor workloads: {cores} tokio workers, {} mode ({} samples after {} warm-up)",
+        if cfg.quick { "quick" } else { "full" },
+        cfg.runs,
+        cfg.warmup
+    );
+    let mut bench = Bench {
+        rt,
+        cfg,
+        cores,
+        targets: Vec::new(),
+        rows: Vec::new(),
+    };
+    let workloads: [(&str, WorkloadFn); 8] = [
+        ("w1", w1),
+        ("w2", w2),
+        ("w3", w3),
+        ("w5", w5),
+        ("w6", w6),
+        ("w7", w7),
+        ("w8", w8),
+        ("build", build_1m),
+    ];
+    for (id, run) in workloads {
+        if bench.cfg.selected(id) {
+            run(&mut bench);
+        }
+        if id == "w3" && bench.cfg.selected("w4") {
+            println!();
+            println!("W4 map: PENDING (map steps are not built yet); not measured");
+        }
+    }
+    print_summary(&bench);
+}

@@ -335,9 +335,14 @@ impl Coordinator {
             if self.halting || !self.errors.is_empty() {
                 break;
             }
-            self.launch_ready().await;
+            let ran_inline = self.launch_ready().await;
             if self.halting || !self.errors.is_empty() || self.unfinished == 0 {
                 break;
+            }
+            if ran_inline {
+                // One step ran in the coordinator: that was an iteration.
+                count = true;
+                continue;
             }
             count = match self.wait(deadline).await {
                 Wake::Completion => true,
@@ -373,11 +378,14 @@ impl Coordinator {
         });
     }
 
-    async fn launch_ready(&mut self) {
+    /// Starts ready steps until none is left or none can start; returns
+    /// `true` right after running a step in the coordinator, so that the
+    /// loop checks its limits between such steps.
+    async fn launch_ready(&mut self) -> bool {
         let plan = self.plan.clone();
         while let Some(&i) = self.ready.front() {
             if self.halting || !self.errors.is_empty() {
-                return;
+                return false;
             }
             let def = def_of(&plan, &self.nodes, i);
             let spec = def.spec.def();
@@ -387,14 +395,14 @@ impl Coordinator {
                 None
             } else {
                 if self.running >= self.settings.max_concurrency {
-                    return;
+                    return false;
                 }
                 match self.scope.pool.try_acquire() {
                     Some(p) => Some(p),
                     // Nested in a step holding a slot of this pool: run in
                     // the coordinator rather than wait for ourselves.
                     None if self.running == 0 && self.nested => None,
-                    None => return,
+                    None => return false,
                 }
             };
             self.ready.pop_front();
@@ -403,7 +411,7 @@ impl Coordinator {
                 Err(kind) => {
                     let attempt = self.nodes[i].retries + 1;
                     self.fail(i, Phase::Arguments, attempt, kind);
-                    return;
+                    return false;
                 }
             };
             drop(def);
@@ -418,6 +426,7 @@ impl Coordinator {
                 None => {
                     let attempt = fut.await;
                     self.on_report(Report { index: i, attempt });
+                    return true;
                 }
                 Some(permit) => {
                     self.running += 1;
@@ -435,6 +444,7 @@ impl Coordinator {
                 }
             }
         }
+        false
     }
 
     /// Resolves a step's arguments (once; retries reuse them) and context.

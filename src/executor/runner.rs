@@ -56,6 +56,18 @@ fn failed_run(reason: Reason) -> Attempt {
     }
 }
 
+/// Calls a user callback and awaits its future, turning a panic in either
+/// into the panic's message.
+async fn guarded<F: std::future::Future>(make: impl FnOnce() -> F) -> Result<F::Output, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(make)) {
+        Ok(fut) => AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .map_err(|p| panic_message(&*p)),
+        Err(p) => Err(panic_message(&*p)),
+    }
+}
+
 fn emit<'a>(ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
     let run = &*ctx.run;
     run.events
@@ -70,10 +82,9 @@ pub(crate) async fn attempt(step: Arc<dyn Step>, args: Arguments, ctx: Context) 
         arguments: &args,
     });
     let started = Instant::now();
-    let outcome = AssertUnwindSafe(step.run(args.clone(), ctx.clone()))
-        .catch_unwind()
+    let outcome = guarded(|| step.run(args.clone(), ctx.clone()))
         .await
-        .unwrap_or_else(|panic| Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))));
+        .unwrap_or_else(|panic| Outcome::Error(Reason::new(StepPanicked(panic))));
     let duration = started.elapsed();
     match outcome {
         Outcome::Ok(value) => {
@@ -134,14 +145,10 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
         error: &reason,
     });
     let started = Instant::now();
-    let decision = AssertUnwindSafe(step.compensate(reason.clone(), args.clone(), ctx.clone()))
-        .catch_unwind()
+    let decision = guarded(|| step.compensate(reason.clone(), args.clone(), ctx.clone()))
         .await
         .unwrap_or_else(|panic| {
-            Compensation::Error(Reason::msg(format!(
-                "compensate panicked: {}",
-                panic_message(&*panic)
-            )))
+            Compensation::Error(Reason::msg(format!("compensate panicked: {panic}")))
         });
     let duration = started.elapsed();
     match decision {
@@ -208,14 +215,10 @@ pub(crate) async fn undo(
     for attempt in 1..=MAX_UNDO_ATTEMPTS {
         emit(&ctx, || EventKind::UndoStart { attempt });
         let started = Instant::now();
-        let outcome = AssertUnwindSafe(step.undo(value.clone(), args.clone(), ctx.clone()))
-            .catch_unwind()
+        let outcome = guarded(|| step.undo(value.clone(), args.clone(), ctx.clone()))
             .await
             .unwrap_or_else(|panic| {
-                UndoOutcome::Error(Reason::msg(format!(
-                    "undo panicked: {}",
-                    panic_message(&*panic)
-                )))
+                UndoOutcome::Error(Reason::msg(format!("undo panicked: {panic}")))
             });
         let duration = started.elapsed();
         match outcome {

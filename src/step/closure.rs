@@ -131,10 +131,20 @@ pub(crate) struct FnStep {
 
 #[async_trait]
 impl Step for FnStep {
-    async fn run(&self, args: Arguments, ctx: Context) -> Outcome {
+    // Written out (not `async fn`) so the closure's boxed future is returned
+    // as is instead of being boxed a second time.
+    fn run<'life0, 'async_trait>(
+        &'life0 self,
+        args: Arguments,
+        ctx: Context,
+    ) -> BoxFuture<'async_trait, Outcome>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
         match &self.run {
-            Some(run) => run(args, ctx).await,
-            None => Outcome::error("step has no run closure"),
+            Some(run) => run(args, ctx),
+            None => futures::future::ready(Outcome::error("step has no run closure")).boxed(),
         }
     }
 

@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use reactor::{Event, Middleware};
+
+/// Records `(step, event name)` for every event, in order.
+#[derive(Default)]
+pub struct Recorder {
+    events: Mutex<Vec<(Option<String>, String)>>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::new(Recorder::default())
+    }
+
+    /// All event names, with the step they concern as `step:name`.
+    pub fn all(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, n)| match s {
+                Some(s) => format!("{s}:{n}"),
+                None => n.clone(),
+            })
+            .collect()
+    }
+
+    /// The event names of one step, in order.
+    pub fn of(&self, step: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| s.as_deref() == Some(step))
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// The steps of the events named `name`, in order.
+    pub fn steps_with(&self, name: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, n)| n == name && s.is_some())
+            .map(|(s, _)| s.clone().unwrap())
+            .collect()
+    }
+}
+
+impl Middleware for Recorder {
+    fn on_event(&self, event: &Event<'_>) {
+        self.events.lock().unwrap().push((
+            event.step.map(str::to_string),
+            event.kind.name().to_string(),
+        ));
+    }
+}
+
+/// Tracks how many things run at once, and the most ever seen.
+#[derive(Default)]
+pub struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    pub fn enter(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(n, SeqCst);
+    }
+    pub fn exit(&self) {
+        self.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,82 @@
+//! Results are kept only while something still needs them.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use reactor::{result, step, Inputs, Reactor};
+
+struct Big(#[allow(dead_code)] Vec<u8>);
+
+#[tokio::test]
+async fn a_result_is_freed_once_its_last_reader_has_started() {
+    let weak: Arc<Mutex<Option<Weak<Big>>>> = Arc::new(Mutex::new(None));
+    let w = weak.clone();
+    let w2 = weak.clone();
+    let reactor = Reactor::builder("mem")
+        .add(step("produce").run_sync(move |_, _| {
+            let big = Arc::new(Big(vec![7; 1 << 20]));
+            *w.lock().unwrap() = Some(Arc::downgrade(&big));
+            Ok(big)
+        }))
+        .add(
+            step("summarise")
+                .argument("big", result("produce"))
+                .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len())),
+        )
+        .add(step("check").wait_for("summarise").run_sync(move |_, _| {
+            let freed = w2.lock().unwrap().as_ref().unwrap().upgrade().is_none();
+            Ok(freed)
+        }))
+        .returns("check")
+        .build()
+        .unwrap();
+    for run_async in [true, false] {
+        let out = reactor
+            .run(Inputs::new())
+            .run_async(run_async)
+            .await
+            .unwrap();
+        assert!(
+            *out.get::<bool>().unwrap(),
+            "the 1 MiB result was still alive (async={run_async})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_needed_results_and_the_undo_stack_are_kept() {
+    let reactor = Reactor::builder("keep")
+        .add(step("plain").run_sync(|_, _| Ok(1_i32)))
+        .add(
+            step("undoable")
+                .run_sync(|_, _| Ok(2_i32))
+                .undo(|_, _, _| async { Ok(()) }),
+        )
+        .add(step("unused").run_sync(|_, _| Ok(3_i32)))
+        .add(
+            step("end")
+                .argument("p", result("plain"))
+                .wait_for("undoable")
+                .wait_for("unused")
+                .run_sync(|a, _| Ok(*a.get::<i32>("p")?)),
+        )
+        .returns("end")
+        .build()
+        .unwrap();
+    let done = reactor
+        .run(Inputs::new())
+        .fully_reversible()
+        .outcome()
+        .await
+        .unwrap()
+        .completed()
+        .unwrap();
+    let kept: Vec<&String> = done.state().results.keys().collect();
+    assert_eq!(kept, ["end"]);
+    let undo: Vec<&str> = done
+        .state()
+        .undo_stack
+        .iter()
+        .map(|r| r.step.as_str())
+        .collect();
+    assert_eq!(undo, ["undoable"]);
+}
