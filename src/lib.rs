@@ -68,3 +68,8 @@ pub use step::{
     step, Backoff, Compensation, IntoOutcome, IntoUndoOutcome, Outcome, Step, StepSpec, UndoOutcome,
 };
 pub use value::{Navigate, PathKey, Value, ValueMap};
+
+/// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
