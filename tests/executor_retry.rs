@@ -2,26 +2,21 @@
 
 mod common;
 
+use common::run_error;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Recorder;
 use reactor::{
-    step, Backoff, Compensation, Error, Inputs, Outcome, Phase, Reactor, Reason, StepErrorKind,
-    StepSpec, Value,
+    step, Backoff, Compensation, Inputs, Outcome, Phase, Reactor, Reason, StepErrorKind, StepSpec,
+    Value,
 };
 
 fn single(s: StepSpec) -> Reactor {
     let name = s.name().to_string();
     Reactor::builder("r").add(s).returns(name).build().unwrap()
-}
-
-fn run_error(err: Error) -> reactor::RunError {
-    match err {
-        Error::Run(e) => e,
-        other => panic!("expected a run error, got {other:?}"),
-    }
 }
 
 #[tokio::test]

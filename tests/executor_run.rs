@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::run_error;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,13 +13,6 @@ use reactor::{
     input, result, step, value, Error, Inputs, Navigate, PathKey, Reactor, StepErrorKind, Value,
     ValueMap,
 };
-
-fn run_error(err: Error) -> reactor::RunError {
-    match err {
-        Error::Run(e) => e,
-        other => panic!("expected a run error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn the_guides_data_processor_combines_three_concurrent_fetches() {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::run_error;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,13 +31,6 @@ fn undoable(name: &str, log: &Log) -> StepSpec {
 fn failing(name: &str) -> StepSpec {
     step(name.to_string())
         .run_sync(|_, _| -> Result<(), reactor::BoxError> { Err("I fail".into()) })
-}
-
-fn run_error(err: Error) -> reactor::RunError {
-    match err {
-        Error::Run(e) => e,
-        other => panic!("expected a run error, got {other:?}"),
-    }
 }
 
 #[tokio::test]

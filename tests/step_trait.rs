@@ -119,11 +119,10 @@ async fn permanent_errors_are_not_retried() {
         .is_some());
 }
 
-fn recording(
-    name: &str,
-    ids: &Arc<Mutex<Vec<(String, Option<tokio::task::Id>)>>>,
-    run_async: bool,
-) -> StepSpec {
+/// (step, task id) of each run.
+type TaskIds = Arc<Mutex<Vec<(String, Option<tokio::task::Id>)>>>;
+
+fn recording(name: &str, ids: &TaskIds, run_async: bool) -> StepSpec {
     let ids = ids.clone();
     step(name.to_string())
         .run_async(run_async)

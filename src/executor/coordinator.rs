@@ -64,6 +64,21 @@ struct Node {
     args: Option<Arguments>,
 }
 
+impl Node {
+    fn pending() -> Node {
+        Node {
+            def: None,
+            status: Status::Waiting,
+            remaining: 0,
+            readers: 0,
+            keep: false,
+            result: None,
+            retries: 0,
+            args: None,
+        }
+    }
+}
+
 struct UndoEntry {
     index: usize,
     value: Value,
@@ -141,18 +156,7 @@ impl Coordinator {
         let held = HeldPools::current_plus(&scope.pool);
         let nested = scope.pool.held_by_current_task();
         let n = plan.steps.len();
-        let mut nodes: Vec<Node> = (0..n)
-            .map(|_| Node {
-                def: None,
-                status: Status::Waiting,
-                remaining: 0,
-                readers: 0,
-                keep: false,
-                result: None,
-                retries: 0,
-                args: None,
-            })
-            .collect();
+        let mut nodes: Vec<Node> = (0..n).map(|_| Node::pending()).collect();
         nodes[plan.return_step].keep = true;
         let mut c = Coordinator {
             plan,
@@ -289,16 +293,7 @@ impl Coordinator {
     }
 
     fn push_node(&mut self) -> usize {
-        self.nodes.push(Node {
-            def: None,
-            status: Status::Waiting,
-            remaining: 0,
-            readers: 0,
-            keep: false,
-            result: None,
-            retries: 0,
-            args: None,
-        });
+        self.nodes.push(Node::pending());
         self.unfinished += 1;
         self.nodes.len() - 1
     }

@@ -81,3 +81,11 @@ impl Gauge {
         self.max.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// The run error inside `err`; panics on any other error.
+pub fn run_error(err: reactor::Error) -> reactor::RunError {
+    match err {
+        reactor::Error::Run(e) => e,
+        other => panic!("expected a run error, got {other:?}"),
+    }
+}
