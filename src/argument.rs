@@ -179,14 +179,27 @@ pub struct ArgumentSpec {
 #[derive(Clone)]
 pub struct Arguments {
     step: Arc<str>,
-    entries: Arc<[(Arc<str>, Value)]>,
+    /// Shared by every run of the step: only the values are per run.
+    names: Arc<[Arc<str>]>,
+    values: Arc<[Value]>,
 }
 
 impl Arguments {
     pub(crate) fn new(step: Arc<str>, entries: Vec<(Arc<str>, Value)>) -> Arguments {
+        let (names, values): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+        Arguments::from_parts(step, names.into(), values.into())
+    }
+
+    pub(crate) fn from_parts(
+        step: Arc<str>,
+        names: Arc<[Arc<str>]>,
+        values: Arc<[Value]>,
+    ) -> Arguments {
+        debug_assert_eq!(names.len(), values.len());
         Arguments {
             step,
-            entries: entries.into(),
+            names,
+            values,
         }
     }
 
@@ -223,10 +236,10 @@ impl Arguments {
 
     /// The argument `name`, untyped.
     pub fn value(&self, name: &str) -> Option<&Value> {
-        self.entries
+        self.names
             .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, v)| v)
+            .position(|n| &**n == name)
+            .map(|i| &self.values[i])
     }
 
     /// Whether an argument `name` exists.
@@ -236,27 +249,33 @@ impl Arguments {
 
     /// The arguments in declaration order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.entries.iter().map(|(n, v)| (&**n, v))
+        self.names.iter().map(|n| &**n).zip(self.values.iter())
+    }
+
+    /// The values in declaration order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
     }
 
     /// How many arguments there are.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.values.is_empty()
     }
 
     /// These arguments with `name` set to `value` (replacing an existing one).
     pub fn with(&self, name: impl Into<Arc<str>>, value: Value) -> Arguments {
         let name = name.into();
-        let mut entries: Vec<_> = self
-            .entries
+        let mut entries: Vec<(Arc<str>, Value)> = self
+            .names
             .iter()
-            .filter(|(n, _)| *n != name)
-            .cloned()
+            .zip(self.values.iter())
+            .filter(|(n, _)| **n != name)
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         entries.push((name, value));
         Arguments::new(self.step.clone(), entries)

@@ -14,6 +14,8 @@ pub(crate) struct RunScope {
     pub(crate) reactor: Arc<str>,
     pub(crate) values: ValueMap,
     pub(crate) pool: ConcurrencyPool,
+    /// The same pool, marked as held by a step, for the steps' contexts.
+    pub(crate) step_pool: ConcurrencyPool,
     pub(crate) async_run: bool,
     pub(crate) events: Emitter,
 }
@@ -81,9 +83,13 @@ impl Context {
         self.run.async_run
     }
 
-    /// The concurrency pool of this run: pass it to nested runs.
+    /// The concurrency pool of this run: pass it to nested runs
+    /// ([`RunRequest::pool`](crate::RunRequest::pool)). The handle is marked
+    /// as held by a step, so a nested run that finds the pool exhausted runs
+    /// its step in its own coordinator rather than wait for a slot that its
+    /// caller holds.
     pub fn pool(&self) -> &ConcurrencyPool {
-        &self.run.pool
+        &self.run.step_pool
     }
 
     /// A context value: the run's context wins over the step's own.

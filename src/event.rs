@@ -230,6 +230,11 @@ impl Emitter {
         }
     }
 
+    /// Whether any middleware listens.
+    pub(crate) fn is_active(&self) -> bool {
+        !self.middleware.is_empty()
+    }
+
     /// Emits an event built only when someone listens.
     #[inline]
     pub(crate) fn emit<'a>(

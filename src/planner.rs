@@ -50,6 +50,8 @@ pub(crate) struct PlannedStep {
     pub(crate) spec: StepSpec,
     pub(crate) imp: Arc<dyn Step>,
     pub(crate) args: Vec<PlannedArg>,
+    /// The argument names, shared by every run's [`Arguments`](crate::Arguments).
+    pub(crate) arg_names: Arc<[Arc<str>]>,
     /// Unique producers this step waits for (data and `wait_for`).
     pub(crate) deps: Vec<usize>,
     /// Unique producers whose value this step reads.
@@ -123,9 +125,11 @@ pub(crate) fn plan_step(
     sort_dedup(&mut deps);
     sort_dedup(&mut reads);
     let can_undo = imp.can_undo();
+    let arg_names = args.iter().map(|a| a.name.clone()).collect();
     Ok(PlannedStep {
         spec,
         imp,
+        arg_names,
         args,
         deps,
         reads,

@@ -4,21 +4,17 @@
 //! back when the step finishes, so runs sharing a pool never run more than
 //! its limit of steps at once. Acquiring never blocks the executor: a run
 //! that finds no slot waits for a release notification, without spinning.
-//! A run nested inside a step that already holds a slot of the same pool
-//! runs its step in its own coordinator when the pool is exhausted, so
-//! nested runs cannot deadlock.
+//!
+//! A step's [`Context::pool`](crate::Context::pool) hands out the run's pool
+//! marked as *held*: a nested run given that handle knows it runs inside a
+//! step that holds a slot, and when the pool is exhausted it runs its step
+//! in its own coordinator instead of waiting for a slot its caller holds,
+//! so nested runs cannot deadlock.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
-
-static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
-
-tokio::task_local! {
-    /// The pools whose slots the enclosing step chain holds.
-    static HELD_POOLS: HeldPools;
-}
 
 /// A cloneable handle to a pool of concurrency slots.
 ///
@@ -38,10 +34,11 @@ tokio::task_local! {
 #[derive(Clone)]
 pub struct ConcurrencyPool {
     inner: Arc<PoolInner>,
+    /// Handed out by a step's context: the holder runs inside a step.
+    held: bool,
 }
 
 struct PoolInner {
-    id: u64,
     limit: usize,
     available: AtomicUsize,
     waiters: AtomicUsize,
@@ -62,12 +59,12 @@ impl ConcurrencyPool {
     pub fn new(limit: usize) -> ConcurrencyPool {
         ConcurrencyPool {
             inner: Arc::new(PoolInner {
-                id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
                 limit,
                 available: AtomicUsize::new(limit),
                 waiters: AtomicUsize::new(0),
                 released: Notify::new(),
             }),
+            held: false,
         }
     }
 
@@ -81,8 +78,23 @@ impl ConcurrencyPool {
         self.inner.available.load(Ordering::Acquire)
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        self.inner.id
+    /// This pool, marked as held by the step that receives it.
+    pub(crate) fn held_by_step(&self) -> ConcurrencyPool {
+        ConcurrencyPool {
+            inner: self.inner.clone(),
+            held: true,
+        }
+    }
+
+    /// Whether this handle came from a step's context, i.e. whoever uses it
+    /// runs inside a step (which may hold a slot of this pool).
+    pub fn is_held_by_step(&self) -> bool {
+        self.held
+    }
+
+    /// Whether two handles are of the same pool.
+    pub fn same_pool(&self, other: &ConcurrencyPool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Takes a slot if one is free; never blocks.
@@ -98,7 +110,11 @@ impl ConcurrencyPool {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(Permit { pool: self.clone() }),
+                Ok(_) => {
+                    return Some(Permit {
+                        inner: self.inner.clone(),
+                    })
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -132,19 +148,16 @@ impl ConcurrencyPool {
         }
         notified.await;
     }
+}
 
+impl PoolInner {
     fn release(&self) {
-        self.inner.available.fetch_add(1, Ordering::AcqRel);
-        if self.inner.waiters.load(Ordering::SeqCst) > 0 {
-            self.inner.released.notify_waiters();
+        self.available.fetch_add(1, Ordering::AcqRel);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            // One slot, one waiter; a waiter that drops its notification
+            // unused passes it on to the next.
+            self.released.notify_one();
         }
-    }
-
-    /// Whether the current task runs inside a step holding a slot of this pool.
-    pub(crate) fn held_by_current_task(&self) -> bool {
-        HELD_POOLS
-            .try_with(|held| held.0.contains(&self.id()))
-            .unwrap_or(false)
     }
 }
 
@@ -165,44 +178,18 @@ impl Drop for WaiterGuard<'_> {
 
 /// A slot of a [`ConcurrencyPool`], given back when dropped.
 pub struct Permit {
-    pool: ConcurrencyPool,
+    inner: Arc<PoolInner>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.pool.release();
+        self.inner.release();
     }
 }
 
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Permit").finish_non_exhaustive()
-    }
-}
-
-/// The pools held by a step chain: a run's steps hold the pools of the
-/// enclosing steps plus the run's own.
-#[derive(Clone, Default)]
-pub(crate) struct HeldPools(Arc<[u64]>);
-
-impl HeldPools {
-    /// The pools held by the current task, plus `pool`.
-    pub(crate) fn current_plus(pool: &ConcurrencyPool) -> HeldPools {
-        let mut ids: Vec<u64> = HELD_POOLS
-            .try_with(|held| held.0.to_vec())
-            .unwrap_or_default();
-        if !ids.contains(&pool.id()) {
-            ids.push(pool.id());
-        }
-        HeldPools(ids.into())
-    }
-
-    /// Runs `fut` with these pools marked as held.
-    pub(crate) fn scope<F: std::future::Future>(
-        self,
-        fut: F,
-    ) -> impl std::future::Future<Output = F::Output> {
-        HELD_POOLS.scope(self, fut)
     }
 }
 
@@ -222,15 +209,5 @@ mod tests {
         drop(held);
         waiter.await.unwrap();
         assert_eq!(pool.available(), 1);
-    }
-
-    #[tokio::test]
-    async fn held_pools_are_seen_inside_the_scope_only() {
-        let pool = ConcurrencyPool::new(1);
-        assert!(!pool.held_by_current_task());
-        let held = HeldPools::current_plus(&pool);
-        let inner = pool.clone();
-        held.scope(async move { assert!(inner.held_by_current_task()) })
-            .await;
     }
 }

@@ -21,6 +21,36 @@ pub type ValueMap = BTreeMap<String, Value>;
 
 type Navigator = fn(&(dyn Any + Send + Sync), &PathKey) -> Option<Value>;
 
+/// What a value knows of its type, one static per type (so a `Value` is
+/// two words and a pointer).
+struct Meta {
+    type_name: fn() -> &'static str,
+    navigator: Option<Navigator>,
+}
+
+struct MetaOf<T>(std::marker::PhantomData<T>);
+
+impl<T: 'static> MetaOf<T> {
+    const PLAIN: Meta = Meta {
+        type_name: std::any::type_name::<T>,
+        navigator: None,
+    };
+}
+
+impl<T: Navigate + 'static> MetaOf<T> {
+    const NAVIGABLE: Meta = Meta {
+        type_name: std::any::type_name::<T>,
+        navigator: Some(navigate_as::<T>),
+    };
+}
+
+fn navigate_as<T: Navigate + 'static>(
+    any: &(dyn Any + Send + Sync),
+    key: &PathKey,
+) -> Option<Value> {
+    any.downcast_ref::<T>().and_then(|t| t.field(key))
+}
+
 /// A shared, type-erased value.
 ///
 /// # Examples
@@ -38,8 +68,7 @@ type Navigator = fn(&(dyn Any + Send + Sync), &PathKey) -> Option<Value>;
 #[derive(Clone)]
 pub struct Value {
     inner: Arc<dyn Any + Send + Sync>,
-    type_name: &'static str,
-    navigator: Option<Navigator>,
+    meta: &'static Meta,
 }
 
 impl Value {
@@ -52,8 +81,7 @@ impl Value {
         let value = slot.expect("slot is filled above");
         Value {
             inner: Arc::new(value),
-            type_name: std::any::type_name::<T>(),
-            navigator: None,
+            meta: &MetaOf::<T>::PLAIN,
         }
     }
 
@@ -72,9 +100,10 @@ impl Value {
     /// assert_eq!(*v.navigate(&"year".into()).unwrap().get::<i32>().unwrap(), 1985);
     /// ```
     pub fn navigable<T: Navigate + Send + Sync + 'static>(value: T) -> Value {
-        let mut v = Value::new(value);
-        v.navigator = Some(|any, key| any.downcast_ref::<T>().and_then(|t| t.field(key)));
-        v
+        Value {
+            inner: Arc::new(value),
+            meta: &MetaOf::<T>::NAVIGABLE,
+        }
     }
 
     /// Wraps a JSON value (navigable by sub-paths).
@@ -89,7 +118,7 @@ impl Value {
 
     /// The Rust type name of the stored value.
     pub fn type_name(&self) -> &'static str {
-        self.type_name
+        (self.meta.type_name)()
     }
 
     /// Whether the stored value is a `T`.
@@ -106,13 +135,13 @@ impl Value {
     pub fn get<T: 'static>(&self) -> Result<&T, Error> {
         self.downcast_ref::<T>().ok_or_else(|| Error::ValueType {
             expected: std::any::type_name::<T>(),
-            actual: self.type_name,
+            actual: self.type_name(),
         })
     }
 
     /// Takes the stored `T` out, cloning it only if the value is shared.
     pub fn take<T: Clone + Send + Sync + 'static>(self) -> Result<T, Error> {
-        let actual = self.type_name;
+        let actual = self.type_name();
         match self.inner.downcast::<T>() {
             Ok(arc) => Ok(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone())),
             Err(_) => Err(Error::ValueType {
@@ -130,7 +159,7 @@ impl Value {
     /// Looks up one sub-path key; `None` when the key is absent or the value
     /// cannot be navigated.
     pub fn navigate(&self, key: &PathKey) -> Option<Value> {
-        if let Some(nav) = self.navigator {
+        if let Some(nav) = self.meta.navigator {
             return nav(&*self.inner, key);
         }
         if let Some(json) = self.downcast_ref::<serde_json::Value>() {
@@ -154,7 +183,7 @@ impl Value {
 
     /// Whether [`Value::navigate`] can look inside this value at all.
     pub fn is_navigable(&self) -> bool {
-        self.navigator.is_some()
+        self.meta.navigator.is_some()
             || self.is::<serde_json::Value>()
             || self.is::<ValueMap>()
             || self.is::<HashMap<String, Value>>()
@@ -184,7 +213,7 @@ impl fmt::Debug for Value {
             ValueMap,
             Vec<Value>
         );
-        write!(f, "<{}>", self.type_name)
+        write!(f, "<{}>", self.type_name())
     }
 }
 

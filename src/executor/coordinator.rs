@@ -8,16 +8,14 @@ use std::time::Duration;
 
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
-use tracing::Instrument;
 
-use super::runner::{self, Attempt};
+use super::runner::{self, Attempt, Report, StepTask};
 use super::state::{RunState, UndoRecord};
 use crate::argument::Arguments;
 use crate::context::{Context, RunScope};
 use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::planner::{plan_step, ArgFrom, Plan, PlannedStep};
-use crate::pool::HeldPools;
 use crate::step::{Backoff, StepSpec};
 use crate::value::{Value, ValueMap};
 
@@ -29,6 +27,9 @@ pub(crate) struct Settings {
     pub(crate) max_iterations: Option<u64>,
     pub(crate) halt_timeout: Duration,
     pub(crate) resumed: bool,
+    /// Whether a completed run reports its state (not needed when only the
+    /// value is awaited).
+    pub(crate) keep_state: bool,
 }
 
 /// How a run ended.
@@ -60,8 +61,6 @@ struct Node {
     keep: bool,
     result: Option<Value>,
     retries: u32,
-    /// The arguments, kept from the first attempt for retries and undo.
-    args: Option<Arguments>,
 }
 
 impl Node {
@@ -74,7 +73,6 @@ impl Node {
             keep: false,
             result: None,
             retries: 0,
-            args: None,
         }
     }
 }
@@ -83,11 +81,6 @@ struct UndoEntry {
     index: usize,
     value: Value,
     args: Arguments,
-}
-
-struct Report {
-    index: usize,
-    attempt: Attempt,
 }
 
 enum Wake {
@@ -128,6 +121,8 @@ pub(crate) struct Coordinator {
     inputs: Vec<Value>,
     nodes: Vec<Node>,
     dynamic_names: HashMap<Arc<str>, usize>,
+    /// Arguments of steps waiting to retry (a retry reuses them).
+    retry_args: HashMap<usize, Arguments>,
     extra_dependents: HashMap<usize, Vec<usize>>,
     completed: Vec<usize>,
     ready: VecDeque<usize>,
@@ -138,8 +133,10 @@ pub(crate) struct Coordinator {
     errors: Vec<StepError>,
     unfinished: usize,
     halting: bool,
-    held: HeldPools,
     nested: bool,
+    span: tracing::Span,
+    /// Whether steps get `tracing` spans (debug level enabled).
+    step_spans: bool,
     started: Instant,
     iterations: u64,
 }
@@ -152,9 +149,9 @@ impl Coordinator {
         settings: Settings,
         inputs: Vec<Value>,
         state: RunState,
+        span: tracing::Span,
     ) -> Result<Coordinator, Error> {
-        let held = HeldPools::current_plus(&scope.pool);
-        let nested = scope.pool.held_by_current_task();
+        let nested = scope.pool.is_held_by_step();
         let n = plan.steps.len();
         let mut nodes: Vec<Node> = (0..n).map(|_| Node::pending()).collect();
         nodes[plan.return_step].keep = true;
@@ -166,6 +163,7 @@ impl Coordinator {
             inputs,
             nodes,
             dynamic_names: HashMap::new(),
+            retry_args: HashMap::new(),
             extra_dependents: HashMap::new(),
             completed: Vec::with_capacity(n),
             ready: VecDeque::new(),
@@ -176,8 +174,9 @@ impl Coordinator {
             errors: Vec::new(),
             unfinished: n,
             halting: false,
-            held,
             nested,
+            span,
+            step_spans: tracing::level_enabled!(tracing::Level::DEBUG),
             started: Instant::now(),
             iterations: 0,
         };
@@ -411,55 +410,40 @@ impl Coordinator {
             };
             drop(def);
             self.nodes[i].status = Status::Running;
-            let span = tracing::debug_span!("step", step = %ctx.step_name(), attempt = ctx.current_try() + 1);
-            let fut = self
-                .held
-                .clone()
-                .scope(runner::attempt(step, args, ctx))
-                .instrument(span);
-            match permit {
-                None => {
-                    let attempt = fut.await;
-                    self.on_report(Report { index: i, attempt });
-                    return true;
-                }
-                Some(permit) => {
-                    self.running += 1;
-                    let task = async move {
-                        let attempt = fut.await;
-                        drop(permit);
-                        Report { index: i, attempt }
-                    };
-                    if cpu_bound {
-                        let handle = tokio::runtime::Handle::current();
-                        self.tasks.spawn_blocking(move || handle.block_on(task));
-                    } else {
-                        self.tasks.spawn(task);
-                    }
-                }
+            let span = self.step_spans.then_some(&self.span);
+            let inline = permit.is_none();
+            let task = StepTask::new(i, step, args, ctx, span, permit);
+            if inline {
+                let report = task.await;
+                self.on_report(report);
+                return true;
+            }
+            self.running += 1;
+            if cpu_bound {
+                let handle = tokio::runtime::Handle::current();
+                self.tasks.spawn_blocking(move || handle.block_on(task));
+            } else {
+                self.tasks.spawn(task);
             }
         }
         false
     }
 
-    /// Resolves a step's arguments (once; retries reuse them) and context.
+    /// A step's arguments (resolved once; retries reuse them) and context.
     fn prepare(
         &mut self,
         i: usize,
         def: &PlannedStep,
     ) -> Result<(Arc<dyn crate::step::Step>, Arguments, Context), StepErrorKind> {
-        let args = match &self.nodes[i].args {
-            Some(args) => args.clone(),
-            None => {
-                let args = self.resolve_arguments(i, def)?;
-                for &j in &def.reads {
-                    if j != i {
-                        self.release_read(j);
-                    }
-                }
-                self.nodes[i].args = Some(args.clone());
-                args
-            }
+        // A retry reuses the arguments of the first attempt.
+        let kept = if self.retry_args.is_empty() {
+            None
+        } else {
+            self.retry_args.remove(&i)
+        };
+        let args = match kept {
+            Some(args) => args,
+            None => self.resolve_arguments(def)?,
         };
         let retries = self.nodes[i].retries;
         let ctx = Context {
@@ -475,34 +459,57 @@ impl Coordinator {
         Ok((def.imp.clone(), args, ctx))
     }
 
-    fn resolve_arguments(&self, i: usize, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
-        let mut entries = Vec::with_capacity(def.args.len());
-        for arg in &def.args {
-            let raw = match arg.from {
-                ArgFrom::Input(k) => self.inputs[k].clone(),
-                ArgFrom::Step(j) => match &self.nodes[j].result {
-                    Some(v) => v.clone(),
-                    None => {
-                        return Err(StepErrorKind::MissingResult {
-                            argument: arg.name.to_string(),
-                            dependency: def_of(&self.plan, &self.nodes, j).name().to_string(),
-                        })
-                    }
-                },
-                ArgFrom::Constant => match &arg.source.origin {
-                    crate::argument::Origin::Value(v) => v.clone(),
-                    _ => unreachable!("constant arguments hold a value"),
-                },
-            };
-            let value = if arg.source.path.is_empty() && arg.source.transform.is_none() {
-                raw
-            } else {
-                arg.source.finish(&arg.name, raw)?
-            };
-            entries.push((arg.name.clone(), value));
+    /// The raw value an argument reads (before its sub-path and transform).
+    fn raw_argument(&self, from: ArgFrom, source: &crate::argument::Source) -> Option<Value> {
+        match from {
+            ArgFrom::Input(k) => Some(self.inputs[k].clone()),
+            ArgFrom::Step(j) => self.nodes[j].result.clone(),
+            ArgFrom::Constant => match &source.origin {
+                crate::argument::Origin::Value(v) => Some(v.clone()),
+                _ => unreachable!("constant arguments hold a value"),
+            },
         }
-        let args = Arguments::new(def.name().clone(), entries);
-        let _ = i;
+    }
+
+    fn resolve_arguments(&self, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
+        // The common case, plain reads of available values, takes one
+        // allocation for the whole argument list.
+        let plain = def.args.iter().all(|arg| {
+            arg.source.path.is_empty()
+                && arg.source.transform.is_none()
+                && match arg.from {
+                    ArgFrom::Step(j) => self.nodes[j].result.is_some(),
+                    _ => true,
+                }
+        });
+        let args = if plain {
+            Arguments::from_parts(
+                def.name().clone(),
+                def.arg_names.clone(),
+                def.args
+                    .iter()
+                    .map(|arg| {
+                        self.raw_argument(arg.from, &arg.source)
+                            .expect("checked above")
+                    })
+                    .collect(),
+            )
+        } else {
+            let mut values = Vec::with_capacity(def.args.len());
+            for arg in &def.args {
+                let raw = self.raw_argument(arg.from, &arg.source).ok_or_else(|| {
+                    let ArgFrom::Step(j) = arg.from else {
+                        unreachable!("only step results can be missing")
+                    };
+                    StepErrorKind::MissingResult {
+                        argument: arg.name.to_string(),
+                        dependency: def_of(&self.plan, &self.nodes, j).name().to_string(),
+                    }
+                })?;
+                values.push(arg.source.finish(&arg.name, raw)?);
+            }
+            Arguments::from_parts(def.name().clone(), def.arg_names.clone(), values.into())
+        };
         match &def.spec.def().transform_arguments {
             None => Ok(args),
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {
@@ -544,6 +551,11 @@ impl Coordinator {
                 }
             }
         }
+        if next_backoff.is_none() && deadline.is_none() && !blocked_on_pool {
+            // Only running steps to wait for: the common case, kept cheap.
+            let res = self.tasks.join_next().await;
+            return self.on_joined(res);
+        }
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let pool = self.scope.pool.clone();
         enum Woken {
@@ -559,15 +571,7 @@ impl Coordinator {
             _ = pool.wait_for_release(), if blocked_on_pool => Woken::Other,
         };
         match woken {
-            Woken::Joined(res) => {
-                if let Some(res) = res {
-                    self.on_join(res);
-                }
-                while let Some(res) = self.tasks.try_join_next() {
-                    self.on_join(res);
-                }
-                Wake::Completion
-            }
+            Woken::Joined(res) => self.on_joined(res),
             Woken::Backoff => {
                 let now = Instant::now();
                 while let Some(Reverse((t, i))) = self.backoffs.peek().copied() {
@@ -582,6 +586,17 @@ impl Coordinator {
             }
             Woken::Other => Wake::Other,
         }
+    }
+
+    /// Handles a finished task and every other one already finished.
+    fn on_joined(&mut self, res: Option<Result<Report, JoinError>>) -> Wake {
+        if let Some(res) = res {
+            self.on_join(res);
+        }
+        while let Some(res) = self.tasks.try_join_next() {
+            self.on_join(res);
+        }
+        Wake::Completion
     }
 
     fn on_join(&mut self, res: Result<Report, JoinError>) {
@@ -604,16 +619,19 @@ impl Coordinator {
     fn on_report(&mut self, report: Report) {
         let i = report.index;
         match report.attempt {
-            Attempt::Completed { value, emitted } => self.complete(i, value, emitted),
+            Attempt::Completed { value, emitted } => self.complete(i, value, emitted, report.args),
             Attempt::Halted(value) => {
                 self.nodes[i].keep = true;
-                self.complete(i, value, Vec::new());
+                self.complete(i, value, Vec::new(), report.args);
                 self.halting = true;
             }
-            Attempt::Retry { reason, backoff } => self.retry(i, reason, backoff),
+            Attempt::Retry { reason, backoff } => {
+                self.retry_args.insert(i, report.args);
+                self.retry(i, reason, backoff)
+            }
             Attempt::Failed { phase, kind } => {
                 let attempt = self.nodes[i].retries + 1;
-                self.fail(i, phase, attempt, kind);
+                self.fail(i, phase, attempt, *kind);
             }
         }
     }
@@ -666,43 +684,29 @@ impl Coordinator {
         self.errors.push(error);
     }
 
-    fn complete(&mut self, i: usize, value: Value, emitted: Vec<StepSpec>) {
+    fn complete(&mut self, i: usize, value: Value, emitted: Vec<StepSpec>, args: Arguments) {
         let plan = self.plan.clone();
-        let (replacement, others): (Vec<StepSpec>, Vec<StepSpec>) = {
-            let name = def_of(&plan, &self.nodes, i).name().clone();
-            emitted.into_iter().partition(|s| *s.name() == *name)
-        };
         let def = def_of(&plan, &self.nodes, i);
-        let can_undo = def.can_undo;
-        drop(def);
-        let args = self.nodes[i].args.take();
-        if can_undo {
+        if def.can_undo {
             self.undo.push(UndoEntry {
                 index: i,
                 value: value.clone(),
-                args: args.unwrap_or_else(|| Arguments::new("".into(), Vec::new())),
+                args,
             });
         }
-        if !others.is_empty() {
-            if let Err(e) = self.add_emitted(others) {
-                self.fail(i, Phase::Plan, self.nodes[i].retries + 1, e);
-                return;
+        let replaced = if emitted.is_empty() {
+            false
+        } else {
+            self.add_emitted_by(i, &value, emitted)
+        };
+        // Its readings are done (emitted steps were wired first, so results
+        // they read stay): producers nobody else reads free their results.
+        for &j in &def.reads {
+            if j != i {
+                self.release_read(j);
             }
         }
-        if let Some(spec) = replacement.into_iter().last() {
-            // The replacement takes this step's place: dependents wait for it
-            // and it can read this value as its own result.
-            self.nodes[i].result = Some(value);
-            self.nodes[i].retries = 0;
-            match self.plan_dynamic(spec, i) {
-                Ok(planned) => {
-                    self.nodes[i].def = Some(Arc::new(planned));
-                    self.wire_dynamic(i);
-                }
-                Err(e) => {
-                    self.fail(i, Phase::Plan, 1, StepErrorKind::Plan(Reason::new(e)));
-                }
-            }
+        if replaced || self.nodes[i].status == Status::Failed {
             return;
         }
         let node = &mut self.nodes[i];
@@ -711,17 +715,50 @@ impl Coordinator {
         self.completed.push(i);
         if node.readers > 0 || node.keep {
             node.result = Some(value);
-        } else {
-            node.result = None;
         }
         if i < plan.steps.len() {
             for &d in &plan.steps[i].dependents {
                 self.dependency_done(d);
             }
         }
-        if let Some(extra) = self.extra_dependents.remove(&i) {
-            for d in extra {
-                self.dependency_done(d);
+        if !self.extra_dependents.is_empty() {
+            if let Some(extra) = self.extra_dependents.remove(&i) {
+                for d in extra {
+                    self.dependency_done(d);
+                }
+            }
+        }
+    }
+
+    /// Adds the steps that step `i` emitted; returns whether one of them
+    /// replaces step `i` (a failure to plan them fails step `i`).
+    fn add_emitted_by(&mut self, i: usize, value: &Value, emitted: Vec<StepSpec>) -> bool {
+        let name = def_of(&self.plan, &self.nodes, i).name().clone();
+        let (replacement, others): (Vec<StepSpec>, Vec<StepSpec>) =
+            emitted.into_iter().partition(|s| *s.name() == *name);
+        let attempt = self.nodes[i].retries + 1;
+        if !others.is_empty() {
+            if let Err(e) = self.add_emitted(others) {
+                self.fail(i, Phase::Plan, attempt, e);
+                return false;
+            }
+        }
+        let Some(spec) = replacement.into_iter().last() else {
+            return false;
+        };
+        // The replacement takes this step's place: dependents wait for it
+        // and it can read this value as its own result.
+        self.nodes[i].result = Some(value.clone());
+        self.nodes[i].retries = 0;
+        match self.plan_dynamic(spec, i) {
+            Ok(planned) => {
+                self.nodes[i].def = Some(Arc::new(planned));
+                self.wire_dynamic(i);
+                true
+            }
+            Err(e) => {
+                self.fail(i, Phase::Plan, attempt, StepErrorKind::Plan(Reason::new(e)));
+                false
             }
         }
     }
@@ -780,7 +817,6 @@ impl Coordinator {
         }
         let node = &mut self.nodes[i];
         node.remaining = remaining;
-        node.args = None;
         if remaining == 0 {
             node.status = Status::Ready;
             self.ready.push_back(i);
@@ -846,7 +882,11 @@ impl Coordinator {
                     value: &value,
                 }
             });
-            let state = self.into_state();
+            let state = if self.settings.keep_state {
+                self.into_state()
+            } else {
+                RunState::default()
+            };
             return Finish::Completed { value, state };
         }
         scope
@@ -873,7 +913,7 @@ impl Coordinator {
             let step = def.imp.clone();
             drop(def);
             let undo = runner::undo(step, entry.value, entry.args, ctx);
-            if let Err(e) = self.held.clone().scope(undo).await {
+            if let Err(e) = undo.await {
                 self.errors.push(e);
             }
         }

@@ -13,7 +13,7 @@ use super::state::RunState;
 use crate::context::{Context, RunScope};
 use crate::error::{panic_message, Error, Reason, RunError};
 use crate::event::{Emitter, Middleware};
-use crate::pool::{ConcurrencyPool, HeldPools};
+use crate::pool::ConcurrencyPool;
 use crate::reactor::Reactor;
 use crate::value::{Value, ValueMap};
 
@@ -153,10 +153,14 @@ impl RunRequest {
     /// Dropping the future stops the run: its running steps are cancelled
     /// and nothing is undone.
     pub async fn outcome(self) -> Result<RunOutcome, Error> {
+        self.execute(true).await
+    }
+
+    async fn execute(self, keep_state: bool) -> Result<RunOutcome, Error> {
         let reactor = self.reactor.clone();
         let fully_reversible = self.fully_reversible;
         let run_async = self.run_async;
-        let (coordinator, span) = self.into_coordinator()?;
+        let (coordinator, span) = self.into_coordinator(keep_state || fully_reversible)?;
         let finish = if run_async {
             let task = AbortOnDrop(tokio::spawn(coordinator.drive().instrument(span)));
             match (&mut *Box::pin(task)).await {
@@ -184,7 +188,7 @@ impl RunRequest {
         }
     }
 
-    fn into_coordinator(self) -> Result<(Coordinator, tracing::Span), Error> {
+    fn into_coordinator(self, keep_state: bool) -> Result<(Coordinator, tracing::Span), Error> {
         let plan = self.reactor.plan().clone();
         let mut state = self.resume.unwrap_or_default();
         let resumed = !state.run_id.is_empty();
@@ -229,10 +233,7 @@ impl RunRequest {
             };
             values.push(value);
         }
-        let default_concurrency = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let max_concurrency = self.max_concurrency.unwrap_or(default_concurrency);
+        let max_concurrency = self.max_concurrency.unwrap_or_else(available_cores);
         if max_concurrency == 0 && self.run_async {
             return Err(Error::InvalidOption {
                 option: "max_concurrency",
@@ -258,6 +259,7 @@ impl RunRequest {
             run_id,
             reactor: plan.name.clone(),
             values: context,
+            step_pool: pool.held_by_step(),
             pool,
             async_run: self.run_async,
             events: Emitter::new(middleware),
@@ -270,8 +272,9 @@ impl RunRequest {
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,
             resumed,
+            keep_state,
         };
-        let coordinator = Coordinator::new(plan, scope, settings, values, state)?;
+        let coordinator = Coordinator::new(plan, scope, settings, values, state, span.clone())?;
         Ok((coordinator, span))
     }
 }
@@ -284,12 +287,22 @@ impl IntoFuture for RunRequest {
     /// run, or the run's error.
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.outcome().await? {
+            match self.execute(false).await? {
                 RunOutcome::Completed(done) => Ok(done.value),
                 RunOutcome::Halted(halted) => Err(Error::Halted(Box::new(halted))),
             }
         })
     }
+}
+
+/// The number of cores, asked once (the question costs system calls).
+fn available_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -392,10 +405,10 @@ async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
         reactor: plan.name.clone(),
         values: state.context.clone(),
         pool: ConcurrencyPool::new(1),
+        step_pool: ConcurrencyPool::new(1).held_by_step(),
         async_run: false,
         events: Emitter::new(plan.middleware.clone()),
     });
-    let held = HeldPools::current_plus(&scope.pool);
     let mut errors = Vec::new();
     for record in state.undo_stack.into_iter().rev() {
         let spec = state
@@ -420,7 +433,7 @@ async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
             retries_remaining: None,
         };
         let undo = runner::undo(step, record.value, record.arguments, ctx);
-        if let Err(e) = held.clone().scope(undo).await {
+        if let Err(e) = undo.await {
             errors.push(e);
         }
     }

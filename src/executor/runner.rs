@@ -6,16 +6,21 @@
 //! callback is guarded against panics; a panic becomes an error of the
 //! phase it happened in.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{ready, Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tracing::Instrument;
 
 use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::{panic_message, Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
+use crate::pool::Permit;
 use crate::step::{Backoff, Compensation, Outcome, Step, StepSpec, UndoOutcome};
 use crate::value::Value;
 
@@ -36,8 +41,21 @@ pub(crate) enum Attempt {
         reason: Option<Reason>,
         backoff: Backoff,
     },
-    /// The step failed for good in `phase`.
-    Failed { phase: Phase, kind: StepErrorKind },
+    /// The step failed for good in `phase` (boxed: failures are rare and
+    /// every attempt's report is moved through the task).
+    Failed {
+        phase: Phase,
+        kind: Box<StepErrorKind>,
+    },
+}
+
+impl Attempt {
+    pub(crate) fn failed(phase: Phase, kind: StepErrorKind) -> Attempt {
+        Attempt::Failed {
+            phase,
+            kind: Box::new(kind),
+        }
+    }
 }
 
 /// A panic inside a step's `run`, as a reason that compensation can see.
@@ -50,10 +68,7 @@ fn failed_run(reason: Reason) -> Attempt {
         Some(p) => StepErrorKind::Panicked(p.0.clone()),
         None => StepErrorKind::Failed(reason),
     };
-    Attempt::Failed {
-        phase: Phase::Run,
-        kind,
-    }
+    Attempt::failed(Phase::Run, kind)
 }
 
 /// Calls a user callback and awaits its future, turning a panic in either
@@ -74,23 +89,186 @@ fn emit<'a>(ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
         .emit(&run.run_id, &run.reactor, Some(ctx.step.name()), kind);
 }
 
-/// Runs one attempt of `step`.
-pub(crate) async fn attempt(step: Arc<dyn Step>, args: Arguments, ctx: Context) -> Attempt {
-    let attempt = ctx.current_try + 1;
-    emit(&ctx, || EventKind::StepStart {
-        attempt,
-        arguments: &args,
+/// The time since `started`, when event timing is on.
+fn since(started: Option<Instant>) -> Duration {
+    started.map_or(Duration::ZERO, |s| s.elapsed())
+}
+
+/// One attempt of a step, as a future: a task of its own, or awaited by
+/// the coordinator.
+///
+/// A step that answers at once ([`Step::run_now`]) with nothing to
+/// compensate completes on the first poll without any further future, so
+/// the task stays small (it is copied into and out of tokio's task cell).
+/// Anything that must await (an async `run`, compensation, a `tracing`
+/// span) continues in a boxed future.
+pub(crate) struct StepTask {
+    index: usize,
+    step: Arc<dyn Step>,
+    args: Option<Arguments>,
+    ctx: Context,
+    span: Option<Box<tracing::Span>>,
+    slow: Option<Pin<Box<dyn Future<Output = Attempt> + Send>>>,
+    _permit: Option<Permit>,
+}
+
+/// What a [`StepTask`] reports: the step, the attempt and its arguments
+/// (kept for retries and undo).
+pub(crate) struct Report {
+    pub(crate) index: usize,
+    pub(crate) attempt: Attempt,
+    pub(crate) args: Arguments,
+}
+
+impl StepTask {
+    /// `span` is the run's span, when step spans are wanted.
+    pub(crate) fn new(
+        index: usize,
+        step: Arc<dyn Step>,
+        args: Arguments,
+        ctx: Context,
+        span: Option<&tracing::Span>,
+        permit: Option<Permit>,
+    ) -> StepTask {
+        let span = span.map(|parent| {
+            Box::new(tracing::debug_span!(
+                parent: parent,
+                "reactor.step",
+                step = %ctx.step_name(),
+                attempt = ctx.current_try + 1
+            ))
+        });
+        StepTask {
+            index,
+            step,
+            args: Some(args),
+            ctx,
+            span,
+            slow: None,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the attempt up to its first await: the attempt, when it needed
+    /// none, or the future to continue with.
+    fn start(&mut self) -> Result<Attempt, SlowAttempt> {
+        let args = self.args.as_ref().expect("a task runs once");
+        if let Some(span) = self.span.take() {
+            let fut = attempt_awaiting(self.step.clone(), args.clone(), self.ctx.clone());
+            return Err(Box::pin(fut.instrument(*span)));
+        }
+        let (step, ctx) = (&*self.step, &self.ctx);
+        let started = begin(args, ctx);
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(args, ctx))) {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => {
+                let (step, args, ctx) = (self.step.clone(), args.clone(), ctx.clone());
+                return Err(Box::pin(async move {
+                    let outcome = run_awaiting(&*step, &args, &ctx).await;
+                    settle_awaiting(&*step, outcome, args, ctx, started).await
+                }));
+            }
+            Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
+        };
+        match settle(step, outcome, args, ctx, started) {
+            Settled::Done(attempt) => Ok(attempt),
+            Settled::Compensate(reason) => {
+                let (step, args, ctx) = (self.step.clone(), args.clone(), ctx.clone());
+                Err(Box::pin(async move {
+                    compensate(&*step, reason, args, ctx).await
+                }))
+            }
+        }
+    }
+}
+
+type SlowAttempt = Pin<Box<dyn Future<Output = Attempt> + Send>>;
+
+impl Future for StepTask {
+    type Output = Report;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Report> {
+        let this = &mut *self;
+        let attempt = match &mut this.slow {
+            Some(fut) => ready!(fut.as_mut().poll(cx)),
+            None => match this.start() {
+                Ok(attempt) => attempt,
+                Err(mut fut) => match fut.as_mut().poll(cx) {
+                    Poll::Ready(attempt) => attempt,
+                    Poll::Pending => {
+                        this.slow = Some(fut);
+                        return Poll::Pending;
+                    }
+                },
+            },
+        };
+        Poll::Ready(Report {
+            index: this.index,
+            attempt,
+            args: this.args.take().expect("a task reports once"),
+        })
+    }
+}
+
+/// A whole attempt through futures (used inside a span).
+async fn attempt_awaiting(step: Arc<dyn Step>, args: Arguments, ctx: Context) -> Attempt {
+    let started = begin(&args, &ctx);
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(&args, &ctx))) {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => run_awaiting(&*step, &args, &ctx).await,
+        Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
+    };
+    settle_awaiting(&*step, outcome, args, ctx, started).await
+}
+
+async fn settle_awaiting(
+    step: &dyn Step,
+    outcome: Outcome,
+    args: Arguments,
+    ctx: Context,
+    started: Option<Instant>,
+) -> Attempt {
+    match settle(step, outcome, &args, &ctx, started) {
+        Settled::Done(attempt) => attempt,
+        Settled::Compensate(reason) => compensate(step, reason, args, ctx).await,
+    }
+}
+
+/// Emits the start event; returns the start time when events are timed
+/// (two clock reads a step: only when someone listens).
+fn begin(args: &Arguments, ctx: &Context) -> Option<Instant> {
+    emit(ctx, || EventKind::StepStart {
+        attempt: ctx.current_try + 1,
+        arguments: args,
     });
-    let started = Instant::now();
-    let outcome = guarded(|| step.run(args.clone(), ctx.clone()))
+    ctx.run.events.is_active().then(Instant::now)
+}
+
+async fn run_awaiting(step: &dyn Step, args: &Arguments, ctx: &Context) -> Outcome {
+    guarded(|| step.run(args.clone(), ctx.clone()))
         .await
-        .unwrap_or_else(|panic| Outcome::Error(Reason::new(StepPanicked(panic))));
-    let duration = started.elapsed();
-    match outcome {
+        .unwrap_or_else(|panic| Outcome::Error(Reason::new(StepPanicked(panic))))
+}
+
+/// What an outcome comes to before any compensation.
+enum Settled {
+    Done(Attempt),
+    Compensate(Reason),
+}
+
+fn settle(
+    step: &dyn Step,
+    outcome: Outcome,
+    args: &Arguments,
+    ctx: &Context,
+    started: Option<Instant>,
+) -> Settled {
+    let attempt = ctx.current_try + 1;
+    let done = match outcome {
         Outcome::Ok(value) => {
-            emit(&ctx, || EventKind::StepComplete {
+            emit(ctx, || EventKind::StepComplete {
                 attempt,
-                duration,
+                duration: since(started),
                 value: &value,
             });
             Attempt::Completed {
@@ -99,24 +277,24 @@ pub(crate) async fn attempt(step: Arc<dyn Step>, args: Arguments, ctx: Context) 
             }
         }
         Outcome::OkWithSteps(value, emitted) => {
-            emit(&ctx, || EventKind::StepComplete {
+            emit(ctx, || EventKind::StepComplete {
                 attempt,
-                duration,
+                duration: since(started),
                 value: &value,
             });
             Attempt::Completed { value, emitted }
         }
         Outcome::Halt(value) => {
-            emit(&ctx, || EventKind::StepHalt {
+            emit(ctx, || EventKind::StepHalt {
                 attempt,
-                duration,
+                duration: since(started),
                 value: &value,
             });
             Attempt::Halted(value)
         }
         Outcome::Retry(reason) => {
-            let backoff = backoff(&*step, reason.as_ref(), &args, &ctx);
-            emit(&ctx, || EventKind::StepRetry {
+            let backoff = backoff(step, reason.as_ref(), args, ctx);
+            emit(ctx, || EventKind::StepRetry {
                 attempt,
                 reason: reason.as_ref(),
                 backoff,
@@ -124,18 +302,18 @@ pub(crate) async fn attempt(step: Arc<dyn Step>, args: Arguments, ctx: Context) 
             Attempt::Retry { reason, backoff }
         }
         Outcome::Error(reason) => {
-            emit(&ctx, || EventKind::StepError {
+            emit(ctx, || EventKind::StepError {
                 attempt,
-                duration,
+                duration: since(started),
                 error: &reason,
             });
             if step.can_compensate() {
-                compensate(&*step, reason, args, ctx).await
-            } else {
-                failed_run(reason)
+                return Settled::Compensate(reason);
             }
+            failed_run(reason)
         }
-    }
+    };
+    Settled::Done(done)
 }
 
 async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Context) -> Attempt {
@@ -144,13 +322,13 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
         attempt,
         error: &reason,
     });
-    let started = Instant::now();
+    let started = ctx.run.events.is_active().then(Instant::now);
     let decision = guarded(|| step.compensate(reason.clone(), args.clone(), ctx.clone()))
         .await
         .unwrap_or_else(|panic| {
             Compensation::Error(Reason::msg(format!("compensate panicked: {panic}")))
         });
-    let duration = started.elapsed();
+    let duration = since(started);
     match decision {
         Compensation::Continue(value) => {
             emit(&ctx, || EventKind::CompensateContinue {
@@ -183,10 +361,7 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
                 duration,
                 error: &error,
             });
-            Attempt::Failed {
-                phase: Phase::Compensate,
-                kind: StepErrorKind::Compensate(error),
-            }
+            Attempt::failed(Phase::Compensate, StepErrorKind::Compensate(error))
         }
     }
 }
@@ -214,13 +389,13 @@ pub(crate) async fn undo(
     };
     for attempt in 1..=MAX_UNDO_ATTEMPTS {
         emit(&ctx, || EventKind::UndoStart { attempt });
-        let started = Instant::now();
+        let started = ctx.run.events.is_active().then(Instant::now);
         let outcome = guarded(|| step.undo(value.clone(), args.clone(), ctx.clone()))
             .await
             .unwrap_or_else(|panic| {
                 UndoOutcome::Error(Reason::msg(format!("undo panicked: {panic}")))
             });
-        let duration = started.elapsed();
+        let duration = since(started);
         match outcome {
             UndoOutcome::Done => {
                 emit(&ctx, || EventKind::UndoComplete { attempt, duration });

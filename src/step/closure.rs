@@ -13,8 +13,16 @@ use crate::context::Context;
 use crate::error::{BoxError, Reason};
 use crate::value::Value;
 
-pub(crate) type RunFn =
+pub(crate) type AsyncRunFn =
     Arc<dyn Fn(Arguments, Context) -> BoxFuture<'static, Outcome> + Send + Sync>;
+pub(crate) type SyncRunFn = Arc<dyn Fn(&Arguments, &Context) -> Outcome + Send + Sync>;
+
+/// A `run` closure: async, or plain (answered without a future).
+#[derive(Clone)]
+pub(crate) enum RunFn {
+    Async(AsyncRunFn),
+    Sync(SyncRunFn),
+}
 pub(crate) type CompensateFn =
     Arc<dyn Fn(Reason, Arguments, Context) -> BoxFuture<'static, Compensation> + Send + Sync>;
 pub(crate) type UndoFn =
@@ -85,18 +93,17 @@ where
     Fut: Future<Output = R> + Send + 'static,
     R: IntoOutcome,
 {
-    Arc::new(move |args, ctx| f(args, ctx).map(IntoOutcome::into_outcome).boxed())
+    RunFn::Async(Arc::new(move |args, ctx| {
+        f(args, ctx).map(IntoOutcome::into_outcome).boxed()
+    }))
 }
 
 pub(crate) fn run_sync_fn<F, R>(f: F) -> RunFn
 where
-    F: Fn(Arguments, Context) -> R + Send + Sync + 'static,
+    F: Fn(&Arguments, &Context) -> R + Send + Sync + 'static,
     R: IntoOutcome,
 {
-    Arc::new(move |args, ctx| {
-        let outcome = f(args, ctx).into_outcome();
-        futures::future::ready(outcome).boxed()
-    })
+    RunFn::Sync(Arc::new(move |args, ctx| f(args, ctx).into_outcome()))
 }
 
 pub(crate) fn compensate_fn<F, Fut>(f: F) -> CompensateFn
@@ -143,8 +150,16 @@ impl Step for FnStep {
         Self: 'async_trait,
     {
         match &self.run {
-            Some(run) => run(args, ctx),
+            Some(RunFn::Async(run)) => run(args, ctx),
+            Some(RunFn::Sync(run)) => futures::future::ready(run(&args, &ctx)).boxed(),
             None => futures::future::ready(Outcome::error("step has no run closure")).boxed(),
+        }
+    }
+
+    fn run_now(&self, args: &Arguments, ctx: &Context) -> Option<Outcome> {
+        match &self.run {
+            Some(RunFn::Sync(run)) => Some(run(args, ctx)),
+            _ => None,
         }
     }
 

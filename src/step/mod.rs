@@ -148,6 +148,14 @@ pub trait Step: Send + Sync + 'static {
     /// Runs the step.
     async fn run(&self, args: Arguments, ctx: Context) -> Outcome;
 
+    /// Runs the step at once, without awaiting, if it can. The executor
+    /// calls this first and awaits [`Step::run`] only when it returns
+    /// `None` (the default). Closure steps made with
+    /// [`StepSpec::run_sync`] answer here, which saves a boxed future.
+    fn run_now(&self, _args: &Arguments, _ctx: &Context) -> Option<Outcome> {
+        None
+    }
+
     /// Whether [`Step::compensate`] should be called when `run` fails.
     fn can_compensate(&self) -> bool {
         false

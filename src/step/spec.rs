@@ -177,10 +177,11 @@ impl StepSpec {
         self
     }
 
-    /// Runs the step with a plain (non-async) closure.
+    /// Runs the step with a plain (non-async) closure, called without a
+    /// future: the cheapest kind of step.
     pub fn run_sync<F, R>(mut self, f: F) -> StepSpec
     where
-        F: Fn(Arguments, Context) -> R + Send + Sync + 'static,
+        F: Fn(&Arguments, &Context) -> R + Send + Sync + 'static,
         R: IntoOutcome,
     {
         self.closures("run").run = Some(closure::run_sync_fn(f));
