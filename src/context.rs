@@ -13,9 +13,10 @@ pub(crate) struct RunScope {
     pub(crate) run_id: Arc<str>,
     pub(crate) reactor: Arc<str>,
     pub(crate) values: ValueMap,
-    pub(crate) pool: ConcurrencyPool,
+    /// The pool the coordinator takes slots from.
+    pub(crate) slots: ConcurrencyPool,
     /// The same pool, marked as held by a step, for the steps' contexts.
-    pub(crate) step_pool: ConcurrencyPool,
+    pub(crate) pool: ConcurrencyPool,
     pub(crate) async_run: bool,
     pub(crate) events: Emitter,
 }
@@ -89,7 +90,7 @@ impl Context {
     /// its step in its own coordinator rather than wait for a slot that its
     /// caller holds.
     pub fn pool(&self) -> &ConcurrencyPool {
-        &self.run.step_pool
+        &self.run.pool
     }
 
     /// A context value: the run's context wins over the step's own.

@@ -151,7 +151,7 @@ impl Coordinator {
         state: RunState,
         span: tracing::Span,
     ) -> Result<Coordinator, Error> {
-        let nested = scope.pool.is_held_by_step();
+        let nested = scope.slots.is_held_by_step();
         let n = plan.steps.len();
         let mut nodes: Vec<Node> = (0..n).map(|_| Node::pending()).collect();
         nodes[plan.return_step].keep = true;
@@ -391,7 +391,7 @@ impl Coordinator {
                 if self.running >= self.settings.max_concurrency {
                     return false;
                 }
-                match self.scope.pool.try_acquire() {
+                match self.scope.slots.try_acquire() {
                     Some(p) => Some(p),
                     // Nested in a step holding a slot of this pool: run in
                     // the coordinator rather than wait for ourselves.
@@ -557,7 +557,7 @@ impl Coordinator {
             return self.on_joined(res);
         }
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        let pool = self.scope.pool.clone();
+        let pool = self.scope.slots.clone();
         enum Woken {
             Joined(Option<Result<Report, JoinError>>),
             Backoff,

@@ -259,8 +259,8 @@ impl RunRequest {
             run_id,
             reactor: plan.name.clone(),
             values: context,
-            step_pool: pool.held_by_step(),
-            pool,
+            pool: pool.held_by_step(),
+            slots: pool,
             async_run: self.run_async,
             events: Emitter::new(middleware),
         });
@@ -404,8 +404,8 @@ async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
         run_id: state.run_id.clone().into(),
         reactor: plan.name.clone(),
         values: state.context.clone(),
-        pool: ConcurrencyPool::new(1),
-        step_pool: ConcurrencyPool::new(1).held_by_step(),
+        slots: ConcurrencyPool::new(1),
+        pool: ConcurrencyPool::new(1).held_by_step(),
         async_run: false,
         events: Emitter::new(plan.middleware.clone()),
     });
