@@ -283,7 +283,7 @@ fn w1_declare(n: i64) -> Builder {
         );
         sum = sum.argument(name.clone(), result(name));
     }
-    b.add(sum.run_sync(|args, _ctx| sum_args(&args)));
+    b.add(sum.run_sync(|args, _ctx| sum_args(args)));
     b.returns("sum");
     b
 }
@@ -422,7 +422,7 @@ fn w5_reactor() -> Reactor {
     for j in 0..WIDTH {
         sum = sum.argument(format!("j{j}"), result(format!("l{}_{j}", LAYERS - 1)));
     }
-    b.add(sum.run_sync(|args, _ctx| sum_args(&args)));
+    b.add(sum.run_sync(|args, _ctx| sum_args(args)));
     b.returns("sum");
     b.build().expect("W5 plans")
 }
@@ -531,7 +531,7 @@ fn w7_reactor(retries: Arc<AtomicUsize>) -> Reactor {
         );
         collect = collect.argument(name.clone(), result(name));
     }
-    b.add(collect.run_sync(|args, _ctx| sum_args(&args)));
+    b.add(collect.run_sync(|args, _ctx| sum_args(args)));
     b.returns("collect");
     b.build().expect("W7 plans")
 }
@@ -578,7 +578,7 @@ fn w8_reactor(gauge: Arc<Gauge>) -> Reactor {
     }
     b.add(sum.run(move |args, _ctx| {
         let gauge = gauge.clone();
-        async move { gauge.step(sum_args(&args)).await }
+        async move { gauge.step(sum_args(args)).await }
     }));
     b.returns("sum");
     b.build().expect("W8 plans")

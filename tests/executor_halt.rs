@@ -253,7 +253,7 @@ async fn a_step_can_emit_itself_to_recurse() {
                 .argument("n", input("from"))
                 .run_sync(|a, ctx| {
                     let n = *a.get::<u32>("n")?;
-                    Ok(count_down_step(vec![n], n, &ctx))
+                    Ok(count_down_step(vec![n], n, ctx))
                 }),
         )
         .add(
@@ -281,7 +281,7 @@ fn count_down_step(list: Vec<u32>, n: u32, _ctx: &reactor::Context) -> Outcome {
             let mut list = a.get::<Vec<u32>>("list")?.clone();
             let n = list.last().unwrap() - 1;
             list.push(n);
-            Ok(count_down_step(list, n, &ctx))
+            Ok(count_down_step(list, n, ctx))
         });
     Outcome::with_steps(list, vec![next])
 }
