@@ -578,7 +578,7 @@ fn w8_reactor(gauge: Arc<Gauge>) -> Reactor {
     }
     b.add(sum.run(move |args, _ctx| {
         let gauge = gauge.clone();
-        async move { gauge.step(sum_args(args)).await }
+        async move { gauge.step(sum_args(&args)).await }
     }));
     b.returns("sum");
     b.build().expect("W8 plans")
