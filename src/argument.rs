@@ -178,29 +178,69 @@ pub struct ArgumentSpec {
 /// ```
 #[derive(Clone)]
 pub struct Arguments {
-    step: Arc<str>,
     /// Shared by every run of the step: only the values are per run.
-    names: Arc<[Arc<str>]>,
-    values: Arc<[Value]>,
+    names: Arc<ArgumentNames>,
+    values: Values,
+}
+
+/// Argument values: up to two kept inline (most steps take one or two,
+/// and then building their arguments allocates nothing), more shared.
+#[derive(Clone)]
+pub(crate) enum Values {
+    Zero,
+    One(Value),
+    Two([Value; 2]),
+    Many(Arc<[Value]>),
+}
+
+impl Values {
+    fn as_slice(&self) -> &[Value] {
+        match self {
+            Values::Zero => &[],
+            Values::One(v) => std::slice::from_ref(v),
+            Values::Two(vs) => vs,
+            Values::Many(vs) => vs,
+        }
+    }
+
+    /// Collects exactly `len` values.
+    pub(crate) fn collect(len: usize, mut values: impl Iterator<Item = Value>) -> Values {
+        let mut next = || values.next().expect("as many values as announced");
+        match len {
+            0 => Values::Zero,
+            1 => Values::One(next()),
+            2 => Values::Two([next(), next()]),
+            _ => Values::Many((0..len).map(|_| next()).collect()),
+        }
+    }
+}
+
+impl From<Vec<Value>> for Values {
+    fn from(v: Vec<Value>) -> Values {
+        let len = v.len();
+        Values::collect(len, v.into_iter())
+    }
+}
+
+/// A step's name and its argument names, in order.
+pub(crate) struct ArgumentNames {
+    pub(crate) step: Arc<str>,
+    pub(crate) names: Box<[Arc<str>]>,
 }
 
 impl Arguments {
     pub(crate) fn new(step: Arc<str>, entries: Vec<(Arc<str>, Value)>) -> Arguments {
         let (names, values): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
-        Arguments::from_parts(step, names.into(), values.into())
+        let names = Arc::new(ArgumentNames {
+            step,
+            names: names.into(),
+        });
+        Arguments::from_parts(names, Values::from(values))
     }
 
-    pub(crate) fn from_parts(
-        step: Arc<str>,
-        names: Arc<[Arc<str>]>,
-        values: Arc<[Value]>,
-    ) -> Arguments {
-        debug_assert_eq!(names.len(), values.len());
-        Arguments {
-            step,
-            names,
-            values,
-        }
+    pub(crate) fn from_parts(names: Arc<ArgumentNames>, values: Values) -> Arguments {
+        debug_assert_eq!(names.names.len(), values.as_slice().len());
+        Arguments { names, values }
     }
 
     /// Builds arguments for `step` from name/value pairs.
@@ -216,18 +256,18 @@ impl Arguments {
 
     /// The step these arguments belong to.
     pub fn step(&self) -> &str {
-        &self.step
+        &self.names.step
     }
 
     /// The argument `name` as a `T`; an error names the argument, the step
     /// and both types, or the missing argument.
     pub fn get<T: 'static>(&self, name: &str) -> Result<&T, Error> {
         let v = self.value(name).ok_or_else(|| Error::MissingArgument {
-            step: self.step.to_string(),
+            step: self.names.step.to_string(),
             argument: name.to_string(),
         })?;
         v.downcast_ref::<T>().ok_or_else(|| Error::ArgumentType {
-            step: self.step.to_string(),
+            step: self.names.step.to_string(),
             argument: name.to_string(),
             expected: std::any::type_name::<T>(),
             actual: v.type_name(),
@@ -237,9 +277,10 @@ impl Arguments {
     /// The argument `name`, untyped.
     pub fn value(&self, name: &str) -> Option<&Value> {
         self.names
+            .names
             .iter()
             .position(|n| &**n == name)
-            .map(|i| &self.values[i])
+            .map(|i| &self.values.as_slice()[i])
     }
 
     /// Whether an argument `name` exists.
@@ -249,22 +290,26 @@ impl Arguments {
 
     /// The arguments in declaration order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.names.iter().map(|n| &**n).zip(self.values.iter())
+        self.names
+            .names
+            .iter()
+            .map(|n| &**n)
+            .zip(self.values.as_slice())
     }
 
     /// The values in declaration order.
     pub fn values(&self) -> &[Value] {
-        &self.values
+        self.values.as_slice()
     }
 
     /// How many arguments there are.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.values.as_slice().len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.len() == 0
     }
 
     /// These arguments with `name` set to `value` (replacing an existing one).
@@ -272,13 +317,14 @@ impl Arguments {
         let name = name.into();
         let mut entries: Vec<(Arc<str>, Value)> = self
             .names
+            .names
             .iter()
-            .zip(self.values.iter())
+            .zip(self.values.as_slice())
             .filter(|(n, _)| **n != name)
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         entries.push((name, value));
-        Arguments::new(self.step.clone(), entries)
+        Arguments::new(self.names.step.clone(), entries)
     }
 }
 

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use crate::event::Emitter;
+use crate::planner::Plan;
 use crate::pool::ConcurrencyPool;
 use crate::step::StepSpec;
 use crate::value::{Value, ValueMap};
 
 /// What a run shares with all of its steps.
 pub(crate) struct RunScope {
+    pub(crate) plan: Arc<Plan>,
     pub(crate) run_id: Arc<str>,
     pub(crate) reactor: Arc<str>,
     pub(crate) values: ValueMap,
@@ -42,12 +44,27 @@ pub(crate) struct RunScope {
 #[derive(Clone)]
 pub struct Context {
     pub(crate) run: Arc<RunScope>,
-    pub(crate) step: StepSpec,
+    pub(crate) step: StepRef,
     pub(crate) current_try: u32,
     pub(crate) retries_remaining: Option<u32>,
 }
 
+/// Which step a context is for: one of the plan's (no reference count to
+/// touch) or one emitted at run time.
+#[derive(Clone)]
+pub(crate) enum StepRef {
+    Planned(usize),
+    Emitted(StepSpec),
+}
+
 impl Context {
+    pub(crate) fn spec(&self) -> &StepSpec {
+        match &self.step {
+            StepRef::Planned(i) => &self.run.plan.steps[*i].spec,
+            StepRef::Emitted(spec) => spec,
+        }
+    }
+
     /// The run's id.
     pub fn run_id(&self) -> &str {
         &self.run.run_id
@@ -60,13 +77,13 @@ impl Context {
 
     /// The current step's name.
     pub fn step_name(&self) -> &str {
-        self.step.name()
+        self.spec().name()
     }
 
     /// The current step's definition: emit it again (`Outcome::OkWithSteps`)
     /// to run the step once more, for example to poll an external resource.
     pub fn current_step(&self) -> StepSpec {
-        self.step.clone()
+        self.spec().clone()
     }
 
     /// How many retries this step has already made: 0 on the first attempt.
@@ -98,7 +115,7 @@ impl Context {
         self.run
             .values
             .get(key)
-            .or_else(|| self.step.def().context.get(key))
+            .or_else(|| self.spec().def().context.get(key))
     }
 
     /// A context value as a `T`, if present and of that type.
@@ -111,7 +128,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("run_id", &self.run.run_id)
-            .field("step", &self.step.name())
+            .field("step", &self.step_name())
             .field("current_try", &self.current_try)
             .field("retries_remaining", &self.retries_remaining)
             .field("values", &self.run.values)

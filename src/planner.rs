@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::argument::Source;
 use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::event::Middleware;
@@ -28,30 +27,32 @@ pub(crate) struct Plan {
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
 }
 
-/// Where a planned argument reads from.
+/// Where a planned argument reads from (an index into the inputs or the
+/// steps; 8 bytes, since the executor walks these for every step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ArgFrom {
-    Input(usize),
-    Step(usize),
+    Input(u32),
+    Step(u32),
     Constant,
 }
 
-/// A resolved argument.
-#[derive(Clone)]
-pub(crate) struct PlannedArg {
-    pub(crate) name: Arc<str>,
-    pub(crate) source: Source,
-    pub(crate) from: ArgFrom,
-}
-
-/// A step with its arguments resolved to indices.
+/// A step with its arguments resolved to indices, and what the executor
+/// reads for every run copied out of the [`StepSpec`], so that running a
+/// step touches one compact record.
 #[derive(Clone)]
 pub(crate) struct PlannedStep {
     pub(crate) spec: StepSpec,
     pub(crate) imp: Arc<dyn Step>,
-    pub(crate) args: Vec<PlannedArg>,
+    /// Where each argument reads from, in declaration order (the sources,
+    /// with sub-paths and transforms, stay in the spec).
+    pub(crate) arg_from: Box<[ArgFrom]>,
     /// The argument names, shared by every run's [`Arguments`](crate::Arguments).
-    pub(crate) arg_names: Arc<[Arc<str>]>,
+    pub(crate) arg_names: Arc<crate::argument::ArgumentNames>,
+    /// No argument has a sub-path or transform, and no whole-map transform.
+    pub(crate) plain_args: bool,
+    pub(crate) run_async: bool,
+    pub(crate) cpu_bound: bool,
+    pub(crate) max_retries: Option<u32>,
     /// Unique producers this step waits for (data and `wait_for`).
     pub(crate) deps: Vec<usize>,
     /// Unique producers whose value this step reads.
@@ -78,9 +79,9 @@ pub(crate) fn plan_step(
 ) -> Result<PlannedStep, Error> {
     let imp = spec.resolve()?;
     let def = spec.def();
-    let mut args = Vec::with_capacity(def.arguments.len());
-    let mut deps = Vec::with_capacity(def.arguments.len() + def.wait_for.len());
-    let mut reads = Vec::with_capacity(def.arguments.len());
+    let mut arg_from = Vec::with_capacity(def.arguments.len());
+    let mut deps = Vec::new();
+    let mut reads = Vec::new();
     for arg in &def.arguments {
         let from = match &arg.source.origin {
             crate::argument::Origin::Input(name) => {
@@ -92,7 +93,7 @@ pub(crate) fn plan_step(
                         argument: arg.name.to_string(),
                         input: name.to_string(),
                     })?;
-                ArgFrom::Input(i)
+                ArgFrom::Input(i as u32)
             }
             crate::argument::Origin::Result(name) => {
                 let i = lookup(name).ok_or_else(|| Error::UnknownStep {
@@ -103,15 +104,11 @@ pub(crate) fn plan_step(
                     deps.push(i);
                 }
                 reads.push(i);
-                ArgFrom::Step(i)
+                ArgFrom::Step(i as u32)
             }
             crate::argument::Origin::Value(_) => ArgFrom::Constant,
         };
-        args.push(PlannedArg {
-            name: arg.name.clone(),
-            source: arg.source.clone(),
-            from,
-        });
+        arg_from.push(from);
     }
     for name in &def.wait_for {
         let i = lookup(name).ok_or_else(|| Error::UnknownStep {
@@ -125,12 +122,25 @@ pub(crate) fn plan_step(
     sort_dedup(&mut deps);
     sort_dedup(&mut reads);
     let can_undo = imp.can_undo();
-    let arg_names = args.iter().map(|a| a.name.clone()).collect();
+    let arg_names = Arc::new(crate::argument::ArgumentNames {
+        step: spec.name_arc().clone(),
+        names: def.arguments.iter().map(|a| a.name.clone()).collect(),
+    });
+    let plain_args = def.transform_arguments.is_none()
+        && def
+            .arguments
+            .iter()
+            .all(|a| a.source.path.is_empty() && a.source.transform.is_none());
+    let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
     Ok(PlannedStep {
-        spec,
         imp,
+        arg_from: arg_from.into(),
         arg_names,
-        args,
+        plain_args,
+        run_async,
+        cpu_bound,
+        max_retries,
+        spec,
         deps,
         reads,
         dependents: Vec::new(),

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::runner::{self, Attempt, Report, StepTask};
 use super::state::{RunState, UndoRecord};
-use crate::argument::Arguments;
-use crate::context::{Context, RunScope};
+use crate::argument::{Arguments, Values};
+use crate::context::{Context, RunScope, StepRef};
 use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::planner::{plan_step, ArgFrom, Plan, PlannedStep};
@@ -382,9 +382,8 @@ impl Coordinator {
                 return false;
             }
             let def = def_of(&plan, &self.nodes, i);
-            let spec = def.spec.def();
-            let inline = !self.settings.run_async || !spec.run_async;
-            let cpu_bound = spec.cpu_bound;
+            let inline = !self.settings.run_async || !def.run_async;
+            let cpu_bound = def.cpu_bound;
             let permit = if inline {
                 None
             } else {
@@ -400,7 +399,7 @@ impl Coordinator {
                 }
             };
             self.ready.pop_front();
-            let (step, args, ctx) = match self.prepare(i, &def) {
+            let (args, ctx) = match self.prepare(i, &def) {
                 Ok(prepared) => prepared,
                 Err(kind) => {
                     let attempt = self.nodes[i].retries + 1;
@@ -408,16 +407,25 @@ impl Coordinator {
                     return false;
                 }
             };
-            drop(def);
             self.nodes[i].status = Status::Running;
             let span = self.step_spans.then_some(&self.span);
-            let inline = permit.is_none();
-            let task = StepTask::new(i, step, args, ctx, span, permit);
-            if inline {
-                let report = task.await;
-                self.on_report(report);
+            let Some(permit) = permit else {
+                // In the coordinator: borrow the step, await only if needed.
+                let span = span.map(|parent| runner::step_span(parent, &ctx));
+                let attempt = match runner::start_attempt(&def.imp, &args, &ctx, span) {
+                    Ok(attempt) => attempt,
+                    Err(slow) => slow.await,
+                };
+                drop(def);
+                self.on_report(Report {
+                    index: i,
+                    attempt,
+                    args,
+                });
                 return true;
-            }
+            };
+            let task = StepTask::new(i, def.imp.clone(), args, ctx, span, Some(permit));
+            drop(def);
             self.running += 1;
             if cpu_bound {
                 let handle = tokio::runtime::Handle::current();
@@ -434,7 +442,7 @@ impl Coordinator {
         &mut self,
         i: usize,
         def: &PlannedStep,
-    ) -> Result<(Arc<dyn crate::step::Step>, Arguments, Context), StepErrorKind> {
+    ) -> Result<(Arguments, Context), StepErrorKind> {
         // A retry reuses the arguments of the first attempt.
         let kept = if self.retry_args.is_empty() {
             None
@@ -448,23 +456,27 @@ impl Coordinator {
         let retries = self.nodes[i].retries;
         let ctx = Context {
             run: self.scope.clone(),
-            step: def.spec.clone(),
+            step: self.step_ref(i, def),
             current_try: retries,
-            retries_remaining: def
-                .spec
-                .def()
-                .max_retries
-                .map(|m| m.saturating_sub(retries)),
+            retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
         };
-        Ok((def.imp.clone(), args, ctx))
+        Ok((args, ctx))
+    }
+
+    fn step_ref(&self, i: usize, def: &PlannedStep) -> StepRef {
+        if self.nodes[i].def.is_none() {
+            StepRef::Planned(i)
+        } else {
+            StepRef::Emitted(def.spec.clone())
+        }
     }
 
     /// The raw value an argument reads (before its sub-path and transform).
-    fn raw_argument(&self, from: ArgFrom, source: &crate::argument::Source) -> Option<Value> {
-        match from {
-            ArgFrom::Input(k) => Some(self.inputs[k].clone()),
-            ArgFrom::Step(j) => self.nodes[j].result.clone(),
-            ArgFrom::Constant => match &source.origin {
+    fn raw_argument(&self, def: &PlannedStep, k: usize) -> Option<Value> {
+        match def.arg_from[k] {
+            ArgFrom::Input(n) => Some(self.inputs[n as usize].clone()),
+            ArgFrom::Step(j) => self.nodes[j as usize].result.clone(),
+            ArgFrom::Constant => match &def.spec.def().arguments[k].source.origin {
                 crate::argument::Origin::Value(v) => Some(v.clone()),
                 _ => unreachable!("constant arguments hold a value"),
             },
@@ -473,44 +485,37 @@ impl Coordinator {
 
     fn resolve_arguments(&self, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
         // The common case, plain reads of available values, takes one
-        // allocation for the whole argument list.
-        let plain = def.args.iter().all(|arg| {
-            arg.source.path.is_empty()
-                && arg.source.transform.is_none()
-                && match arg.from {
-                    ArgFrom::Step(j) => self.nodes[j].result.is_some(),
-                    _ => true,
-                }
-        });
-        let args = if plain {
-            Arguments::from_parts(
-                def.name().clone(),
-                def.arg_names.clone(),
-                def.args
-                    .iter()
-                    .map(|arg| {
-                        self.raw_argument(arg.from, &arg.source)
-                            .expect("checked above")
-                    })
-                    .collect(),
-            )
-        } else {
-            let mut values = Vec::with_capacity(def.args.len());
-            for arg in &def.args {
-                let raw = self.raw_argument(arg.from, &arg.source).ok_or_else(|| {
-                    let ArgFrom::Step(j) = arg.from else {
-                        unreachable!("only step results can be missing")
-                    };
-                    StepErrorKind::MissingResult {
-                        argument: arg.name.to_string(),
-                        dependency: def_of(&self.plan, &self.nodes, j).name().to_string(),
-                    }
-                })?;
-                values.push(arg.source.finish(&arg.name, raw)?);
-            }
-            Arguments::from_parts(def.name().clone(), def.arg_names.clone(), values.into())
+        // allocation for the whole argument list and touches nothing else.
+        let available = |from: &ArgFrom| match *from {
+            ArgFrom::Step(j) => self.nodes[j as usize].result.is_some(),
+            _ => true,
         };
-        match &def.spec.def().transform_arguments {
+        if def.plain_args && def.arg_from.iter().all(available) {
+            let n = def.arg_from.len();
+            let values = Values::collect(
+                n,
+                (0..n).map(|k| self.raw_argument(def, k).expect("checked above")),
+            );
+            return Ok(Arguments::from_parts(def.arg_names.clone(), values));
+        }
+        let spec = def.spec.def();
+        let mut values = Vec::with_capacity(def.arg_from.len());
+        for (k, arg) in spec.arguments.iter().enumerate() {
+            let raw = self.raw_argument(def, k).ok_or_else(|| {
+                let ArgFrom::Step(j) = def.arg_from[k] else {
+                    unreachable!("only step results can be missing")
+                };
+                StepErrorKind::MissingResult {
+                    argument: arg.name.to_string(),
+                    dependency: def_of(&self.plan, &self.nodes, j as usize)
+                        .name()
+                        .to_string(),
+                }
+            })?;
+            values.push(arg.source.finish(&arg.name, raw)?);
+        }
+        let args = Arguments::from_parts(def.arg_names.clone(), Values::from(values));
+        match &spec.transform_arguments {
             None => Ok(args),
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {
                 Ok(Ok(args)) => Ok(args),
@@ -638,7 +643,7 @@ impl Coordinator {
 
     fn retry(&mut self, i: usize, reason: Option<Reason>, backoff: Backoff) {
         let plan = self.plan.clone();
-        let max = def_of(&plan, &self.nodes, i).spec.def().max_retries;
+        let max = def_of(&plan, &self.nodes, i).max_retries;
         let node = &mut self.nodes[i];
         node.retries += 1;
         if let Some(max) = max {
@@ -906,7 +911,7 @@ impl Coordinator {
             let def = def_of(&plan, &self.nodes, entry.index);
             let ctx = Context {
                 run: self.scope.clone(),
-                step: def.spec.clone(),
+                step: self.step_ref(entry.index, &def),
                 current_try: 0,
                 retries_remaining: None,
             };

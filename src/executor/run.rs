@@ -256,6 +256,7 @@ impl RunRequest {
         middleware.extend(self.middleware);
         let span = tracing::info_span!("reactor.run", reactor = %plan.name, run_id = %run_id);
         let scope = Arc::new(RunScope {
+            plan: plan.clone(),
             run_id,
             reactor: plan.name.clone(),
             values: context,
@@ -401,6 +402,7 @@ impl CompletedRun {
 async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
     let plan = reactor.plan();
     let scope = Arc::new(RunScope {
+        plan: plan.clone(),
         run_id: state.run_id.clone().into(),
         reactor: plan.name.clone(),
         values: state.context.clone(),
@@ -428,7 +430,7 @@ async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
         };
         let ctx = Context {
             run: scope.clone(),
-            step: spec,
+            step: crate::context::StepRef::Emitted(spec),
             current_try: 0,
             retries_remaining: None,
         };

@@ -86,7 +86,7 @@ async fn guarded<F: std::future::Future>(make: impl FnOnce() -> F) -> Result<F::
 fn emit<'a>(ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
     let run = &*ctx.run;
     run.events
-        .emit(&run.run_id, &run.reactor, Some(ctx.step.name()), kind);
+        .emit(&run.run_id, &run.reactor, Some(ctx.step_name()), kind);
 }
 
 /// The time since `started`, when event timing is on.
@@ -130,14 +130,7 @@ impl StepTask {
         span: Option<&tracing::Span>,
         permit: Option<Permit>,
     ) -> StepTask {
-        let span = span.map(|parent| {
-            Box::new(tracing::debug_span!(
-                parent: parent,
-                "reactor.step",
-                step = %ctx.step_name(),
-                attempt = ctx.current_try + 1
-            ))
-        });
+        let span = span.map(|parent| Box::new(step_span(parent, &ctx)));
         StepTask {
             index,
             step,
@@ -149,40 +142,59 @@ impl StepTask {
         }
     }
 
-    /// Runs the attempt up to its first await: the attempt, when it needed
-    /// none, or the future to continue with.
     fn start(&mut self) -> Result<Attempt, SlowAttempt> {
         let args = self.args.as_ref().expect("a task runs once");
-        if let Some(span) = self.span.take() {
-            let fut = attempt_awaiting(self.step.clone(), args.clone(), self.ctx.clone());
-            return Err(Box::pin(fut.instrument(*span)));
+        start_attempt(&self.step, args, &self.ctx, self.span.take().map(|s| *s))
+    }
+}
+
+/// The `tracing` span of one attempt.
+pub(crate) fn step_span(parent: &tracing::Span, ctx: &Context) -> tracing::Span {
+    tracing::debug_span!(
+        parent: parent,
+        "reactor.step",
+        step = %ctx.step_name(),
+        attempt = ctx.current_try + 1
+    )
+}
+
+/// Runs an attempt up to its first await: the attempt, when it needed none,
+/// or the (boxed) future to continue with. Clones nothing on the way to an
+/// answer from [`Step::run_now`].
+pub(crate) fn start_attempt(
+    step: &Arc<dyn Step>,
+    args: &Arguments,
+    ctx: &Context,
+    span: Option<tracing::Span>,
+) -> Result<Attempt, SlowAttempt> {
+    if let Some(span) = span {
+        let fut = attempt_awaiting(step.clone(), args.clone(), ctx.clone());
+        return Err(Box::pin(fut.instrument(span)));
+    }
+    let started = begin(args, ctx);
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(args, ctx))) {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => {
+            let (step, args, ctx) = (step.clone(), args.clone(), ctx.clone());
+            return Err(Box::pin(async move {
+                let outcome = run_awaiting(&*step, &args, &ctx).await;
+                settle_awaiting(&*step, outcome, args, ctx, started).await
+            }));
         }
-        let (step, ctx) = (&*self.step, &self.ctx);
-        let started = begin(args, ctx);
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(args, ctx))) {
-            Ok(Some(outcome)) => outcome,
-            Ok(None) => {
-                let (step, args, ctx) = (self.step.clone(), args.clone(), ctx.clone());
-                return Err(Box::pin(async move {
-                    let outcome = run_awaiting(&*step, &args, &ctx).await;
-                    settle_awaiting(&*step, outcome, args, ctx, started).await
-                }));
-            }
-            Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
-        };
-        match settle(step, outcome, args, ctx, started) {
-            Settled::Done(attempt) => Ok(attempt),
-            Settled::Compensate(reason) => {
-                let (step, args, ctx) = (self.step.clone(), args.clone(), ctx.clone());
-                Err(Box::pin(async move {
-                    compensate(&*step, reason, args, ctx).await
-                }))
-            }
+        Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
+    };
+    match settle(&**step, outcome, args, ctx, started) {
+        Settled::Done(attempt) => Ok(attempt),
+        Settled::Compensate(reason) => {
+            let (step, args, ctx) = (step.clone(), args.clone(), ctx.clone());
+            Err(Box::pin(async move {
+                compensate(&*step, reason, args, ctx).await
+            }))
         }
     }
 }
 
-type SlowAttempt = Pin<Box<dyn Future<Output = Attempt> + Send>>;
+pub(crate) type SlowAttempt = Pin<Box<dyn Future<Output = Attempt> + Send>>;
 
 impl Future for StepTask {
     type Output = Report;
