@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{BoxError, Error, Reason, StepErrorKind};
+use crate::name::Name;
 use crate::value::{PathKey, Value};
 
 pub(crate) type TransformFn = Arc<dyn Fn(&Value) -> Result<Value, BoxError> + Send + Sync>;
@@ -16,8 +17,8 @@ pub(crate) type TransformFn = Arc<dyn Fn(&Value) -> Result<Value, BoxError> + Se
 /// Where an argument's value comes from.
 #[derive(Clone, Debug)]
 pub(crate) enum Origin {
-    Input(Arc<str>),
-    Result(Arc<str>),
+    Input(Name),
+    Result(Name),
     Value(Value),
 }
 
@@ -37,6 +38,13 @@ pub(crate) enum Origin {
 #[derive(Clone)]
 pub struct Source {
     pub(crate) origin: Origin,
+    /// The sub-path and transform, when there are any (most arguments have
+    /// neither, and stay small).
+    pub(crate) extra: Option<Box<SourceExtra>>,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct SourceExtra {
     pub(crate) path: Vec<PathKey>,
     pub(crate) transform: Option<TransformFn>,
 }
@@ -45,19 +53,22 @@ impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Source")
             .field("origin", &self.origin)
-            .field("path", &self.path)
-            .field("transform", &self.transform.is_some())
+            .field("path", &self.sub_path())
+            .field(
+                "transform",
+                &self.extra.as_ref().is_some_and(|e| e.transform.is_some()),
+            )
             .finish()
     }
 }
 
 /// The reactor input `name`.
-pub fn input(name: impl Into<Arc<str>>) -> Source {
+pub fn input(name: impl Into<Name>) -> Source {
     Source::new(Origin::Input(name.into()))
 }
 
 /// The result of the step `name`; the consumer waits for it.
-pub fn result(name: impl Into<Arc<str>>) -> Source {
+pub fn result(name: impl Into<Name>) -> Source {
     Source::new(Origin::Result(name.into()))
 }
 
@@ -70,20 +81,35 @@ impl Source {
     fn new(origin: Origin) -> Source {
         Source {
             origin,
-            path: Vec::new(),
-            transform: None,
+            extra: None,
         }
+    }
+
+    fn extra_mut(&mut self) -> &mut SourceExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The sub-path.
+    pub(crate) fn sub_path(&self) -> &[PathKey] {
+        self.extra.as_ref().map_or(&[], |e| &e.path)
+    }
+
+    /// Whether the value is read as is (no sub-path, no transform).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.extra.is_none()
     }
 
     /// Appends one key to the sub-path (a map key, a field or a list index).
     pub fn at(mut self, key: impl Into<PathKey>) -> Source {
-        self.path.push(key.into());
+        self.extra_mut().path.push(key.into());
         self
     }
 
     /// Appends several keys to the sub-path.
     pub fn path<K: Into<PathKey>>(mut self, keys: impl IntoIterator<Item = K>) -> Source {
-        self.path.extend(keys.into_iter().map(Into::into));
+        self.extra_mut()
+            .path
+            .extend(keys.into_iter().map(Into::into));
         self
     }
 
@@ -105,7 +131,7 @@ impl Source {
         U: Send + Sync + 'static,
         F: Fn(&T) -> Result<U, BoxError> + Send + Sync + 'static,
     {
-        self.transform = Some(Arc::new(move |v: &Value| {
+        self.extra_mut().transform = Some(Arc::new(move |v: &Value| {
             let t = v.get::<T>().map_err(BoxError::from)?;
             f(t).map(Value::new)
         }));
@@ -115,12 +141,12 @@ impl Source {
     /// Resolves the sub-path and transform against the raw value.
     pub(crate) fn finish(&self, argument: &str, raw: Value) -> Result<Value, StepErrorKind> {
         let mut current = raw;
-        for (i, key) in self.path.iter().enumerate() {
+        let path = self.sub_path();
+        for (i, key) in path.iter().enumerate() {
             current = match current.navigate(key) {
                 Some(next) => next,
                 None => {
-                    let path: Vec<String> =
-                        self.path[..=i].iter().map(ToString::to_string).collect();
+                    let path: Vec<String> = path[..=i].iter().map(ToString::to_string).collect();
                     return Err(StepErrorKind::ArgumentPath {
                         argument: argument.to_string(),
                         key: key.to_string(),
@@ -130,7 +156,7 @@ impl Source {
                 }
             };
         }
-        match &self.transform {
+        match self.extra.as_ref().and_then(|e| e.transform.as_ref()) {
             None => Ok(current),
             Some(f) => {
                 let outcome =
@@ -157,7 +183,7 @@ impl Source {
 /// A declared argument: a name and its source.
 #[derive(Clone, Debug)]
 pub struct ArgumentSpec {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) source: Source,
 }
 
@@ -224,12 +250,12 @@ impl From<Vec<Value>> for Values {
 
 /// A step's name and its argument names, in order.
 pub(crate) struct ArgumentNames {
-    pub(crate) step: Arc<str>,
-    pub(crate) names: Box<[Arc<str>]>,
+    pub(crate) step: Name,
+    pub(crate) names: Box<[Name]>,
 }
 
 impl Arguments {
-    pub(crate) fn new(step: Arc<str>, entries: Vec<(Arc<str>, Value)>) -> Arguments {
+    pub(crate) fn new(step: Name, entries: Vec<(Name, Value)>) -> Arguments {
         let (names, values): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
         let names = Arc::new(ArgumentNames {
             step,
@@ -244,7 +270,7 @@ impl Arguments {
     }
 
     /// Builds arguments for `step` from name/value pairs.
-    pub fn from_pairs<K: Into<Arc<str>>>(
+    pub fn from_pairs<K: Into<Name>>(
         step: &str,
         pairs: impl IntoIterator<Item = (K, Value)>,
     ) -> Arguments {
@@ -313,9 +339,9 @@ impl Arguments {
     }
 
     /// These arguments with `name` set to `value` (replacing an existing one).
-    pub fn with(&self, name: impl Into<Arc<str>>, value: Value) -> Arguments {
+    pub fn with(&self, name: impl Into<Name>, value: Value) -> Arguments {
         let name = name.into();
-        let mut entries: Vec<(Arc<str>, Value)> = self
+        let mut entries: Vec<(Name, Value)> = self
             .names
             .names
             .iter()

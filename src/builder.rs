@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::argument::TransformFn;
 use crate::error::{BoxError, Error};
 use crate::event::Middleware;
+use crate::name::Name;
 use crate::planner;
 use crate::reactor::Reactor;
 use crate::step::StepSpec;
@@ -18,7 +19,7 @@ use crate::value::Value;
 /// A declared input.
 #[derive(Clone)]
 pub(crate) struct InputDef {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) transform: Option<TransformFn>,
     pub(crate) description: Option<String>,
 }
@@ -47,17 +48,17 @@ pub(crate) struct InputDef {
 /// ```
 #[derive(Default)]
 pub struct Builder {
-    pub(crate) name: Option<Arc<str>>,
+    pub(crate) name: Option<Name>,
     pub(crate) description: Option<String>,
     pub(crate) inputs: Vec<InputDef>,
     pub(crate) steps: Vec<StepSpec>,
-    pub(crate) return_step: Option<Arc<str>>,
+    pub(crate) return_step: Option<Name>,
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl Builder {
     /// A builder for a reactor named `name`.
-    pub fn new(name: impl Into<Arc<str>>) -> Builder {
+    pub fn new(name: impl Into<Name>) -> Builder {
         Builder {
             name: Some(name.into()),
             ..Builder::default()
@@ -65,7 +66,7 @@ impl Builder {
     }
 
     /// Declares an input.
-    pub fn input(&mut self, name: impl Into<Arc<str>>) -> &mut Builder {
+    pub fn input(&mut self, name: impl Into<Name>) -> &mut Builder {
         self.inputs.push(InputDef {
             name: name.into(),
             transform: None,
@@ -75,7 +76,7 @@ impl Builder {
     }
 
     /// Declares an input whose every consumer sees `transform(value)`.
-    pub fn input_with<T, U, F>(&mut self, name: impl Into<Arc<str>>, transform: F) -> &mut Builder
+    pub fn input_with<T, U, F>(&mut self, name: impl Into<Name>, transform: F) -> &mut Builder
     where
         T: 'static,
         U: Send + Sync + 'static,
@@ -86,11 +87,7 @@ impl Builder {
 
     /// Declares an input with a transform that may fail; a failure fails the
     /// run before any step runs, naming the input.
-    pub fn try_input_with<T, U, F>(
-        &mut self,
-        name: impl Into<Arc<str>>,
-        transform: F,
-    ) -> &mut Builder
+    pub fn try_input_with<T, U, F>(&mut self, name: impl Into<Name>, transform: F) -> &mut Builder
     where
         T: 'static,
         U: Send + Sync + 'static,
@@ -123,7 +120,7 @@ impl Builder {
     }
 
     /// Names the step whose result is the reactor's result.
-    pub fn returns(&mut self, step: impl Into<Arc<str>>) -> &mut Builder {
+    pub fn returns(&mut self, step: impl Into<Name>) -> &mut Builder {
         self.return_step = Some(step.into());
         self
     }

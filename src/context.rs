@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::event::Emitter;
+use crate::name::Name;
 use crate::planner::Plan;
 use crate::pool::ConcurrencyPool;
 use crate::step::StepSpec;
@@ -12,8 +13,8 @@ use crate::value::{Value, ValueMap};
 /// What a run shares with all of its steps.
 pub(crate) struct RunScope {
     pub(crate) plan: Arc<Plan>,
-    pub(crate) run_id: Arc<str>,
-    pub(crate) reactor: Arc<str>,
+    pub(crate) run_id: Name,
+    pub(crate) reactor: Name,
     pub(crate) values: ValueMap,
     /// The pool the coordinator takes slots from.
     pub(crate) slots: ConcurrencyPool,

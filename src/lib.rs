@@ -49,6 +49,7 @@ mod context;
 mod error;
 mod event;
 pub mod executor;
+mod name;
 mod planner;
 mod pool;
 mod reactor;
@@ -62,6 +63,7 @@ pub use context::Context;
 pub use error::{BoxError, Error, ErrorClass, Phase, Reason, RunError, StepError, StepErrorKind};
 pub use event::{Event, EventKind, Middleware};
 pub use executor::{CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord};
+pub use name::Name;
 pub use pool::{ConcurrencyPool, Permit};
 pub use reactor::{Inputs, Reactor};
 pub use step::{

@@ -7,22 +7,25 @@
 //! number of steps and arguments. Steps emitted while a run is under way
 //! are planned one at a time with [`plan_step`].
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::event::Middleware;
+use crate::name::Name;
 use crate::step::{Step, StepSpec};
 
 /// A planned reactor: immutable, shared by all of its runs.
 pub(crate) struct Plan {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) description: Option<String>,
     pub(crate) inputs: Vec<InputDef>,
-    pub(crate) input_index: HashMap<Arc<str>, usize>,
+    pub(crate) input_index: FxHashMap<Name, usize>,
     pub(crate) steps: Vec<PlannedStep>,
-    pub(crate) step_index: HashMap<Arc<str>, usize>,
+    pub(crate) step_index: FxHashMap<Name, usize>,
     pub(crate) return_step: usize,
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
 }
@@ -45,43 +48,64 @@ pub(crate) struct PlannedStep {
     pub(crate) imp: Arc<dyn Step>,
     /// Where each argument reads from, in declaration order (the sources,
     /// with sub-paths and transforms, stay in the spec).
-    pub(crate) arg_from: Box<[ArgFrom]>,
-    /// The argument names, shared by every run's [`Arguments`](crate::Arguments).
-    pub(crate) arg_names: Arc<crate::argument::ArgumentNames>,
+    pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
+    /// The argument names, shared by every run's [`Arguments`](crate::Arguments)
+    /// (made on the step's first run, which keeps planning light).
+    arg_names: OnceLock<Arc<crate::argument::ArgumentNames>>,
     /// No argument has a sub-path or transform, and no whole-map transform.
     pub(crate) plain_args: bool,
     pub(crate) run_async: bool,
     pub(crate) cpu_bound: bool,
     pub(crate) max_retries: Option<u32>,
     /// Unique producers this step waits for (data and `wait_for`).
-    pub(crate) deps: Vec<usize>,
+    pub(crate) deps: SmallVec<[usize; 2]>,
     /// Unique producers whose value this step reads.
-    pub(crate) reads: Vec<usize>,
+    pub(crate) reads: SmallVec<[usize; 2]>,
     /// Steps that wait for this one.
-    pub(crate) dependents: Vec<usize>,
+    pub(crate) dependents: SmallVec<[usize; 2]>,
     pub(crate) can_undo: bool,
 }
 
 impl PlannedStep {
-    pub(crate) fn name(&self) -> &Arc<str> {
+    pub(crate) fn name(&self) -> &Name {
         self.spec.name_arc()
+    }
+
+    pub(crate) fn arg_names(&self) -> &Arc<crate::argument::ArgumentNames> {
+        self.arg_names.get_or_init(|| {
+            Arc::new(crate::argument::ArgumentNames {
+                step: self.spec.name_arc().clone(),
+                names: self
+                    .spec
+                    .def()
+                    .arguments
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .collect(),
+            })
+        })
     }
 }
 
 /// Resolves one step's arguments. `lookup` maps a step name to its index;
-/// `self_index` is the index this step will have (a read of its own name
-/// refers to its previous value, and adds no edge).
+/// `self_index` is the index this step will have. A read of its own name
+/// refers to its previous value and adds no edge (a step emitted to replace
+/// itself), unless `emitted` is false: in a declared reactor it is a cycle.
 pub(crate) fn plan_step(
     spec: StepSpec,
     self_index: usize,
-    input_index: &HashMap<Arc<str>, usize>,
+    emitted: bool,
+    input_index: &FxHashMap<Name, usize>,
     lookup: &dyn Fn(&str) -> Option<usize>,
 ) -> Result<PlannedStep, Error> {
     let imp = spec.resolve()?;
     let def = spec.def();
-    let mut arg_from = Vec::with_capacity(def.arguments.len());
-    let mut deps = Vec::new();
-    let mut reads = Vec::new();
+    let mut arg_from = SmallVec::with_capacity(def.arguments.len());
+    let mut deps: SmallVec<[usize; 2]> = SmallVec::new();
+    let mut reads: SmallVec<[usize; 2]> = SmallVec::new();
+    let self_read = || Error::Cycle {
+        cycle: vec![def.name.to_string(), def.name.to_string()],
+    };
     for arg in &def.arguments {
         let from = match &arg.source.origin {
             crate::argument::Origin::Input(name) => {
@@ -102,6 +126,8 @@ pub(crate) fn plan_step(
                 })?;
                 if i != self_index {
                     deps.push(i);
+                } else if !emitted {
+                    return Err(self_read());
                 }
                 reads.push(i);
                 ArgFrom::Step(i as u32)
@@ -117,25 +143,20 @@ pub(crate) fn plan_step(
         })?;
         if i != self_index {
             deps.push(i);
+        } else if !emitted {
+            return Err(self_read());
         }
     }
     sort_dedup(&mut deps);
     sort_dedup(&mut reads);
     let can_undo = imp.can_undo();
-    let arg_names = Arc::new(crate::argument::ArgumentNames {
-        step: spec.name_arc().clone(),
-        names: def.arguments.iter().map(|a| a.name.clone()).collect(),
-    });
-    let plain_args = def.transform_arguments.is_none()
-        && def
-            .arguments
-            .iter()
-            .all(|a| a.source.path.is_empty() && a.source.transform.is_none());
+    let plain_args =
+        def.transform_arguments.is_none() && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
     Ok(PlannedStep {
         imp,
-        arg_from: arg_from.into(),
-        arg_names,
+        arg_from,
+        arg_names: OnceLock::new(),
         plain_args,
         run_async,
         cpu_bound,
@@ -143,12 +164,12 @@ pub(crate) fn plan_step(
         spec,
         deps,
         reads,
-        dependents: Vec::new(),
+        dependents: SmallVec::new(),
         can_undo,
     })
 }
 
-fn sort_dedup(v: &mut Vec<usize>) {
+fn sort_dedup(v: &mut SmallVec<[usize; 2]>) {
     if v.len() > 1 {
         v.sort_unstable();
         v.dedup();
@@ -157,8 +178,9 @@ fn sort_dedup(v: &mut Vec<usize>) {
 
 /// Plans a whole reactor.
 pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
-    let name: Arc<str> = builder.name.unwrap_or_else(|| "reactor".into());
-    let mut input_index = HashMap::with_capacity(builder.inputs.len());
+    let name: Name = builder.name.unwrap_or_else(|| "reactor".into());
+    let mut input_index = FxHashMap::default();
+    input_index.reserve(builder.inputs.len());
     for (i, input) in builder.inputs.iter().enumerate() {
         if input_index.insert(input.name.clone(), i).is_some() {
             return Err(Error::Duplicate {
@@ -177,7 +199,8 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
             reactor: name.to_string(),
         });
     }
-    let mut step_index: HashMap<Arc<str>, usize> = HashMap::with_capacity(builder.steps.len());
+    let mut step_index: FxHashMap<Name, usize> = FxHashMap::default();
+    step_index.reserve(builder.steps.len());
     for (i, s) in builder.steps.iter().enumerate() {
         if step_index.insert(s.name_arc().clone(), i).is_some() {
             return Err(Error::Duplicate {
@@ -203,15 +226,7 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
     let lookup = |n: &str| step_index.get(n).copied();
     let mut steps = Vec::with_capacity(builder.steps.len());
     for (i, spec) in builder.steps.into_iter().enumerate() {
-        let reads_self = spec.def().arguments.iter().any(|a| {
-            matches!(&a.source.origin, crate::argument::Origin::Result(n) if **n == *spec.name())
-        }) || spec.def().wait_for.iter().any(|n| **n == *spec.name());
-        if reads_self {
-            return Err(Error::Cycle {
-                cycle: vec![spec.name().to_string(), spec.name().to_string()],
-            });
-        }
-        steps.push(plan_step(spec, i, &input_index, &lookup)?);
+        steps.push(plan_step(spec, i, false, &input_index, &lookup)?);
     }
     link_dependents(&mut steps);
     check_acyclic(&steps)?;
@@ -235,7 +250,9 @@ fn link_dependents(steps: &mut [PlannedStep]) {
         }
     }
     for (s, &c) in steps.iter_mut().zip(&counts) {
-        s.dependents.reserve_exact(c);
+        if c > 2 {
+            s.dependents.reserve_exact(c);
+        }
     }
     for i in 0..steps.len() {
         for k in 0..steps[i].deps.len() {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::builder::Builder;
 use crate::executor::{RunRequest, RunState};
+use crate::name::Name;
 use crate::planner::Plan;
 use crate::value::{Value, ValueMap};
 
@@ -42,7 +43,7 @@ impl std::fmt::Debug for Reactor {
 
 impl Reactor {
     /// Starts declaring a reactor named `name`.
-    pub fn builder(name: impl Into<Arc<str>>) -> Builder {
+    pub fn builder(name: impl Into<Name>) -> Builder {
         Builder::new(name)
     }
 

@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::name::Name;
 
 /// A map of named values: inputs, step contexts, `collect` results.
 pub type ValueMap = BTreeMap<String, Value>;
@@ -227,7 +228,7 @@ pub trait Navigate {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PathKey {
     /// A map key or field name.
-    Key(Arc<str>),
+    Key(Name),
     /// A list index.
     Index(usize),
 }

@@ -2,10 +2,11 @@
 //! [`crate::executor`] for the algorithm).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
@@ -15,6 +16,7 @@ use crate::argument::{Arguments, Values};
 use crate::context::{Context, RunScope, StepRef};
 use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
+use crate::name::Name;
 use crate::planner::{plan_step, ArgFrom, Plan, PlannedStep};
 use crate::step::{Backoff, StepSpec};
 use crate::value::{Value, ValueMap};
@@ -120,10 +122,10 @@ pub(crate) struct Coordinator {
     raw_inputs: ValueMap,
     inputs: Vec<Value>,
     nodes: Vec<Node>,
-    dynamic_names: HashMap<Arc<str>, usize>,
+    dynamic_names: FxHashMap<Name, usize>,
     /// Arguments of steps waiting to retry (a retry reuses them).
-    retry_args: HashMap<usize, Arguments>,
-    extra_dependents: HashMap<usize, Vec<usize>>,
+    retry_args: FxHashMap<usize, Arguments>,
+    extra_dependents: FxHashMap<usize, Vec<usize>>,
     completed: Vec<usize>,
     ready: VecDeque<usize>,
     tasks: JoinSet<Report>,
@@ -162,9 +164,9 @@ impl Coordinator {
             raw_inputs: state.inputs,
             inputs,
             nodes,
-            dynamic_names: HashMap::new(),
-            retry_args: HashMap::new(),
-            extra_dependents: HashMap::new(),
+            dynamic_names: FxHashMap::default(),
+            retry_args: FxHashMap::default(),
+            extra_dependents: FxHashMap::default(),
             completed: Vec::with_capacity(n),
             ready: VecDeque::new(),
             tasks: JoinSet::new(),
@@ -299,7 +301,7 @@ impl Coordinator {
 
     fn plan_dynamic(&self, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
         let lookup = |n: &str| self.index_of(n);
-        plan_step(spec, index, &self.plan.input_index, &lookup)
+        plan_step(spec, index, true, &self.plan.input_index, &lookup)
     }
 
     // ----- the loop ------------------------------------------------------
@@ -496,7 +498,7 @@ impl Coordinator {
                 n,
                 (0..n).map(|k| self.raw_argument(def, k).expect("checked above")),
             );
-            return Ok(Arguments::from_parts(def.arg_names.clone(), values));
+            return Ok(Arguments::from_parts(def.arg_names().clone(), values));
         }
         let spec = def.spec.def();
         let mut values = Vec::with_capacity(def.arg_from.len());
@@ -514,7 +516,7 @@ impl Coordinator {
             })?;
             values.push(arg.source.finish(&arg.name, raw)?);
         }
-        let args = Arguments::from_parts(def.arg_names.clone(), Values::from(values));
+        let args = Arguments::from_parts(def.arg_names().clone(), Values::from(values));
         match &spec.transform_arguments {
             None => Ok(args),
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {

@@ -13,6 +13,7 @@ use super::state::RunState;
 use crate::context::{Context, RunScope};
 use crate::error::{panic_message, Error, Reason, RunError};
 use crate::event::{Emitter, Middleware};
+use crate::name::Name;
 use crate::pool::ConcurrencyPool;
 use crate::reactor::Reactor;
 use crate::value::{Value, ValueMap};
@@ -243,7 +244,7 @@ impl RunRequest {
         let pool = self
             .pool
             .unwrap_or_else(|| ConcurrencyPool::new(max_concurrency));
-        let run_id: Arc<str> = if resumed {
+        let run_id: Name = if resumed {
             std::mem::take(&mut state.run_id).into()
         } else {
             self.run_id

@@ -3,11 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::closure::{self, FnStep, IntoOutcome, IntoUndoOutcome};
 use super::{Backoff, Compensation, Step};
 use crate::argument::{ArgumentSpec, Arguments, Source};
 use crate::context::Context;
 use crate::error::{BoxError, Error, Reason};
+use crate::name::Name;
 use crate::value::{Value, ValueMap};
 
 pub(crate) type ArgumentsTransformFn =
@@ -18,15 +21,16 @@ pub(crate) type ArgumentsTransformFn =
 pub(crate) enum Implementation {
     None,
     Custom(Arc<dyn Step>),
-    Fn(FnStep),
+    /// Shared, so planning hands it out as an `Arc<dyn Step>` as it is.
+    Fn(Arc<FnStep>),
 }
 
 /// The fields of a step definition.
 #[derive(Clone)]
 pub(crate) struct StepDef {
-    pub(crate) name: Arc<str>,
-    pub(crate) arguments: Vec<ArgumentSpec>,
-    pub(crate) wait_for: Vec<Arc<str>>,
+    pub(crate) name: Name,
+    pub(crate) arguments: SmallVec<[ArgumentSpec; 1]>,
+    pub(crate) wait_for: Vec<Name>,
     pub(crate) implementation: Implementation,
     pub(crate) run_async: bool,
     pub(crate) cpu_bound: bool,
@@ -57,11 +61,11 @@ pub const DEFAULT_MAX_RETRIES: u32 = 100;
 ///     });
 /// assert_eq!(s.name(), "greet");
 /// ```
-pub fn step(name: impl Into<Arc<str>>) -> StepSpec {
+pub fn step(name: impl Into<Name>) -> StepSpec {
     StepSpec {
         def: Arc::new(StepDef {
             name: name.into(),
-            arguments: Vec::new(),
+            arguments: SmallVec::new(),
             wait_for: Vec::new(),
             implementation: Implementation::None,
             run_async: true,
@@ -95,7 +99,7 @@ impl std::fmt::Debug for StepSpec {
 
 impl StepSpec {
     /// A step implemented by `implementation`.
-    pub fn new(name: impl Into<Arc<str>>, implementation: impl Step) -> StepSpec {
+    pub fn new(name: impl Into<Name>, implementation: impl Step) -> StepSpec {
         step(name).implementation(implementation)
     }
 
@@ -112,7 +116,7 @@ impl StepSpec {
         &self.def.name
     }
 
-    pub(crate) fn name_arc(&self) -> &Arc<str> {
+    pub(crate) fn name_arc(&self) -> &Name {
         &self.def.name
     }
 
@@ -122,7 +126,7 @@ impl StepSpec {
     }
 
     /// Adds an argument.
-    pub fn argument(mut self, name: impl Into<Arc<str>>, source: Source) -> StepSpec {
+    pub fn argument(mut self, name: impl Into<Name>, source: Source) -> StepSpec {
         self.edit().arguments.push(ArgumentSpec {
             name: name.into(),
             source,
@@ -131,7 +135,7 @@ impl StepSpec {
     }
 
     /// Orders this step after `step` without passing its value.
-    pub fn wait_for(mut self, step: impl Into<Arc<str>>) -> StepSpec {
+    pub fn wait_for(mut self, step: impl Into<Name>) -> StepSpec {
         self.edit().wait_for.push(step.into());
         self
     }
@@ -155,13 +159,13 @@ impl StepSpec {
         let def = self.edit();
         if let Implementation::Custom(_) = def.implementation {
             def.conflict.get_or_insert(callback);
-            def.implementation = Implementation::Fn(FnStep::default());
+            def.implementation = Implementation::Fn(Arc::default());
         }
         if let Implementation::None = def.implementation {
-            def.implementation = Implementation::Fn(FnStep::default());
+            def.implementation = Implementation::Fn(Arc::default());
         }
         match &mut def.implementation {
-            Implementation::Fn(f) => f,
+            Implementation::Fn(f) => Arc::make_mut(f),
             _ => unreachable!("set to Fn above"),
         }
     }
@@ -285,7 +289,7 @@ impl StepSpec {
             Implementation::Fn(f) if f.run.is_none() => Err(Error::NoImplementation {
                 step: def.name.to_string(),
             }),
-            Implementation::Fn(f) => Ok(Arc::new(f.clone())),
+            Implementation::Fn(f) => Ok(f.clone()),
             Implementation::Custom(s) => Ok(s.clone()),
         }
     }
