@@ -116,7 +116,7 @@ impl Context {
         self.run
             .values
             .get(key)
-            .or_else(|| self.spec().def().context.get(key))
+            .or_else(|| self.spec().def().extras().context.get(key))
     }
 
     /// A context value as a `T`, if present and of that type.

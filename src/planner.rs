@@ -16,7 +16,7 @@ use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::event::Middleware;
 use crate::name::Name;
-use crate::step::{Step, StepSpec};
+use crate::step::{StepImp, StepSpec};
 
 /// A planned reactor: immutable, shared by all of its runs.
 pub(crate) struct Plan {
@@ -45,7 +45,7 @@ pub(crate) enum ArgFrom {
 #[derive(Clone)]
 pub(crate) struct PlannedStep {
     pub(crate) spec: StepSpec,
-    pub(crate) imp: Arc<dyn Step>,
+    pub(crate) imp: StepImp,
     /// Where each argument reads from, in declaration order (the sources,
     /// with sub-paths and transforms, stay in the spec).
     pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
@@ -149,9 +149,9 @@ pub(crate) fn plan_step(
     }
     sort_dedup(&mut deps);
     sort_dedup(&mut reads);
-    let can_undo = imp.can_undo();
-    let plain_args =
-        def.transform_arguments.is_none() && def.arguments.iter().all(|a| a.source.is_plain());
+    let can_undo = imp.get().can_undo();
+    let plain_args = def.extras().transform_arguments.is_none()
+        && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
     Ok(PlannedStep {
         imp,

@@ -517,7 +517,7 @@ impl Coordinator {
             values.push(arg.source.finish(&arg.name, raw)?);
         }
         let args = Arguments::from_parts(def.arg_names().clone(), Values::from(values));
-        match &spec.transform_arguments {
+        match &spec.extras().transform_arguments {
             None => Ok(args),
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {
                 Ok(Ok(args)) => Ok(args),

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use crate::context::Context;
 use crate::error::{panic_message, Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::pool::Permit;
-use crate::step::{Backoff, Compensation, Outcome, Step, StepSpec, UndoOutcome};
+use crate::step::{Backoff, Compensation, Outcome, Step, StepImp, StepSpec, UndoOutcome};
 use crate::value::Value;
 
 /// How many times an undo is attempted before it fails.
@@ -104,7 +103,7 @@ fn since(started: Option<Instant>) -> Duration {
 /// span) continues in a boxed future.
 pub(crate) struct StepTask {
     index: usize,
-    step: Arc<dyn Step>,
+    step: StepImp,
     args: Option<Arguments>,
     ctx: Context,
     span: Option<Box<tracing::Span>>,
@@ -124,7 +123,7 @@ impl StepTask {
     /// `span` is the run's span, when step spans are wanted.
     pub(crate) fn new(
         index: usize,
-        step: Arc<dyn Step>,
+        step: StepImp,
         args: Arguments,
         ctx: Context,
         span: Option<&tracing::Span>,
@@ -162,7 +161,7 @@ pub(crate) fn step_span(parent: &tracing::Span, ctx: &Context) -> tracing::Span 
 /// or the (boxed) future to continue with. Clones nothing on the way to an
 /// answer from [`Step::run_now`].
 pub(crate) fn start_attempt(
-    step: &Arc<dyn Step>,
+    step: &StepImp,
     args: &Arguments,
     ctx: &Context,
     span: Option<tracing::Span>,
@@ -178,7 +177,7 @@ pub(crate) fn start_attempt(
             let (step, args, ctx) = (step.clone(), args.clone(), ctx.clone());
             return Err(Box::pin(async move {
                 let outcome = run_awaiting(&*step, &args, &ctx).await;
-                settle_awaiting(&*step, outcome, args, ctx, started).await
+                settle_awaiting(step, outcome, args, ctx, started).await
             }));
         }
         Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
@@ -223,14 +222,15 @@ impl Future for StepTask {
 }
 
 /// A whole attempt through futures (used inside a span).
-async fn attempt_awaiting(step: Arc<dyn Step>, args: Arguments, ctx: Context) -> Attempt {
+async fn attempt_awaiting(step: StepImp, args: Arguments, ctx: Context) -> Attempt {
+    let step = step.get();
     let started = begin(&args, &ctx);
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(&args, &ctx))) {
         Ok(Some(outcome)) => outcome,
-        Ok(None) => run_awaiting(&*step, &args, &ctx).await,
+        Ok(None) => run_awaiting(step, &args, &ctx).await,
         Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
     };
-    settle_awaiting(&*step, outcome, args, ctx, started).await
+    settle_awaiting(step, outcome, args, ctx, started).await
 }
 
 async fn settle_awaiting(
@@ -388,7 +388,7 @@ fn backoff(step: &dyn Step, reason: Option<&Reason>, args: &Arguments, ctx: &Con
 
 /// Undoes a completed step, trying at most [`MAX_UNDO_ATTEMPTS`] times.
 pub(crate) async fn undo(
-    step: Arc<dyn Step>,
+    step: StepImp,
     value: Value,
     args: Arguments,
     ctx: Context,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use closure::{IntoOutcome, IntoUndoOutcome};
+pub(crate) use spec::StepImp;
 pub use spec::{step, StepSpec};
 
 use crate::argument::Arguments;

@@ -21,8 +21,35 @@ pub(crate) type ArgumentsTransformFn =
 pub(crate) enum Implementation {
     None,
     Custom(Arc<dyn Step>),
-    /// Shared, so planning hands it out as an `Arc<dyn Step>` as it is.
-    Fn(Arc<FnStep>),
+    Fn(FnStep),
+}
+
+/// A resolved implementation, cheap to clone: closures are reached through
+/// their spec (no allocation of their own), other steps are shared.
+#[derive(Clone)]
+pub(crate) enum StepImp {
+    Closures(StepSpec),
+    Custom(Arc<dyn Step>),
+}
+
+impl std::ops::Deref for StepImp {
+    type Target = dyn Step;
+    fn deref(&self) -> &(dyn Step + 'static) {
+        self.get()
+    }
+}
+
+impl StepImp {
+    /// The step.
+    pub(crate) fn get(&self) -> &(dyn Step + 'static) {
+        match self {
+            StepImp::Closures(spec) => match &spec.def.implementation {
+                Implementation::Fn(f) => f,
+                _ => unreachable!("closure implementations are checked when resolved"),
+            },
+            StepImp::Custom(step) => &**step,
+        }
+    }
 }
 
 /// The fields of a step definition.
@@ -35,10 +62,33 @@ pub(crate) struct StepDef {
     pub(crate) run_async: bool,
     pub(crate) cpu_bound: bool,
     pub(crate) max_retries: Option<u32>,
+    /// What few steps have, kept out of line so most steps stay small.
+    pub(crate) extras: Option<Box<StepExtras>>,
+}
+
+/// The rarely used parts of a step definition.
+#[derive(Clone, Default)]
+pub(crate) struct StepExtras {
     pub(crate) context: ValueMap,
     pub(crate) transform_arguments: Option<ArgumentsTransformFn>,
     pub(crate) description: Option<String>,
     pub(crate) conflict: Option<&'static str>,
+}
+
+static NO_EXTRAS: std::sync::OnceLock<StepExtras> = std::sync::OnceLock::new();
+
+impl StepDef {
+    /// The extras, or empty ones.
+    pub(crate) fn extras(&self) -> &StepExtras {
+        match &self.extras {
+            Some(e) => e,
+            None => NO_EXTRAS.get_or_init(StepExtras::default),
+        }
+    }
+
+    fn extras_mut(&mut self) -> &mut StepExtras {
+        self.extras.get_or_insert_with(Default::default)
+    }
 }
 
 /// The default `max_retries` of a step.
@@ -71,10 +121,7 @@ pub fn step(name: impl Into<Name>) -> StepSpec {
             run_async: true,
             cpu_bound: false,
             max_retries: Some(DEFAULT_MAX_RETRIES),
-            context: ValueMap::new(),
-            transform_arguments: None,
-            description: None,
-            conflict: None,
+            extras: None,
         }),
     }
 }
@@ -122,7 +169,7 @@ impl StepSpec {
 
     /// The step's description, if any.
     pub fn description_text(&self) -> Option<&str> {
-        self.def.description.as_deref()
+        self.def.extras().description.as_deref()
     }
 
     /// Adds an argument.
@@ -149,7 +196,7 @@ impl StepSpec {
     pub fn implementation_arc(mut self, implementation: Arc<dyn Step>) -> StepSpec {
         let def = self.edit();
         if let Implementation::Fn(_) = def.implementation {
-            def.conflict.get_or_insert("run");
+            def.extras_mut().conflict.get_or_insert("run");
         }
         def.implementation = Implementation::Custom(implementation);
         self
@@ -158,14 +205,14 @@ impl StepSpec {
     fn closures(&mut self, callback: &'static str) -> &mut FnStep {
         let def = self.edit();
         if let Implementation::Custom(_) = def.implementation {
-            def.conflict.get_or_insert(callback);
-            def.implementation = Implementation::Fn(Arc::default());
+            def.extras_mut().conflict.get_or_insert(callback);
+            def.implementation = Implementation::Fn(FnStep::default());
         }
         if let Implementation::None = def.implementation {
-            def.implementation = Implementation::Fn(Arc::default());
+            def.implementation = Implementation::Fn(FnStep::default());
         }
         match &mut def.implementation {
-            Implementation::Fn(f) => Arc::make_mut(f),
+            Implementation::Fn(f) => f,
             _ => unreachable!("set to Fn above"),
         }
     }
@@ -254,7 +301,10 @@ impl StepSpec {
         key: impl Into<String>,
         value: impl Send + Sync + 'static,
     ) -> StepSpec {
-        self.edit().context.insert(key.into(), Value::new(value));
+        self.edit()
+            .extras_mut()
+            .context
+            .insert(key.into(), Value::new(value));
         self
     }
 
@@ -263,20 +313,20 @@ impl StepSpec {
     where
         F: Fn(Arguments) -> Result<Arguments, BoxError> + Send + Sync + 'static,
     {
-        self.edit().transform_arguments = Some(Arc::new(f));
+        self.edit().extras_mut().transform_arguments = Some(Arc::new(f));
         self
     }
 
     /// Describes the step.
     pub fn description(mut self, text: impl Into<String>) -> StepSpec {
-        self.edit().description = Some(text.into());
+        self.edit().extras_mut().description = Some(text.into());
         self
     }
 
     /// The implementation, or an error naming what is wrong with it.
-    pub(crate) fn resolve(&self) -> Result<Arc<dyn Step>, Error> {
+    pub(crate) fn resolve(&self) -> Result<StepImp, Error> {
         let def = &self.def;
-        if let Some(callback) = def.conflict {
+        if let Some(callback) = def.extras().conflict {
             return Err(Error::ConflictingImplementation {
                 step: def.name.to_string(),
                 callback,
@@ -289,8 +339,8 @@ impl StepSpec {
             Implementation::Fn(f) if f.run.is_none() => Err(Error::NoImplementation {
                 step: def.name.to_string(),
             }),
-            Implementation::Fn(f) => Ok(f.clone()),
-            Implementation::Custom(s) => Ok(s.clone()),
+            Implementation::Fn(_) => Ok(StepImp::Closures(self.clone())),
+            Implementation::Custom(s) => Ok(StepImp::Custom(s.clone())),
         }
     }
 }
