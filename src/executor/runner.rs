@@ -177,7 +177,7 @@ pub(crate) fn start_attempt(
             let (step, args, ctx) = (step.clone(), args.clone(), ctx.clone());
             return Err(Box::pin(async move {
                 let outcome = run_awaiting(&*step, &args, &ctx).await;
-                settle_awaiting(step, outcome, args, ctx, started).await
+                settle_awaiting(&*step, outcome, args, ctx, started).await
             }));
         }
         Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
