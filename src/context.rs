@@ -48,6 +48,9 @@ pub struct Context {
     pub(crate) step: StepRef,
     pub(crate) current_try: u32,
     pub(crate) retries_remaining: Option<u32>,
+    /// Whether any middleware listens: copied here so that a step running
+    /// on another thread need not read the run's shared state to know.
+    pub(crate) events: bool,
 }
 
 /// Which step a context is for: one of the plan's (no reference count to

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use super::runner::{self, Attempt, Report, StepTask};
+use super::runner::{self, Attempt, BoxedTask, Finished, Report, StepTask};
 use super::state::{RunState, UndoRecord};
 use crate::argument::{Arguments, Values};
 use crate::context::{Context, RunScope, StepRef};
@@ -128,7 +128,7 @@ pub(crate) struct Coordinator {
     extra_dependents: FxHashMap<usize, Vec<usize>>,
     completed: Vec<usize>,
     ready: VecDeque<usize>,
-    tasks: JoinSet<Report>,
+    tasks: JoinSet<Finished>,
     running: usize,
     backoffs: BinaryHeap<Reverse<(Instant, usize)>>,
     undo: Vec<UndoEntry>,
@@ -423,10 +423,18 @@ impl Coordinator {
                     index: i,
                     attempt,
                     args,
+                    _released: None,
                 });
                 return true;
             };
-            let task = StepTask::new(i, def.imp.clone(), args, ctx, span, Some(permit));
+            let task = BoxedTask::new(StepTask::new(
+                i,
+                def.imp.clone(),
+                args,
+                ctx,
+                span,
+                Some(permit),
+            ));
             drop(def);
             self.running += 1;
             if cpu_bound {
@@ -461,6 +469,7 @@ impl Coordinator {
             step: self.step_ref(i, def),
             current_try: retries,
             retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
+            events: self.scope.events.is_active(),
         };
         Ok((args, ctx))
     }
@@ -566,7 +575,7 @@ impl Coordinator {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let pool = self.scope.slots.clone();
         enum Woken {
-            Joined(Option<Result<Report, JoinError>>),
+            Joined(Option<Result<Finished, JoinError>>),
             Backoff,
             Other,
         }
@@ -596,7 +605,7 @@ impl Coordinator {
     }
 
     /// Handles a finished task and every other one already finished.
-    fn on_joined(&mut self, res: Option<Result<Report, JoinError>>) -> Wake {
+    fn on_joined(&mut self, res: Option<Result<Finished, JoinError>>) -> Wake {
         if let Some(res) = res {
             self.on_join(res);
         }
@@ -606,10 +615,10 @@ impl Coordinator {
         Wake::Completion
     }
 
-    fn on_join(&mut self, res: Result<Report, JoinError>) {
+    fn on_join(&mut self, res: Result<Finished, JoinError>) {
         self.running -= 1;
         match res {
-            Ok(report) => self.on_report(report),
+            Ok(finished) => self.on_report(finished.into_report()),
             Err(e) => self.errors.push(StepError {
                 step: String::from("<task>"),
                 phase: Phase::Run,
@@ -916,6 +925,7 @@ impl Coordinator {
                 step: self.step_ref(entry.index, &def),
                 current_try: 0,
                 retries_remaining: None,
+                events: self.scope.events.is_active(),
             };
             let step = def.imp.clone();
             drop(def);

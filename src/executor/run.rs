@@ -434,6 +434,7 @@ async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
             step: crate::context::StepRef::Emitted(spec),
             current_try: 0,
             retries_remaining: None,
+            events: scope.events.is_active(),
         };
         let undo = runner::undo(step, record.value, record.arguments, ctx);
         if let Err(e) = undo.await {

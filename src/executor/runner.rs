@@ -83,6 +83,9 @@ async fn guarded<F: std::future::Future>(make: impl FnOnce() -> F) -> Result<F::
 }
 
 fn emit<'a>(ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
+    if !ctx.events {
+        return;
+    }
     let run = &*ctx.run;
     run.events
         .emit(&run.run_id, &run.reactor, Some(ctx.step_name()), kind);
@@ -103,12 +106,14 @@ fn since(started: Option<Instant>) -> Duration {
 /// span) continues in a boxed future.
 pub(crate) struct StepTask {
     index: usize,
-    step: StepImp,
-    args: Option<Arguments>,
-    ctx: Context,
+    /// The step, arguments and context, handed back in the report so that
+    /// their reference counts are released on the coordinator's thread.
+    held: Option<(StepImp, Arguments, Context)>,
     span: Option<Box<tracing::Span>>,
     slow: Option<Pin<Box<dyn Future<Output = Attempt> + Send>>>,
     _permit: Option<Permit>,
+    /// Where a boxed task leaves its report.
+    report: Option<Report>,
 }
 
 /// What a [`StepTask`] reports: the step, the attempt and its arguments
@@ -117,6 +122,8 @@ pub(crate) struct Report {
     pub(crate) index: usize,
     pub(crate) attempt: Attempt,
     pub(crate) args: Arguments,
+    /// Dropped by the coordinator (see [`StepTask`]).
+    pub(crate) _released: Option<(StepImp, Context)>,
 }
 
 impl StepTask {
@@ -132,18 +139,17 @@ impl StepTask {
         let span = span.map(|parent| Box::new(step_span(parent, &ctx)));
         StepTask {
             index,
-            step,
-            args: Some(args),
-            ctx,
+            held: Some((step, args, ctx)),
             span,
             slow: None,
             _permit: permit,
+            report: None,
         }
     }
 
     fn start(&mut self) -> Result<Attempt, SlowAttempt> {
-        let args = self.args.as_ref().expect("a task runs once");
-        start_attempt(&self.step, args, &self.ctx, self.span.take().map(|s| *s))
+        let (step, args, ctx) = self.held.as_ref().expect("a task runs once");
+        start_attempt(step, args, ctx, self.span.take().map(|s| *s))
     }
 }
 
@@ -195,6 +201,38 @@ pub(crate) fn start_attempt(
 
 pub(crate) type SlowAttempt = Pin<Box<dyn Future<Output = Attempt> + Send>>;
 
+/// A [`StepTask`] as a spawned task: boxed, and handing back its box with
+/// the report inside. Tokio copies a task's future and output in and out of
+/// its cell several times; a pointer each way keeps that cheap.
+pub(crate) struct BoxedTask(Option<Box<StepTask>>);
+
+impl BoxedTask {
+    pub(crate) fn new(task: StepTask) -> BoxedTask {
+        BoxedTask(Some(Box::new(task)))
+    }
+}
+
+/// A finished [`BoxedTask`].
+pub(crate) struct Finished(Box<StepTask>);
+
+impl Finished {
+    pub(crate) fn into_report(mut self) -> Report {
+        self.0.report.take().expect("a finished task holds its report")
+    }
+}
+
+impl Future for BoxedTask {
+    type Output = Finished;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Finished> {
+        let task = self.0.as_mut().expect("polled after completion");
+        let report = ready!(Pin::new(&mut **task).poll(cx));
+        let mut task = self.0.take().expect("checked above");
+        task.report = Some(report);
+        Poll::Ready(Finished(task))
+    }
+}
+
 impl Future for StepTask {
     type Output = Report;
 
@@ -213,10 +251,12 @@ impl Future for StepTask {
                 },
             },
         };
+        let (step, args, ctx) = this.held.take().expect("a task reports once");
         Poll::Ready(Report {
             index: this.index,
             attempt,
-            args: this.args.take().expect("a task reports once"),
+            args,
+            _released: Some((step, ctx)),
         })
     }
 }
@@ -253,7 +293,7 @@ fn begin(args: &Arguments, ctx: &Context) -> Option<Instant> {
         attempt: ctx.current_try + 1,
         arguments: args,
     });
-    ctx.run.events.is_active().then(Instant::now)
+    ctx.events.then(Instant::now)
 }
 
 async fn run_awaiting(step: &dyn Step, args: &Arguments, ctx: &Context) -> Outcome {
@@ -334,7 +374,7 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
         attempt,
         error: &reason,
     });
-    let started = ctx.run.events.is_active().then(Instant::now);
+    let started = ctx.events.then(Instant::now);
     let decision = guarded(|| step.compensate(reason.clone(), args.clone(), ctx.clone()))
         .await
         .unwrap_or_else(|panic| {
@@ -401,7 +441,7 @@ pub(crate) async fn undo(
     };
     for attempt in 1..=MAX_UNDO_ATTEMPTS {
         emit(&ctx, || EventKind::UndoStart { attempt });
-        let started = ctx.run.events.is_active().then(Instant::now);
+        let started = ctx.events.then(Instant::now);
         let outcome = guarded(|| step.undo(value.clone(), args.clone(), ctx.clone()))
             .await
             .unwrap_or_else(|panic| {
