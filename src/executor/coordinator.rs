@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use super::runner::{self, Attempt, BoxedTask, Finished, Report, StepTask};
+use super::runner::{self, Attempt, BoxedTask, Report, StepTask};
 use super::state::{RunState, UndoRecord};
+use super::tasks::Tasks;
 use crate::argument::{Arguments, Values};
 use crate::context::{Context, RunScope, StepRef};
 use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
@@ -128,8 +128,7 @@ pub(crate) struct Coordinator {
     extra_dependents: FxHashMap<usize, Vec<usize>>,
     completed: Vec<usize>,
     ready: VecDeque<usize>,
-    tasks: JoinSet<Finished>,
-    running: usize,
+    tasks: Tasks,
     backoffs: BinaryHeap<Reverse<(Instant, usize)>>,
     undo: Vec<UndoEntry>,
     errors: Vec<StepError>,
@@ -169,8 +168,7 @@ impl Coordinator {
             extra_dependents: FxHashMap::default(),
             completed: Vec::with_capacity(n),
             ready: VecDeque::new(),
-            tasks: JoinSet::new(),
-            running: 0,
+            tasks: Tasks::new(),
             backoffs: BinaryHeap::new(),
             undo: Vec::new(),
             errors: Vec::new(),
@@ -389,14 +387,14 @@ impl Coordinator {
             let permit = if inline {
                 None
             } else {
-                if self.running >= self.settings.max_concurrency {
+                if self.tasks.running() >= self.settings.max_concurrency {
                     return false;
                 }
                 match self.scope.slots.try_acquire() {
                     Some(p) => Some(p),
                     // Nested in a step holding a slot of this pool: run in
                     // the coordinator rather than wait for ourselves.
-                    None if self.running == 0 && self.nested => None,
+                    None if self.tasks.running() == 0 && self.nested => None,
                     None => return false,
                 }
             };
@@ -436,13 +434,7 @@ impl Coordinator {
                 Some(permit),
             ));
             drop(def);
-            self.running += 1;
-            if cpu_bound {
-                let handle = tokio::runtime::Handle::current();
-                self.tasks.spawn_blocking(move || handle.block_on(task));
-            } else {
-                self.tasks.spawn(task);
-            }
+            self.tasks.spawn(i, task, cpu_bound);
         }
         false
     }
@@ -551,9 +543,9 @@ impl Coordinator {
     async fn wait(&mut self, deadline: Option<Instant>) -> Wake {
         let blocked_on_pool = !self.ready.is_empty()
             && self.settings.run_async
-            && self.running < self.settings.max_concurrency;
+            && self.tasks.running() < self.settings.max_concurrency;
         let next_backoff = self.backoffs.peek().map(|Reverse((t, _))| *t);
-        if self.running == 0 && !blocked_on_pool {
+        if self.tasks.running() == 0 && !blocked_on_pool {
             match next_backoff {
                 None => return Wake::Stuck,
                 Some(_) => {
@@ -569,19 +561,19 @@ impl Coordinator {
         }
         if next_backoff.is_none() && deadline.is_none() && !blocked_on_pool {
             // Only running steps to wait for: the common case, kept cheap.
-            let res = self.tasks.join_next().await;
-            return self.on_joined(res);
+            let report = self.tasks.next().await;
+            return self.on_joined(report);
         }
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let pool = self.scope.slots.clone();
         enum Woken {
-            Joined(Option<Result<Finished, JoinError>>),
+            Joined(Option<Report>),
             Backoff,
             Other,
         }
         let woken = tokio::select! {
             biased;
-            res = self.tasks.join_next(), if self.running > 0 => Woken::Joined(res),
+            report = self.tasks.next(), if self.tasks.running() > 0 => Woken::Joined(report),
             _ = tokio::time::sleep_until(next_backoff.unwrap_or(far)), if next_backoff.is_some() => Woken::Backoff,
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => Woken::Other,
             _ = pool.wait_for_release(), if blocked_on_pool => Woken::Other,
@@ -605,31 +597,14 @@ impl Coordinator {
     }
 
     /// Handles a finished task and every other one already finished.
-    fn on_joined(&mut self, res: Option<Result<Finished, JoinError>>) -> Wake {
-        if let Some(res) = res {
-            self.on_join(res);
+    fn on_joined(&mut self, report: Option<Report>) -> Wake {
+        if let Some(report) = report {
+            self.on_report(report);
         }
-        while let Some(res) = self.tasks.try_join_next() {
-            self.on_join(res);
+        while let Some(report) = self.tasks.try_next() {
+            self.on_report(report);
         }
         Wake::Completion
-    }
-
-    fn on_join(&mut self, res: Result<Finished, JoinError>) {
-        self.running -= 1;
-        match res {
-            Ok(finished) => self.on_report(finished.into_report()),
-            Err(e) => self.errors.push(StepError {
-                step: String::from("<task>"),
-                phase: Phase::Run,
-                attempt: 0,
-                kind: StepErrorKind::Panicked(if e.is_panic() {
-                    panic_message(&*e.into_panic())
-                } else {
-                    "the step's task was cancelled".to_string()
-                }),
-            }),
-        }
     }
 
     fn on_report(&mut self, report: Report) {
@@ -847,9 +822,9 @@ impl Coordinator {
     /// abandoned and will run again on resume.
     async fn drain(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.running > 0 {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(res)) => self.on_join(res),
+        while self.tasks.running() > 0 {
+            match tokio::time::timeout_at(deadline, self.tasks.next()).await {
+                Ok(Some(report)) => self.on_report(report),
                 Ok(None) => break,
                 Err(_) => {
                     for i in 0..self.nodes.len() {
@@ -862,7 +837,6 @@ impl Coordinator {
                         }
                     }
                     self.tasks.detach_all();
-                    self.running = 0;
                 }
             }
         }

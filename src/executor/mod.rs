@@ -48,6 +48,7 @@ mod coordinator;
 mod run;
 pub(crate) mod runner;
 mod state;
+mod tasks;
 
 pub use run::{CompletedRun, HaltedRun, RunOutcome, RunRequest};
 pub use runner::StepPanicked;

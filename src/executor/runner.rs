@@ -217,7 +217,10 @@ pub(crate) struct Finished(Box<StepTask>);
 
 impl Finished {
     pub(crate) fn into_report(mut self) -> Report {
-        self.0.report.take().expect("a finished task holds its report")
+        self.0
+            .report
+            .take()
+            .expect("a finished task holds its report")
     }
 }
 
@@ -226,7 +229,24 @@ impl Future for BoxedTask {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Finished> {
         let task = self.0.as_mut().expect("polled after completion");
-        let report = ready!(Pin::new(&mut **task).poll(cx));
+        // User code is guarded inside; this guard keeps an engine bug from
+        // losing a report (and so hanging the run).
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut **task).poll(cx)));
+        let report = match polled {
+            Ok(poll) => ready!(poll),
+            Err(panic) => {
+                let (_, args, _) = task.held.take().expect("a task reports once");
+                Report {
+                    index: task.index,
+                    attempt: Attempt::failed(
+                        Phase::Run,
+                        StepErrorKind::Panicked(panic_message(&*panic)),
+                    ),
+                    args,
+                    _released: None,
+                }
+            }
+        };
         let mut task = self.0.take().expect("checked above");
         task.report = Some(report);
         Poll::Ready(Finished(task))
