@@ -16,7 +16,8 @@ use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::event::Middleware;
 use crate::name::Name;
-use crate::step::{StepImp, StepSpec};
+use crate::executor::runner::Runner;
+use crate::step::{Implementation, RunFn, StepImp, StepSpec};
 
 /// A planned reactor: immutable, shared by all of its runs.
 pub(crate) struct Plan {
@@ -46,6 +47,8 @@ pub(crate) enum ArgFrom {
 pub(crate) struct PlannedStep {
     pub(crate) spec: StepSpec,
     pub(crate) imp: StepImp,
+    /// How the executor calls the step (a plain closure directly).
+    pub(crate) runner: Runner,
     /// Where each argument reads from, in declaration order (the sources,
     /// with sub-paths and transforms, stay in the spec).
     pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
@@ -150,11 +153,19 @@ pub(crate) fn plan_step(
     sort_dedup(&mut deps);
     sort_dedup(&mut reads);
     let can_undo = imp.get().can_undo();
+    let runner = match &def.implementation {
+        Implementation::Fn(f) if f.compensate.is_none() => match &f.run {
+            Some(RunFn::Sync(run)) => Runner::Plain(run.clone()),
+            _ => Runner::Step(imp.clone()),
+        },
+        _ => Runner::Step(imp.clone()),
+    };
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
     Ok(PlannedStep {
         imp,
+        runner,
         arg_from,
         arg_names: OnceLock::new(),
         plain_args,

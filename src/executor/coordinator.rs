@@ -412,7 +412,7 @@ impl Coordinator {
             let Some(permit) = permit else {
                 // In the coordinator: borrow the step, await only if needed.
                 let span = span.map(|parent| runner::step_span(parent, &ctx));
-                let attempt = match runner::start_attempt(&def.imp, &args, &ctx, span) {
+                let attempt = match runner::start_attempt(&def.runner, &args, &ctx, span) {
                     Ok(attempt) => attempt,
                     Err(slow) => slow.await,
                 };
@@ -421,13 +421,14 @@ impl Coordinator {
                     index: i,
                     attempt,
                     args,
-                    _released: None,
+                    ctx,
+                    _runner: None,
                 });
                 return true;
             };
             let task = BoxedTask::new(StepTask::new(
                 i,
-                def.imp.clone(),
+                def.runner.clone(),
                 args,
                 ctx,
                 span,
@@ -616,7 +617,25 @@ impl Coordinator {
                 self.complete(i, value, Vec::new(), report.args);
                 self.halting = true;
             }
-            Attempt::Retry { reason, backoff } => {
+            Attempt::Retry {
+                reason,
+                from_compensation,
+            } => {
+                let plan = self.plan.clone();
+                let def = def_of(&plan, &self.nodes, i);
+                let backoff = runner::backoff(&*def.imp, reason.as_ref(), &report.args, &report.ctx);
+                if !from_compensation {
+                    let ctx = &report.ctx;
+                    let run = &*ctx.run;
+                    run.events.emit(&run.run_id, &run.reactor, Some(ctx.step_name()), || {
+                        EventKind::StepRetry {
+                            attempt: ctx.current_try + 1,
+                            reason: reason.as_ref(),
+                            backoff,
+                        }
+                    });
+                }
+                drop(def);
                 self.retry_args.insert(i, report.args);
                 self.retry(i, reason, backoff)
             }

@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::error::{panic_message, Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::pool::Permit;
-use crate::step::{Backoff, Compensation, Outcome, Step, StepImp, StepSpec, UndoOutcome};
+use crate::step::{Backoff, Compensation, Outcome, Step, StepImp, StepSpec, SyncRunFn, UndoOutcome};
 use crate::value::Value;
 
 /// How many times an undo is attempted before it fails.
@@ -35,10 +35,12 @@ pub(crate) enum Attempt {
     },
     /// Success that halts the reactor.
     Halted(Value),
-    /// The step wants to run again.
+    /// The step wants to run again. The coordinator asks the step for its
+    /// backoff; `from_compensation` when compensation asked (and announced
+    /// it), so no run-retry event is due.
     Retry {
         reason: Option<Reason>,
-        backoff: Backoff,
+        from_compensation: bool,
     },
     /// The step failed for good in `phase` (boxed: failures are rare and
     /// every attempt's report is moved through the task).
@@ -96,6 +98,16 @@ fn since(started: Option<Instant>) -> Duration {
     started.map_or(Duration::ZERO, |s| s.elapsed())
 }
 
+/// How a step is called.
+#[derive(Clone)]
+pub(crate) enum Runner {
+    /// A plain closure with nothing to compensate: called directly, which
+    /// touches nothing but the closure itself.
+    Plain(SyncRunFn),
+    /// Any other step, through the [`Step`] trait.
+    Step(StepImp),
+}
+
 /// One attempt of a step, as a future: a task of its own, or awaited by
 /// the coordinator.
 ///
@@ -108,7 +120,7 @@ pub(crate) struct StepTask {
     index: usize,
     /// The step, arguments and context, handed back in the report so that
     /// their reference counts are released on the coordinator's thread.
-    held: Option<(StepImp, Arguments, Context)>,
+    held: Option<(Runner, Arguments, Context)>,
     span: Option<Box<tracing::Span>>,
     slow: Option<Pin<Box<dyn Future<Output = Attempt> + Send>>>,
     _permit: Option<Permit>,
@@ -122,15 +134,16 @@ pub(crate) struct Report {
     pub(crate) index: usize,
     pub(crate) attempt: Attempt,
     pub(crate) args: Arguments,
+    pub(crate) ctx: Context,
     /// Dropped by the coordinator (see [`StepTask`]).
-    pub(crate) _released: Option<(StepImp, Context)>,
+    pub(crate) _runner: Option<Runner>,
 }
 
 impl StepTask {
     /// `span` is the run's span, when step spans are wanted.
     pub(crate) fn new(
         index: usize,
-        step: StepImp,
+        step: Runner,
         args: Arguments,
         ctx: Context,
         span: Option<&tracing::Span>,
@@ -167,11 +180,41 @@ pub(crate) fn step_span(parent: &tracing::Span, ctx: &Context) -> tracing::Span 
 /// or the (boxed) future to continue with. Clones nothing on the way to an
 /// answer from [`Step::run_now`].
 pub(crate) fn start_attempt(
-    step: &StepImp,
+    runner: &Runner,
     args: &Arguments,
     ctx: &Context,
     span: Option<tracing::Span>,
 ) -> Result<Attempt, SlowAttempt> {
+    let step = match runner {
+        Runner::Plain(run) if span.is_none() => {
+            let started = begin(args, ctx);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(args, ctx)))
+                .unwrap_or_else(|panic| {
+                    Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic))))
+                });
+            return match settle(false, outcome, ctx, started) {
+                Settled::Done(attempt) => Ok(attempt),
+                Settled::Compensate(_) => unreachable!("plain runners cannot compensate"),
+            };
+        }
+        Runner::Plain(run) => {
+            let (run, args, ctx) = (run.clone(), args.clone(), ctx.clone());
+            let fut = async move {
+                let started = begin(&args, &ctx);
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&args, &ctx)))
+                    .unwrap_or_else(|panic| {
+                        Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic))))
+                    });
+                match settle(false, outcome, &ctx, started) {
+                    Settled::Done(attempt) => attempt,
+                    Settled::Compensate(_) => unreachable!("plain runners cannot compensate"),
+                }
+            };
+            let span = span.expect("matched above");
+            return Err(Box::pin(fut.instrument(span)));
+        }
+        Runner::Step(step) => step,
+    };
     if let Some(span) = span {
         let fut = attempt_awaiting(step.clone(), args.clone(), ctx.clone());
         return Err(Box::pin(fut.instrument(span)));
@@ -188,7 +231,7 @@ pub(crate) fn start_attempt(
         }
         Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
     };
-    match settle(&**step, outcome, args, ctx, started) {
+    match settle(step.can_compensate(), outcome, ctx, started) {
         Settled::Done(attempt) => Ok(attempt),
         Settled::Compensate(reason) => {
             let (step, args, ctx) = (step.clone(), args.clone(), ctx.clone());
@@ -235,7 +278,7 @@ impl Future for BoxedTask {
         let report = match polled {
             Ok(poll) => ready!(poll),
             Err(panic) => {
-                let (_, args, _) = task.held.take().expect("a task reports once");
+                let (runner, args, ctx) = task.held.take().expect("a task reports once");
                 Report {
                     index: task.index,
                     attempt: Attempt::failed(
@@ -243,7 +286,8 @@ impl Future for BoxedTask {
                         StepErrorKind::Panicked(panic_message(&*panic)),
                     ),
                     args,
-                    _released: None,
+                    ctx,
+                    _runner: Some(runner),
                 }
             }
         };
@@ -271,12 +315,13 @@ impl Future for StepTask {
                 },
             },
         };
-        let (step, args, ctx) = this.held.take().expect("a task reports once");
+        let (runner, args, ctx) = this.held.take().expect("a task reports once");
         Poll::Ready(Report {
             index: this.index,
             attempt,
             args,
-            _released: Some((step, ctx)),
+            ctx,
+            _runner: Some(runner),
         })
     }
 }
@@ -300,7 +345,7 @@ async fn settle_awaiting(
     ctx: Context,
     started: Option<Instant>,
 ) -> Attempt {
-    match settle(step, outcome, &args, &ctx, started) {
+    match settle(step.can_compensate(), outcome, &ctx, started) {
         Settled::Done(attempt) => attempt,
         Settled::Compensate(reason) => compensate(step, reason, args, ctx).await,
     }
@@ -329,9 +374,8 @@ enum Settled {
 }
 
 fn settle(
-    step: &dyn Step,
+    can_compensate: bool,
     outcome: Outcome,
-    args: &Arguments,
     ctx: &Context,
     started: Option<Instant>,
 ) -> Settled {
@@ -364,22 +408,17 @@ fn settle(
             });
             Attempt::Halted(value)
         }
-        Outcome::Retry(reason) => {
-            let backoff = backoff(step, reason.as_ref(), args, ctx);
-            emit(ctx, || EventKind::StepRetry {
-                attempt,
-                reason: reason.as_ref(),
-                backoff,
-            });
-            Attempt::Retry { reason, backoff }
-        }
+        Outcome::Retry(reason) => Attempt::Retry {
+            reason,
+            from_compensation: false,
+        },
         Outcome::Error(reason) => {
             emit(ctx, || EventKind::StepError {
                 attempt,
                 duration: since(started),
                 error: &reason,
             });
-            if step.can_compensate() {
+            if can_compensate {
                 return Settled::Compensate(reason);
             }
             failed_run(reason)
@@ -421,11 +460,9 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
                 duration,
                 reason: new_reason.as_ref(),
             });
-            let reason = new_reason.unwrap_or(reason);
-            let backoff = backoff(step, Some(&reason), &args, &ctx);
             Attempt::Retry {
-                reason: Some(reason),
-                backoff,
+                reason: Some(new_reason.unwrap_or(reason)),
+                from_compensation: true,
             }
         }
         Compensation::Error(error) => {
@@ -438,7 +475,13 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
     }
 }
 
-fn backoff(step: &dyn Step, reason: Option<&Reason>, args: &Arguments, ctx: &Context) -> Backoff {
+/// Asks `step` how long to wait before retrying (a panic means now).
+pub(crate) fn backoff(
+    step: &dyn Step,
+    reason: Option<&Reason>,
+    args: &Arguments,
+    ctx: &Context,
+) -> Backoff {
     match std::panic::catch_unwind(AssertUnwindSafe(|| step.backoff(reason, args, ctx))) {
         Ok(Backoff::After(d)) if d.is_zero() => Backoff::Now,
         Ok(b) => b,

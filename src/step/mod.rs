@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub(crate) use closure::{RunFn, SyncRunFn};
+pub(crate) use spec::Implementation;
 pub use closure::{IntoOutcome, IntoUndoOutcome};
 pub(crate) use spec::StepImp;
 pub use spec::{step, StepSpec};
