@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{BoxError, Error, Reason, StepErrorKind};
 use crate::name::Name;
+use crate::planner::{Plan, PlannedStep};
 use crate::value::{PathKey, Value};
 
 pub(crate) type TransformFn = Arc<dyn Fn(&Value) -> Result<Value, BoxError> + Send + Sync>;
@@ -205,8 +206,38 @@ pub struct ArgumentSpec {
 #[derive(Clone)]
 pub struct Arguments {
     /// Shared by every run of the step: only the values are per run.
-    names: Arc<ArgumentNames>,
+    names: ArgNames,
     values: Values,
+}
+
+/// Where the names of a step's arguments are kept.
+#[derive(Clone)]
+pub(crate) enum ArgNames {
+    /// A planned step's, found through the plan (whose reference count the
+    /// coordinator keeps hot), so running a step touches no count of its own.
+    Planned(Arc<Plan>, u32),
+    /// A step emitted at run time.
+    Emitted(Arc<PlannedStep>),
+    /// Arguments made by hand.
+    Owned(Arc<ArgumentNames>),
+}
+
+impl ArgNames {
+    fn step(&self) -> &str {
+        match self {
+            ArgNames::Planned(plan, i) => plan.steps[*i as usize].spec.name(),
+            ArgNames::Emitted(step) => step.spec.name(),
+            ArgNames::Owned(names) => &names.step,
+        }
+    }
+
+    fn names(&self) -> &[Name] {
+        match self {
+            ArgNames::Planned(plan, i) => &plan.steps[*i as usize].arg_names,
+            ArgNames::Emitted(step) => &step.arg_names,
+            ArgNames::Owned(names) => &names.names,
+        }
+    }
 }
 
 /// Argument values: up to two kept inline (most steps take one or two,
@@ -257,15 +288,15 @@ pub(crate) struct ArgumentNames {
 impl Arguments {
     pub(crate) fn new(step: Name, entries: Vec<(Name, Value)>) -> Arguments {
         let (names, values): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
-        let names = Arc::new(ArgumentNames {
+        let names = ArgNames::Owned(Arc::new(ArgumentNames {
             step,
             names: names.into(),
-        });
+        }));
         Arguments::from_parts(names, Values::from(values))
     }
 
-    pub(crate) fn from_parts(names: Arc<ArgumentNames>, values: Values) -> Arguments {
-        debug_assert_eq!(names.names.len(), values.as_slice().len());
+    pub(crate) fn from_parts(names: ArgNames, values: Values) -> Arguments {
+        debug_assert_eq!(names.names().len(), values.as_slice().len());
         Arguments { names, values }
     }
 
@@ -282,18 +313,18 @@ impl Arguments {
 
     /// The step these arguments belong to.
     pub fn step(&self) -> &str {
-        &self.names.step
+        self.names.step()
     }
 
     /// The argument `name` as a `T`; an error names the argument, the step
     /// and both types, or the missing argument.
     pub fn get<T: 'static>(&self, name: &str) -> Result<&T, Error> {
         let v = self.value(name).ok_or_else(|| Error::MissingArgument {
-            step: self.names.step.to_string(),
+            step: self.names.step().to_string(),
             argument: name.to_string(),
         })?;
         v.downcast_ref::<T>().ok_or_else(|| Error::ArgumentType {
-            step: self.names.step.to_string(),
+            step: self.names.step().to_string(),
             argument: name.to_string(),
             expected: std::any::type_name::<T>(),
             actual: v.type_name(),
@@ -303,7 +334,7 @@ impl Arguments {
     /// The argument `name`, untyped.
     pub fn value(&self, name: &str) -> Option<&Value> {
         self.names
-            .names
+            .names()
             .iter()
             .position(|n| &**n == name)
             .map(|i| &self.values.as_slice()[i])
@@ -317,7 +348,7 @@ impl Arguments {
     /// The arguments in declaration order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
         self.names
-            .names
+            .names()
             .iter()
             .map(|n| &**n)
             .zip(self.values.as_slice())
@@ -343,14 +374,14 @@ impl Arguments {
         let name = name.into();
         let mut entries: Vec<(Name, Value)> = self
             .names
-            .names
+            .names()
             .iter()
             .zip(self.values.as_slice())
             .filter(|(n, _)| **n != name)
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         entries.push((name, value));
-        Arguments::new(self.names.step.clone(), entries)
+        Arguments::new(self.names.step().into(), entries)
     }
 }
 

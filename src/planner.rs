@@ -7,7 +7,7 @@
 //! number of steps and arguments. Steps emitted while a run is under way
 //! are planned one at a time with [`plan_step`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -15,8 +15,8 @@ use smallvec::SmallVec;
 use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::event::Middleware;
-use crate::name::Name;
 use crate::executor::runner::Runner;
+use crate::name::Name;
 use crate::step::{Implementation, RunFn, StepImp, StepSpec};
 
 /// A planned reactor: immutable, shared by all of its runs.
@@ -52,9 +52,8 @@ pub(crate) struct PlannedStep {
     /// Where each argument reads from, in declaration order (the sources,
     /// with sub-paths and transforms, stay in the spec).
     pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
-    /// The argument names, shared by every run's [`Arguments`](crate::Arguments)
-    /// (made on the step's first run, which keeps planning light).
-    arg_names: OnceLock<Arc<crate::argument::ArgumentNames>>,
+    /// The argument names, read by every run's [`Arguments`](crate::Arguments).
+    pub(crate) arg_names: SmallVec<[Name; 2]>,
     /// No argument has a sub-path or transform, and no whole-map transform.
     pub(crate) plain_args: bool,
     pub(crate) run_async: bool,
@@ -72,21 +71,6 @@ pub(crate) struct PlannedStep {
 impl PlannedStep {
     pub(crate) fn name(&self) -> &Name {
         self.spec.name_arc()
-    }
-
-    pub(crate) fn arg_names(&self) -> &Arc<crate::argument::ArgumentNames> {
-        self.arg_names.get_or_init(|| {
-            Arc::new(crate::argument::ArgumentNames {
-                step: self.spec.name_arc().clone(),
-                names: self
-                    .spec
-                    .def()
-                    .arguments
-                    .iter()
-                    .map(|a| a.name.clone())
-                    .collect(),
-            })
-        })
     }
 }
 
@@ -167,7 +151,7 @@ pub(crate) fn plan_step(
         imp,
         runner,
         arg_from,
-        arg_names: OnceLock::new(),
+        arg_names: def.arguments.iter().map(|a| a.name.clone()).collect(),
         plain_args,
         run_async,
         cpu_bound,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::runner::{self, Attempt, BoxedTask, Report, StepTask};
 use super::state::{RunState, UndoRecord};
 use super::tasks::Tasks;
-use crate::argument::{Arguments, Values};
+use crate::argument::{ArgNames, Arguments, Values};
 use crate::context::{Context, RunScope, StepRef};
 use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
@@ -454,7 +454,7 @@ impl Coordinator {
         };
         let args = match kept {
             Some(args) => args,
-            None => self.resolve_arguments(def)?,
+            None => self.resolve_arguments(i, def)?,
         };
         let retries = self.nodes[i].retries;
         let ctx = Context {
@@ -487,7 +487,17 @@ impl Coordinator {
         }
     }
 
-    fn resolve_arguments(&self, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
+    fn arg_names(&self, i: usize, def: &PlannedStep) -> ArgNames {
+        match &self.nodes[i].def {
+            None => ArgNames::Planned(self.plan.clone(), i as u32),
+            Some(dynamic) => {
+                debug_assert!(std::ptr::eq(&**dynamic, def));
+                ArgNames::Emitted(dynamic.clone())
+            }
+        }
+    }
+
+    fn resolve_arguments(&self, i: usize, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
         // The common case, plain reads of available values, takes one
         // allocation for the whole argument list and touches nothing else.
         let available = |from: &ArgFrom| match *from {
@@ -500,7 +510,7 @@ impl Coordinator {
                 n,
                 (0..n).map(|k| self.raw_argument(def, k).expect("checked above")),
             );
-            return Ok(Arguments::from_parts(def.arg_names().clone(), values));
+            return Ok(Arguments::from_parts(self.arg_names(i, def), values));
         }
         let spec = def.spec.def();
         let mut values = Vec::with_capacity(def.arg_from.len());
@@ -518,7 +528,7 @@ impl Coordinator {
             })?;
             values.push(arg.source.finish(&arg.name, raw)?);
         }
-        let args = Arguments::from_parts(def.arg_names().clone(), Values::from(values));
+        let args = Arguments::from_parts(self.arg_names(i, def), Values::from(values));
         match &spec.extras().transform_arguments {
             None => Ok(args),
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {
@@ -623,17 +633,19 @@ impl Coordinator {
             } => {
                 let plan = self.plan.clone();
                 let def = def_of(&plan, &self.nodes, i);
-                let backoff = runner::backoff(&*def.imp, reason.as_ref(), &report.args, &report.ctx);
+                let backoff =
+                    runner::backoff(&*def.imp, reason.as_ref(), &report.args, &report.ctx);
                 if !from_compensation {
                     let ctx = &report.ctx;
                     let run = &*ctx.run;
-                    run.events.emit(&run.run_id, &run.reactor, Some(ctx.step_name()), || {
-                        EventKind::StepRetry {
-                            attempt: ctx.current_try + 1,
-                            reason: reason.as_ref(),
-                            backoff,
-                        }
-                    });
+                    run.events
+                        .emit(&run.run_id, &run.reactor, Some(ctx.step_name()), || {
+                            EventKind::StepRetry {
+                                attempt: ctx.current_try + 1,
+                                reason: reason.as_ref(),
+                                backoff,
+                            }
+                        });
                 }
                 drop(def);
                 self.retry_args.insert(i, report.args);

@@ -20,7 +20,9 @@ use crate::context::Context;
 use crate::error::{panic_message, Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::pool::Permit;
-use crate::step::{Backoff, Compensation, Outcome, Step, StepImp, StepSpec, SyncRunFn, UndoOutcome};
+use crate::step::{
+    Backoff, Compensation, Outcome, Step, StepImp, StepSpec, SyncRunFn, UndoOutcome,
+};
 use crate::value::Value;
 
 /// How many times an undo is attempted before it fails.

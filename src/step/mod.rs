@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use closure::{IntoOutcome, IntoUndoOutcome};
 pub(crate) use closure::{RunFn, SyncRunFn};
 pub(crate) use spec::Implementation;
-pub use closure::{IntoOutcome, IntoUndoOutcome};
 pub(crate) use spec::StepImp;
 pub use spec::{step, StepSpec};
 
