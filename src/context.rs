@@ -10,7 +10,9 @@ use crate::pool::ConcurrencyPool;
 use crate::step::StepSpec;
 use crate::value::{Value, ValueMap};
 
-/// What a run shares with all of its steps.
+/// What a run shares with all of its steps (aligned to a cache line, like
+/// the plan, to keep its fields off the line of the `Arc`'s counts).
+#[repr(align(64))]
 pub(crate) struct RunScope {
     pub(crate) plan: Arc<Plan>,
     pub(crate) run_id: Name,

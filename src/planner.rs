@@ -20,6 +20,11 @@ use crate::name::Name;
 use crate::step::{Implementation, RunFn, StepImp, StepSpec};
 
 /// A planned reactor: immutable, shared by all of its runs.
+///
+/// Aligned to a cache line so that the data starts past the `Arc`'s
+/// counts: the coordinator changes the count for every step it starts,
+/// and steps on other threads read the plan, which must not share that line.
+#[repr(align(64))]
 pub(crate) struct Plan {
     pub(crate) name: Name,
     pub(crate) description: Option<String>,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
-use super::runner::{self, Attempt, BoxedTask, Report, StepTask};
+use super::runner::{
+    self, Attempt, BoxedTask, ChunkTask, Finished, Report, Runner, StepTask, MAX_CHUNK,
+};
 use super::state::{RunState, UndoRecord};
 use super::tasks::Tasks;
 use crate::argument::{ArgNames, Arguments, Values};
@@ -123,7 +125,8 @@ pub(crate) struct Coordinator {
     inputs: Vec<Value>,
     nodes: Vec<Node>,
     dynamic_names: FxHashMap<Name, usize>,
-    /// Arguments of steps waiting to retry (a retry reuses them).
+    /// Arguments kept for steps to run again (a retry reuses them, and so
+    /// does a step a chunk left unrun).
     retry_args: FxHashMap<usize, Arguments>,
     extra_dependents: FxHashMap<usize, Vec<usize>>,
     completed: Vec<usize>,
@@ -426,6 +429,33 @@ impl Coordinator {
                 });
                 return true;
             };
+            if let (Runner::Plain(run), None, false) = (&def.runner, span, cpu_bound) {
+                if self.tasks.running() == 0 && self.ready.is_empty() {
+                    // The only step that can run: nothing would run beside
+                    // it, so a task of its own would only add hand-offs
+                    // (a chain of plain steps runs here, one after another).
+                    let attempt = match runner::start_attempt(&def.runner, &args, &ctx, None) {
+                        Ok(attempt) => attempt,
+                        Err(_) => unreachable!("plain steps without a span answer at once"),
+                    };
+                    drop(def);
+                    drop(permit);
+                    self.on_report(Report {
+                        index: i,
+                        attempt,
+                        args,
+                        ctx,
+                        _runner: None,
+                    });
+                    return true;
+                }
+                let first = (i, run.clone(), args, ctx);
+                drop(def);
+                if !self.launch_chunk(first, permit) {
+                    return false;
+                }
+                continue;
+            }
             let task = BoxedTask::new(StepTask::new(
                 i,
                 def.runner.clone(),
@@ -435,9 +465,57 @@ impl Coordinator {
                 Some(permit),
             ));
             drop(def);
-            self.tasks.spawn(i, task, cpu_bound);
+            self.tasks.spawn(task, cpu_bound);
         }
         false
+    }
+
+    /// Spawns `first` together with as many following ready plain steps as
+    /// a fair share of the free slots allows; `false` if preparing one of
+    /// them failed the run.
+    fn launch_chunk(
+        &mut self,
+        first: (usize, crate::step::SyncRunFn, Arguments, Context),
+        permit: crate::pool::Permit,
+    ) -> bool {
+        let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
+        let share = (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK);
+        if share == 1 {
+            // Nothing to share the task with: a plain step task is lighter.
+            let (i, run, args, ctx) = first;
+            let task = StepTask::new(i, Runner::Plain(run), args, ctx, None, Some(permit));
+            self.tasks.spawn(BoxedTask::new(task), false);
+            return true;
+        }
+        let plan = self.plan.clone();
+        let mut items = Vec::with_capacity(share);
+        items.push(first);
+        while items.len() < share {
+            let Some(&j) = self.ready.front() else { break };
+            let def = def_of(&plan, &self.nodes, j);
+            let Runner::Plain(run) = &def.runner else {
+                break;
+            };
+            if !def.run_async || def.cpu_bound {
+                break;
+            }
+            let run = run.clone();
+            self.ready.pop_front();
+            match self.prepare(j, &def) {
+                Ok((args, ctx)) => {
+                    self.nodes[j].status = Status::Running;
+                    items.push((j, run, args, ctx));
+                }
+                Err(kind) => {
+                    let attempt = self.nodes[j].retries + 1;
+                    self.fail(j, Phase::Arguments, attempt, kind);
+                    break;
+                }
+            }
+        }
+        self.tasks
+            .spawn_chunk(Box::new(ChunkTask::new(items, permit)));
+        self.errors.is_empty()
     }
 
     /// A step's arguments (resolved once; retries reuse them) and context.
@@ -572,19 +650,19 @@ impl Coordinator {
         }
         if next_backoff.is_none() && deadline.is_none() && !blocked_on_pool {
             // Only running steps to wait for: the common case, kept cheap.
-            let report = self.tasks.next().await;
-            return self.on_joined(report);
+            let finished = self.tasks.next().await;
+            return self.on_joined(finished);
         }
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let pool = self.scope.slots.clone();
         enum Woken {
-            Joined(Option<Report>),
+            Joined(Option<Finished>),
             Backoff,
             Other,
         }
         let woken = tokio::select! {
             biased;
-            report = self.tasks.next(), if self.tasks.running() > 0 => Woken::Joined(report),
+            finished = self.tasks.next(), if self.tasks.running() > 0 => Woken::Joined(finished),
             _ = tokio::time::sleep_until(next_backoff.unwrap_or(far)), if next_backoff.is_some() => Woken::Backoff,
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => Woken::Other,
             _ = pool.wait_for_release(), if blocked_on_pool => Woken::Other,
@@ -608,14 +686,28 @@ impl Coordinator {
     }
 
     /// Handles a finished task and every other one already finished.
-    fn on_joined(&mut self, report: Option<Report>) -> Wake {
-        if let Some(report) = report {
-            self.on_report(report);
+    fn on_joined(&mut self, finished: Option<Finished>) -> Wake {
+        if let Some(finished) = finished {
+            self.on_finished(finished);
         }
-        while let Some(report) = self.tasks.try_next() {
-            self.on_report(report);
+        while let Some(finished) = self.tasks.try_next() {
+            self.on_finished(finished);
         }
         Wake::Completion
+    }
+
+    fn on_finished(&mut self, finished: Finished) {
+        let (reports, unrun) = finished.into_reports();
+        for report in reports {
+            self.on_report(report);
+        }
+        // Steps a chunk left unrun go first, in their order (they come last
+        // first), arguments and all.
+        for (i, args) in unrun {
+            self.nodes[i].status = Status::Ready;
+            self.retry_args.insert(i, args);
+            self.ready.push_front(i);
+        }
     }
 
     fn on_report(&mut self, report: Report) {
@@ -855,7 +947,7 @@ impl Coordinator {
         let deadline = Instant::now() + limit;
         while self.tasks.running() > 0 {
             match tokio::time::timeout_at(deadline, self.tasks.next()).await {
-                Ok(Some(report)) => self.on_report(report),
+                Ok(Some(finished)) => self.on_finished(finished),
                 Ok(None) => break,
                 Err(_) => {
                     for i in 0..self.nodes.len() {

@@ -16,6 +16,14 @@
 //!    nothing of this run is running and the run is nested inside a step
 //!    holding a slot of the same pool, the step runs in the coordinator
 //!    instead of waiting for itself.
+//!
+//!    Plain closure steps (`run_sync`, no compensation) are cheaper to run
+//!    than to hand to a task, so, holding their slot as any step does:
+//!    several ready ones share a task (a *chunk*, run one after another,
+//!    at most a fair share of the ready steps per free slot and at most
+//!    200 µs before it hands the rest back), and one that is the only step
+//!    that could run at all runs in the coordinator. Neither changes how
+//!    many steps run at once.
 //! 3. If every step is done, **succeed** with the return step's result.
 //! 4. Wait, without spinning, for the first of: a step finishing (then
 //!    handle every step that has finished), the earliest backoff expiring

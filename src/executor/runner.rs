@@ -257,15 +257,96 @@ impl BoxedTask {
     }
 }
 
-/// A finished [`BoxedTask`].
-pub(crate) struct Finished(Box<StepTask>);
+/// What a spawned task hands back.
+pub(crate) enum Finished {
+    /// One step's attempt (its box, with the report inside).
+    One(Box<StepTask>),
+    /// A chunk of plain steps.
+    Chunk(Box<ChunkTask>),
+}
 
 impl Finished {
-    pub(crate) fn into_report(mut self) -> Report {
-        self.0
-            .report
-            .take()
-            .expect("a finished task holds its report")
+    /// The attempts made, and the chunk's steps it left unrun (with their
+    /// arguments).
+    pub(crate) fn into_reports(self) -> (Vec<Report>, Vec<(usize, Arguments)>) {
+        match self {
+            Finished::One(mut task) => {
+                let report = task
+                    .report
+                    .take()
+                    .expect("a finished task holds its report");
+                (vec![report], Vec::new())
+            }
+            Finished::Chunk(chunk) => {
+                let chunk = *chunk;
+                let unrun = chunk
+                    .items
+                    .into_iter()
+                    .map(|(i, _, args, _)| (i, args))
+                    .collect();
+                (chunk.reports, unrun)
+            }
+        }
+    }
+}
+
+/// Several ready plain steps run one after another in one task, holding
+/// one concurrency slot: for fan-outs of cheap closures, one task (and one
+/// report) per step would cost more than the steps.
+///
+/// The chunk stops early, leaving the rest unrun for the coordinator to
+/// start again, once it has run for [`CHUNK_TIME`], so a chunk of slow
+/// closures does not hold a worker much longer than one of them would.
+pub(crate) struct ChunkTask {
+    /// The steps still to run, last first.
+    items: Vec<(usize, SyncRunFn, Arguments, Context)>,
+    reports: Vec<Report>,
+    _permit: Permit,
+}
+
+/// The most steps a chunk takes.
+pub(crate) const MAX_CHUNK: usize = 32;
+/// How long a chunk runs before it hands its remaining steps back.
+const CHUNK_TIME: Duration = Duration::from_micros(200);
+
+impl ChunkTask {
+    /// `items` in the order to run them.
+    pub(crate) fn new(
+        mut items: Vec<(usize, SyncRunFn, Arguments, Context)>,
+        permit: Permit,
+    ) -> ChunkTask {
+        items.reverse();
+        let reports = Vec::with_capacity(items.len());
+        ChunkTask {
+            items,
+            reports,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the steps (no step awaits).
+    pub(crate) fn run(mut self: Box<Self>) -> Finished {
+        let started = Instant::now();
+        let mut ran = 0;
+        while let Some((index, run, args, ctx)) = self.items.pop() {
+            let attempt = match start_attempt(&Runner::Plain(run), &args, &ctx, None) {
+                Ok(attempt) => attempt,
+                Err(_) => unreachable!("plain steps without a span answer at once"),
+            };
+            self.reports.push(Report {
+                index,
+                attempt,
+                args,
+                ctx,
+                _runner: None,
+            });
+            ran += 1;
+            // A clock read every few steps keeps the check cheap.
+            if ran % 4 == 0 && !self.items.is_empty() && started.elapsed() >= CHUNK_TIME {
+                break;
+            }
+        }
+        Finished::Chunk(self)
     }
 }
 
@@ -295,7 +376,7 @@ impl Future for BoxedTask {
         };
         let mut task = self.0.take().expect("checked above");
         task.report = Some(report);
-        Poll::Ready(Finished(task))
+        Poll::Ready(Finished::One(task))
     }
 }
 

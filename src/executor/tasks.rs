@@ -7,13 +7,14 @@
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::runner::{BoxedTask, Finished, Report};
+use super::runner::{BoxedTask, ChunkTask, Finished};
 
 pub(crate) struct Tasks {
-    sender: mpsc::UnboundedSender<Finished>,
-    reports: mpsc::UnboundedReceiver<Finished>,
-    /// By step index: the task running it, to abort it if the run is dropped.
+    sender: mpsc::UnboundedSender<(usize, Finished)>,
+    reports: mpsc::UnboundedReceiver<(usize, Finished)>,
+    /// The running tasks by slot, to abort them if the run is dropped.
     handles: Vec<Option<JoinHandle<()>>>,
+    free: Vec<usize>,
     running: usize,
 }
 
@@ -24,6 +25,7 @@ impl Tasks {
             sender,
             reports,
             handles: Vec::new(),
+            free: Vec::new(),
             running: 0,
         }
     }
@@ -33,13 +35,14 @@ impl Tasks {
         self.running
     }
 
-    /// Spawns the task of step `index` (on the blocking pool if CPU-bound).
-    pub(crate) fn spawn(&mut self, index: usize, task: BoxedTask, cpu_bound: bool) {
+    /// Spawns one step's task (on the blocking pool if CPU-bound).
+    pub(crate) fn spawn(&mut self, task: BoxedTask, cpu_bound: bool) {
+        let slot = self.slot();
         let sender = self.sender.clone();
         let send = async move {
             let finished = task.await;
             // The receiver is gone only when the run was dropped.
-            let _ = sender.send(finished);
+            let _ = sender.send((slot, finished));
         };
         let handle = if cpu_bound {
             let runtime = tokio::runtime::Handle::current();
@@ -47,47 +50,64 @@ impl Tasks {
         } else {
             tokio::spawn(send)
         };
-        if index >= self.handles.len() {
-            self.handles.resize_with(index + 1, || None);
-        }
-        self.handles[index] = Some(handle);
+        self.started(slot, handle);
+    }
+
+    /// Spawns a chunk of plain steps.
+    pub(crate) fn spawn_chunk(&mut self, chunk: Box<ChunkTask>) {
+        let slot = self.slot();
+        let sender = self.sender.clone();
+        let handle = tokio::spawn(async move {
+            let _ = sender.send((slot, chunk.run()));
+        });
+        self.started(slot, handle);
+    }
+
+    fn slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.handles.push(None);
+            self.handles.len() - 1
+        })
+    }
+
+    fn started(&mut self, slot: usize, handle: JoinHandle<()>) {
+        self.handles[slot] = Some(handle);
         self.running += 1;
     }
 
-    /// The next report, waiting for one; `None` when nothing runs.
+    /// The next finished task, waiting for one; `None` when nothing runs.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a report is only taken when the future completes.
-    pub(crate) async fn next(&mut self) -> Option<Report> {
+    /// Cancel safe: a task is only taken when the future completes.
+    pub(crate) async fn next(&mut self) -> Option<Finished> {
         if self.running == 0 {
             return None;
         }
-        let finished = self.reports.recv().await?;
-        Some(self.taken(finished))
+        let (slot, finished) = self.reports.recv().await?;
+        Some(self.taken(slot, finished))
     }
 
-    /// A report already sent, if any.
-    pub(crate) fn try_next(&mut self) -> Option<Report> {
+    /// A task already finished, if any.
+    pub(crate) fn try_next(&mut self) -> Option<Finished> {
         if self.running == 0 {
             return None;
         }
-        let finished = self.reports.try_recv().ok()?;
-        Some(self.taken(finished))
+        let (slot, finished) = self.reports.try_recv().ok()?;
+        Some(self.taken(slot, finished))
     }
 
-    fn taken(&mut self, finished: Finished) -> Report {
+    fn taken(&mut self, slot: usize, finished: Finished) -> Finished {
         self.running -= 1;
-        let report = finished.into_report();
-        if let Some(slot) = self.handles.get_mut(report.index) {
-            *slot = None;
-        }
-        report
+        self.handles[slot] = None;
+        self.free.push(slot);
+        finished
     }
 
     /// Lets the running tasks go on without waiting for them.
     pub(crate) fn detach_all(&mut self) {
         self.handles.clear();
+        self.free.clear();
         self.running = 0;
     }
 }
