@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::event::Middleware;
 use crate::executor::runner::Runner;
 use crate::name::Name;
-use crate::step::{Implementation, RunFn, StepImp, StepSpec};
+use crate::step::{Implementation, RunFn, StepImp, StepSpec, SyncRunFn};
 
 /// A planned reactor: immutable, shared by all of its runs.
 ///
@@ -51,14 +51,14 @@ pub(crate) enum ArgFrom {
 #[derive(Clone)]
 pub(crate) struct PlannedStep {
     pub(crate) spec: StepSpec,
-    pub(crate) imp: StepImp,
-    /// How the executor calls the step (a plain closure directly).
-    pub(crate) runner: Runner,
+    /// A plain closure (`run_sync`, no compensation), called directly.
+    pub(crate) plain: Option<SyncRunFn>,
     /// Where each argument reads from, in declaration order (the sources,
     /// with sub-paths and transforms, stay in the spec).
     pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
-    /// The argument names, read by every run's [`Arguments`](crate::Arguments).
-    pub(crate) arg_names: SmallVec<[Name; 2]>,
+    /// The argument names, read by every run's [`Arguments`](crate::Arguments)
+    /// (shared by the steps of a plan whose names are the same).
+    pub(crate) arg_names: Arc<[Name]>,
     /// No argument has a sub-path or transform, and no whole-map transform.
     pub(crate) plain_args: bool,
     pub(crate) run_async: bool,
@@ -77,6 +77,19 @@ impl PlannedStep {
     pub(crate) fn name(&self) -> &Name {
         self.spec.name_arc()
     }
+
+    /// The implementation (resolved when planned, so this cannot fail).
+    pub(crate) fn imp(&self) -> StepImp {
+        self.spec.resolve().expect("planned steps resolve")
+    }
+
+    /// How a task calls the step.
+    pub(crate) fn runner(&self) -> Runner {
+        match &self.plain {
+            Some(run) => Runner::Plain(run.clone()),
+            None => Runner::Step(self.imp()),
+        }
+    }
 }
 
 /// Resolves one step's arguments. `lookup` maps a step name to its index;
@@ -89,6 +102,7 @@ pub(crate) fn plan_step(
     emitted: bool,
     input_index: &FxHashMap<Name, usize>,
     lookup: &dyn Fn(&str) -> Option<usize>,
+    names: &mut NameLists,
 ) -> Result<PlannedStep, Error> {
     let imp = spec.resolve()?;
     let def = spec.def();
@@ -128,7 +142,7 @@ pub(crate) fn plan_step(
         };
         arg_from.push(from);
     }
-    for name in &def.wait_for {
+    for name in &def.extras().wait_for {
         let i = lookup(name).ok_or_else(|| Error::UnknownStep {
             step: def.name.to_string(),
             dependency: name.to_string(),
@@ -141,22 +155,22 @@ pub(crate) fn plan_step(
     }
     sort_dedup(&mut deps);
     sort_dedup(&mut reads);
-    let can_undo = imp.get().can_undo();
-    let runner = match &def.implementation {
-        Implementation::Fn(f) if f.compensate.is_none() => match &f.run {
-            Some(RunFn::Sync(run)) => Runner::Plain(run.clone()),
-            _ => Runner::Step(imp.clone()),
+    let can_undo = imp.can_undo();
+    let plain = match &def.implementation {
+        Implementation::Fn(f) if f.compensate().is_none() => match &f.run {
+            Some(RunFn::Sync(run)) => Some(run.clone()),
+            _ => None,
         },
-        _ => Runner::Step(imp.clone()),
+        _ => None,
     };
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
+    let arg_names = names.share(def.arguments.iter().map(|a| a.name.clone()));
     Ok(PlannedStep {
-        imp,
-        runner,
+        plain,
         arg_from,
-        arg_names: def.arguments.iter().map(|a| a.name.clone()).collect(),
+        arg_names,
         plain_args,
         run_async,
         cpu_bound,
@@ -167,6 +181,22 @@ pub(crate) fn plan_step(
         dependents: SmallVec::new(),
         can_undo,
     })
+}
+
+/// Argument name lists, shared between the steps whose lists are equal.
+#[derive(Default)]
+pub(crate) struct NameLists(rustc_hash::FxHashSet<Arc<[Name]>>);
+
+impl NameLists {
+    fn share(&mut self, names: impl Iterator<Item = Name>) -> Arc<[Name]> {
+        let list: SmallVec<[Name; 4]> = names.collect();
+        if let Some(shared) = self.0.get(&list[..]) {
+            return shared.clone();
+        }
+        let shared: Arc<[Name]> = Arc::from(&list[..]);
+        self.0.insert(shared.clone());
+        shared
+    }
 }
 
 fn sort_dedup(v: &mut SmallVec<[usize; 2]>) {
@@ -225,8 +255,16 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
 
     let lookup = |n: &str| step_index.get(n).copied();
     let mut steps = Vec::with_capacity(builder.steps.len());
+    let mut names = NameLists::default();
     for (i, spec) in builder.steps.into_iter().enumerate() {
-        steps.push(plan_step(spec, i, false, &input_index, &lookup)?);
+        steps.push(plan_step(
+            spec,
+            i,
+            false,
+            &input_index,
+            &lookup,
+            &mut names,
+        )?);
     }
     link_dependents(&mut steps);
     check_acyclic(&steps)?;

@@ -302,7 +302,14 @@ impl Coordinator {
 
     fn plan_dynamic(&self, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
         let lookup = |n: &str| self.index_of(n);
-        plan_step(spec, index, true, &self.plan.input_index, &lookup)
+        plan_step(
+            spec,
+            index,
+            true,
+            &self.plan.input_index,
+            &lookup,
+            &mut Default::default(),
+        )
     }
 
     // ----- the loop ------------------------------------------------------
@@ -415,9 +422,12 @@ impl Coordinator {
             let Some(permit) = permit else {
                 // In the coordinator: borrow the step, await only if needed.
                 let span = span.map(|parent| runner::step_span(parent, &ctx));
-                let attempt = match runner::start_attempt(&def.runner, &args, &ctx, span) {
-                    Ok(attempt) => attempt,
-                    Err(slow) => slow.await,
+                let attempt = match (&def.plain, &span) {
+                    (Some(run), None) => runner::run_plain(run, &args, &ctx),
+                    _ => match runner::start_attempt(&def.runner(), &args, &ctx, span) {
+                        Ok(attempt) => attempt,
+                        Err(slow) => slow.await,
+                    },
                 };
                 drop(def);
                 self.on_report(Report {
@@ -429,15 +439,12 @@ impl Coordinator {
                 });
                 return true;
             };
-            if let (Runner::Plain(run), None, false) = (&def.runner, span, cpu_bound) {
+            if let (Some(run), None, false) = (&def.plain, span, cpu_bound) {
                 if self.tasks.running() == 0 && self.ready.is_empty() {
                     // The only step that can run: nothing would run beside
                     // it, so a task of its own would only add hand-offs
                     // (a chain of plain steps runs here, one after another).
-                    let attempt = match runner::start_attempt(&def.runner, &args, &ctx, None) {
-                        Ok(attempt) => attempt,
-                        Err(_) => unreachable!("plain steps without a span answer at once"),
-                    };
+                    let attempt = runner::run_plain(run, &args, &ctx);
                     drop(def);
                     drop(permit);
                     self.on_report(Report {
@@ -458,7 +465,7 @@ impl Coordinator {
             }
             let task = BoxedTask::new(StepTask::new(
                 i,
-                def.runner.clone(),
+                def.runner(),
                 args,
                 ctx,
                 span,
@@ -493,7 +500,7 @@ impl Coordinator {
         while items.len() < share {
             let Some(&j) = self.ready.front() else { break };
             let def = def_of(&plan, &self.nodes, j);
-            let Runner::Plain(run) = &def.runner else {
+            let Some(run) = &def.plain else {
                 break;
             };
             if !def.run_async || def.cpu_bound {
@@ -726,7 +733,7 @@ impl Coordinator {
                 let plan = self.plan.clone();
                 let def = def_of(&plan, &self.nodes, i);
                 let backoff =
-                    runner::backoff(&*def.imp, reason.as_ref(), &report.args, &report.ctx);
+                    runner::backoff(&*def.imp(), reason.as_ref(), &report.args, &report.ctx);
                 if !from_compensation {
                     let ctx = &report.ctx;
                     let run = &*ctx.run;
@@ -1024,7 +1031,7 @@ impl Coordinator {
                 retries_remaining: None,
                 events: self.scope.events.is_active(),
             };
-            let step = def.imp.clone();
+            let step = def.imp();
             drop(def);
             let undo = runner::undo(step, entry.value, entry.args, ctx);
             if let Err(e) = undo.await {

@@ -168,6 +168,17 @@ impl StepTask {
     }
 }
 
+/// Runs a plain closure step (it cannot compensate, and never awaits).
+pub(crate) fn run_plain(run: &SyncRunFn, args: &Arguments, ctx: &Context) -> Attempt {
+    let started = begin(args, ctx);
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(args, ctx)))
+        .unwrap_or_else(|panic| Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))));
+    match settle(false, outcome, ctx, started) {
+        Settled::Done(attempt) => attempt,
+        Settled::Compensate(_) => unreachable!("plain steps cannot compensate"),
+    }
+}
+
 /// The `tracing` span of one attempt.
 pub(crate) fn step_span(parent: &tracing::Span, ctx: &Context) -> tracing::Span {
     tracing::debug_span!(
@@ -188,17 +199,7 @@ pub(crate) fn start_attempt(
     span: Option<tracing::Span>,
 ) -> Result<Attempt, SlowAttempt> {
     let step = match runner {
-        Runner::Plain(run) if span.is_none() => {
-            let started = begin(args, ctx);
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(args, ctx)))
-                .unwrap_or_else(|panic| {
-                    Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic))))
-                });
-            return match settle(false, outcome, ctx, started) {
-                Settled::Done(attempt) => Ok(attempt),
-                Settled::Compensate(_) => unreachable!("plain runners cannot compensate"),
-            };
-        }
+        Runner::Plain(run) if span.is_none() => return Ok(run_plain(run, args, ctx)),
         Runner::Plain(run) => {
             let (run, args, ctx) = (run.clone(), args.clone(), ctx.clone());
             let fut = async move {
@@ -329,10 +330,7 @@ impl ChunkTask {
         let started = Instant::now();
         let mut ran = 0;
         while let Some((index, run, args, ctx)) = self.items.pop() {
-            let attempt = match start_attempt(&Runner::Plain(run), &args, &ctx, None) {
-                Ok(attempt) => attempt,
-                Err(_) => unreachable!("plain steps without a span answer at once"),
-            };
+            let attempt = run_plain(&run, &args, &ctx);
             self.reports.push(Report {
                 index,
                 attempt,

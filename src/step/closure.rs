@@ -131,9 +131,30 @@ where
 #[derive(Clone, Default)]
 pub(crate) struct FnStep {
     pub(crate) run: Option<RunFn>,
+    /// The closures few steps have, out of line.
+    pub(crate) more: Option<Box<MoreFns>>,
+}
+
+/// A closure step's compensate, undo and backoff closures.
+#[derive(Clone, Default)]
+pub(crate) struct MoreFns {
     pub(crate) compensate: Option<CompensateFn>,
     pub(crate) undo: Option<UndoFn>,
     pub(crate) backoff: Option<BackoffFn>,
+}
+
+impl FnStep {
+    pub(crate) fn more(&self) -> Option<&MoreFns> {
+        self.more.as_deref()
+    }
+
+    pub(crate) fn more_mut(&mut self) -> &mut MoreFns {
+        self.more.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn compensate(&self) -> Option<&CompensateFn> {
+        self.more().and_then(|m| m.compensate.as_ref())
+    }
 }
 
 #[async_trait]
@@ -164,29 +185,29 @@ impl Step for FnStep {
     }
 
     fn can_compensate(&self) -> bool {
-        self.compensate.is_some()
+        self.compensate().is_some()
     }
 
     async fn compensate(&self, error: Reason, args: Arguments, ctx: Context) -> Compensation {
-        match &self.compensate {
+        match self.compensate() {
             Some(f) => f(error, args, ctx).await,
             None => Compensation::Fail,
         }
     }
 
     fn can_undo(&self) -> bool {
-        self.undo.is_some()
+        self.more().is_some_and(|m| m.undo.is_some())
     }
 
     async fn undo(&self, value: Value, args: Arguments, ctx: Context) -> UndoOutcome {
-        match &self.undo {
+        match self.more().and_then(|m| m.undo.as_ref()) {
             Some(f) => f(value, args, ctx).await,
             None => UndoOutcome::Done,
         }
     }
 
     fn backoff(&self, reason: Option<&Reason>, args: &Arguments, ctx: &Context) -> Backoff {
-        match &self.backoff {
+        match self.more().and_then(|m| m.backoff.as_ref()) {
             Some(f) => f(reason, args, ctx),
             None => Backoff::Now,
         }

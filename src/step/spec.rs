@@ -57,7 +57,6 @@ impl StepImp {
 pub(crate) struct StepDef {
     pub(crate) name: Name,
     pub(crate) arguments: SmallVec<[ArgumentSpec; 1]>,
-    pub(crate) wait_for: Vec<Name>,
     pub(crate) implementation: Implementation,
     pub(crate) run_async: bool,
     pub(crate) cpu_bound: bool,
@@ -69,6 +68,7 @@ pub(crate) struct StepDef {
 /// The rarely used parts of a step definition.
 #[derive(Clone, Default)]
 pub(crate) struct StepExtras {
+    pub(crate) wait_for: Vec<Name>,
     pub(crate) context: ValueMap,
     pub(crate) transform_arguments: Option<ArgumentsTransformFn>,
     pub(crate) description: Option<String>,
@@ -116,7 +116,6 @@ pub fn step(name: impl Into<Name>) -> StepSpec {
         def: Arc::new(StepDef {
             name: name.into(),
             arguments: SmallVec::new(),
-            wait_for: Vec::new(),
             implementation: Implementation::None,
             run_async: true,
             cpu_bound: false,
@@ -139,7 +138,7 @@ impl std::fmt::Debug for StepSpec {
         f.debug_struct("StepSpec")
             .field("name", &self.def.name)
             .field("arguments", &self.def.arguments)
-            .field("wait_for", &self.def.wait_for)
+            .field("wait_for", &self.def.extras().wait_for)
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +182,7 @@ impl StepSpec {
 
     /// Orders this step after `step` without passing its value.
     pub fn wait_for(mut self, step: impl Into<Name>) -> StepSpec {
-        self.edit().wait_for.push(step.into());
+        self.edit().extras_mut().wait_for.push(step.into());
         self
     }
 
@@ -245,7 +244,7 @@ impl StepSpec {
         F: Fn(Reason, Arguments, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Compensation> + Send + 'static,
     {
-        self.closures("compensate").compensate = Some(closure::compensate_fn(f));
+        self.closures("compensate").more_mut().compensate = Some(closure::compensate_fn(f));
         self
     }
 
@@ -256,7 +255,7 @@ impl StepSpec {
         Fut: Future<Output = R> + Send + 'static,
         R: IntoUndoOutcome,
     {
-        self.closures("undo").undo = Some(closure::undo_fn(f));
+        self.closures("undo").more_mut().undo = Some(closure::undo_fn(f));
         self
     }
 
@@ -265,7 +264,7 @@ impl StepSpec {
     where
         F: Fn(Option<&Reason>, &Arguments, &Context) -> Backoff + Send + Sync + 'static,
     {
-        self.closures("backoff").backoff = Some(Arc::new(f));
+        self.closures("backoff").more_mut().backoff = Some(Arc::new(f));
         self
     }
 
