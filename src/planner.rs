@@ -31,7 +31,7 @@ pub(crate) struct Plan {
     pub(crate) inputs: Vec<InputDef>,
     pub(crate) input_index: FxHashMap<Name, usize>,
     pub(crate) steps: Vec<PlannedStep>,
-    pub(crate) step_index: FxHashMap<Name, usize>,
+    step_index: StepIndex,
     pub(crate) return_step: usize,
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
 }
@@ -71,6 +71,48 @@ pub(crate) struct PlannedStep {
     /// Steps that wait for this one.
     pub(crate) dependents: SmallVec<[usize; 2]>,
     pub(crate) can_undo: bool,
+}
+
+impl Plan {
+    /// The index of the step named `name`.
+    pub(crate) fn step_named(&self, name: &str) -> Option<usize> {
+        self.step_index.get(name, |i| self.steps[i].spec.name())
+    }
+}
+
+/// Step indices by name: a table of 4-byte indices whose names are read
+/// from the steps themselves (a map holding the names too would double the
+/// memory that building a large reactor has to fault in).
+#[derive(Default)]
+struct StepIndex(hashbrown::HashTable<u32>);
+
+impl StepIndex {
+    fn hash(name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(name)
+    }
+
+    fn with_capacity(n: usize) -> StepIndex {
+        StepIndex(hashbrown::HashTable::with_capacity(n))
+    }
+
+    fn get<'a>(&self, name: &str, names: impl Fn(usize) -> &'a str) -> Option<usize> {
+        self.0
+            .find(Self::hash(name), |&i| names(i as usize) == name)
+            .map(|&i| i as usize)
+    }
+
+    /// Adds step `i`; `false` if the name is taken.
+    fn insert<'a>(&mut self, i: usize, names: impl Fn(usize) -> &'a str) -> bool {
+        let name = names(i);
+        let hash = Self::hash(name);
+        if self.0.find(hash, |&j| names(j as usize) == name).is_some() {
+            return false;
+        }
+        self.0
+            .insert_unique(hash, i as u32, |&j| Self::hash(names(j as usize)));
+        true
+    }
 }
 
 impl PlannedStep {
@@ -229,10 +271,10 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
             reactor: name.to_string(),
         });
     }
-    let mut step_index: FxHashMap<Name, usize> = FxHashMap::default();
-    step_index.reserve(builder.steps.len());
+    let mut step_index = StepIndex::with_capacity(builder.steps.len());
+    let declared = |i: usize| builder.steps[i].name();
     for (i, s) in builder.steps.iter().enumerate() {
-        if step_index.insert(s.name_arc().clone(), i).is_some() {
+        if !step_index.insert(i, declared) {
             return Err(Error::Duplicate {
                 what: "steps",
                 name: s.name().to_string(),
@@ -247,18 +289,19 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
     let return_name = builder.return_step.ok_or_else(|| Error::MissingReturn {
         reactor: name.to_string(),
     })?;
-    let return_step = *step_index
-        .get(&return_name)
-        .ok_or_else(|| Error::UnknownReturn {
-            step: return_name.to_string(),
-        })?;
+    let return_step =
+        step_index
+            .get(&return_name, declared)
+            .ok_or_else(|| Error::UnknownReturn {
+                step: return_name.to_string(),
+            })?;
 
-    let lookup = |n: &str| step_index.get(n).copied();
+    let lookup = |n: &str| step_index.get(n, declared);
     let mut steps = Vec::with_capacity(builder.steps.len());
     let mut names = NameLists::default();
-    for (i, spec) in builder.steps.into_iter().enumerate() {
+    for (i, spec) in builder.steps.iter().enumerate() {
         steps.push(plan_step(
-            spec,
+            spec.clone(),
             i,
             false,
             &input_index,

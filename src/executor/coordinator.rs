@@ -213,10 +213,8 @@ impl Coordinator {
 
     fn index_of(&self, name: &str) -> Option<usize> {
         self.plan
-            .step_index
-            .get(name)
-            .or_else(|| self.dynamic_names.get(name))
-            .copied()
+            .step_named(name)
+            .or_else(|| self.dynamic_names.get(name).copied())
     }
 
     fn restore(

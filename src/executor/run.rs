@@ -420,9 +420,8 @@ async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
             .find(|s| s.name() == record.step)
             .cloned()
             .or_else(|| {
-                plan.step_index
-                    .get(record.step.as_str())
-                    .map(|&i| plan.steps[i].spec.clone())
+                plan.step_named(&record.step)
+                    .map(|i| plan.steps[i].spec.clone())
             });
         let Some(spec) = spec else { continue };
         let step = match spec.resolve() {
