@@ -208,7 +208,7 @@ pub(crate) fn plan_step(
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
-    let arg_names = names.share(def.arguments.iter().map(|a| a.name.clone()));
+    let arg_names = names.share(&def.arguments);
     Ok(PlannedStep {
         plain,
         arg_from,
@@ -227,16 +227,29 @@ pub(crate) fn plan_step(
 
 /// Argument name lists, shared between the steps whose lists are equal.
 #[derive(Default)]
-pub(crate) struct NameLists(rustc_hash::FxHashSet<Arc<[Name]>>);
+pub(crate) struct NameLists {
+    /// The list shared last: steps declared in a row often read alike.
+    last: Option<Arc<[Name]>>,
+    seen: rustc_hash::FxHashSet<Arc<[Name]>>,
+}
 
 impl NameLists {
-    fn share(&mut self, names: impl Iterator<Item = Name>) -> Arc<[Name]> {
-        let list: SmallVec<[Name; 4]> = names.collect();
-        if let Some(shared) = self.0.get(&list[..]) {
-            return shared.clone();
+    fn share(&mut self, args: &[crate::argument::ArgumentSpec]) -> Arc<[Name]> {
+        if let Some(last) = &self.last {
+            if last.len() == args.len() && last.iter().zip(args).all(|(n, a)| *n == a.name) {
+                return last.clone();
+            }
         }
-        let shared: Arc<[Name]> = Arc::from(&list[..]);
-        self.0.insert(shared.clone());
+        let list: SmallVec<[Name; 4]> = args.iter().map(|a| a.name.clone()).collect();
+        let shared = match self.seen.get(&list[..]) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<[Name]> = Arc::from(&list[..]);
+                self.seen.insert(shared.clone());
+                shared
+            }
+        };
+        self.last = Some(shared.clone());
         shared
     }
 }
