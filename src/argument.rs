@@ -231,11 +231,12 @@ impl ArgNames {
         }
     }
 
-    fn names(&self) -> &[Name] {
+    /// The name of argument `k`.
+    fn name(&self, k: usize) -> &Name {
         match self {
-            ArgNames::Planned(plan, i) => &plan.steps[*i as usize].arg_names,
-            ArgNames::Emitted(step) => &step.arg_names,
-            ArgNames::Owned(names) => &names.names,
+            ArgNames::Planned(plan, i) => plan.steps[*i as usize].arg_name(k),
+            ArgNames::Emitted(step) => step.arg_name(k),
+            ArgNames::Owned(names) => &names.names[k],
         }
     }
 }
@@ -296,7 +297,6 @@ impl Arguments {
     }
 
     pub(crate) fn from_parts(names: ArgNames, values: Values) -> Arguments {
-        debug_assert_eq!(names.names().len(), values.as_slice().len());
         Arguments { names, values }
     }
 
@@ -333,11 +333,10 @@ impl Arguments {
 
     /// The argument `name`, untyped.
     pub fn value(&self, name: &str) -> Option<&Value> {
-        self.names
-            .names()
-            .iter()
-            .position(|n| &**n == name)
-            .map(|i| &self.values.as_slice()[i])
+        let values = self.values.as_slice();
+        (0..values.len())
+            .find(|&k| self.names.name(k) == name)
+            .map(|k| &values[k])
     }
 
     /// Whether an argument `name` exists.
@@ -347,11 +346,8 @@ impl Arguments {
 
     /// The arguments in declaration order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.names
-            .names()
-            .iter()
-            .map(|n| &**n)
-            .zip(self.values.as_slice())
+        let values = self.values.as_slice();
+        (0..values.len()).map(move |k| (self.names.name(k).as_str(), &values[k]))
     }
 
     /// The values in declaration order.
@@ -373,12 +369,9 @@ impl Arguments {
     pub fn with(&self, name: impl Into<Name>, value: Value) -> Arguments {
         let name = name.into();
         let mut entries: Vec<(Name, Value)> = self
-            .names
-            .names()
             .iter()
-            .zip(self.values.as_slice())
-            .filter(|(n, _)| **n != name)
-            .map(|(n, v)| (n.clone(), v.clone()))
+            .filter(|(n, _)| *n != &*name)
+            .map(|(n, v)| (Name::from(n), v.clone()))
             .collect();
         entries.push((name, value));
         Arguments::new(self.names.step().into(), entries)

@@ -57,8 +57,9 @@ pub(crate) struct PlannedStep {
     /// with sub-paths and transforms, stay in the spec).
     pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
     /// The argument names, read by every run's [`Arguments`](crate::Arguments)
-    /// (shared by the steps of a plan whose names are the same).
-    pub(crate) arg_names: Arc<[Name]>,
+    /// (shared by the steps of a plan whose names are the same); for a step
+    /// with many arguments, read from its spec instead of copied.
+    arg_names: Option<Arc<[Name]>>,
     /// No argument has a sub-path or transform, and no whole-map transform.
     pub(crate) plain_args: bool,
     pub(crate) run_async: bool,
@@ -118,6 +119,14 @@ impl StepIndex {
 impl PlannedStep {
     pub(crate) fn name(&self) -> &Name {
         self.spec.name_arc()
+    }
+
+    /// The name of argument `k`.
+    pub(crate) fn arg_name(&self, k: usize) -> &Name {
+        match &self.arg_names {
+            Some(names) => &names[k],
+            None => &self.spec.def().arguments[k].name,
+        }
     }
 
     /// The implementation (resolved when planned, so this cannot fail).
@@ -208,7 +217,7 @@ pub(crate) fn plan_step(
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
-    let arg_names = names.share(&def.arguments);
+    let arg_names = (def.arguments.len() <= SHARED_NAMES_MAX).then(|| names.share(&def.arguments));
     Ok(PlannedStep {
         plain,
         arg_from,
@@ -224,6 +233,9 @@ pub(crate) fn plan_step(
         can_undo,
     })
 }
+
+/// Steps with more arguments read their names from their spec.
+const SHARED_NAMES_MAX: usize = 8;
 
 /// Argument name lists, shared between the steps whose lists are equal.
 #[derive(Default)]
