@@ -608,3 +608,101 @@ async fn results_of_many_consumers_are_shared_not_copied() {
     let first = seen[&0];
     assert!(seen.values().all(|p| *p == first));
 }
+
+/// Plain closures (`run_sync`), which the executor runs in chunks.
+fn plain_fan(
+    n: usize,
+    gauge: Arc<Gauge>,
+    runs: Arc<Vec<AtomicUsize>>,
+    spin: std::time::Duration,
+) -> Reactor {
+    let mut b = Reactor::builder("plain_fan");
+    let mut collect = step("collect");
+    for i in 0..n {
+        let gauge = gauge.clone();
+        let runs = runs.clone();
+        let name = format!("p{i}");
+        b.add(step(name.clone()).run_sync(move |_, _| {
+            gauge.enter();
+            runs[i].fetch_add(1, Ordering::SeqCst);
+            // Busy work (not synchronisation): long enough, when asked, to
+            // use up a chunk's time budget.
+            let started = std::time::Instant::now();
+            while started.elapsed() < spin {
+                std::hint::spin_loop();
+            }
+            gauge.exit();
+            Ok(i)
+        }));
+        collect = collect.argument(name.clone(), result(name));
+    }
+    b.add(collect.run_sync(|a, _| {
+        Ok(a.iter()
+            .map(|(_, v)| *v.get::<usize>().unwrap())
+            .collect::<Vec<_>>())
+    }));
+    b.returns("collect").build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_steps_run_in_chunks_within_the_concurrency_limit() {
+    let n = 300;
+    let gauge = Arc::new(Gauge::default());
+    let runs = Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+    let reactor = plain_fan(n, gauge.clone(), runs.clone(), std::time::Duration::ZERO);
+    let out = reactor.run(Inputs::new()).max_concurrency(2).await.unwrap();
+    assert_eq!(
+        *out.get::<Vec<usize>>().unwrap(),
+        (0..n).collect::<Vec<_>>()
+    );
+    assert!(gauge.max() <= 2, "saw {}", gauge.max());
+    assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_out_of_time_hands_back_its_steps_and_each_runs_once() {
+    let n = 64;
+    let gauge = Arc::new(Gauge::default());
+    let runs = Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+    // 100 µs each: a chunk's 200 µs budget runs out after a few steps.
+    let reactor = plain_fan(
+        n,
+        gauge.clone(),
+        runs.clone(),
+        std::time::Duration::from_micros(100),
+    );
+    let out = reactor.run(Inputs::new()).max_concurrency(2).await.unwrap();
+    assert_eq!(
+        *out.get::<Vec<usize>>().unwrap(),
+        (0..n).collect::<Vec<_>>()
+    );
+    assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+    assert!(gauge.max() <= 2, "saw {}", gauge.max());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_steps_on_a_shared_pool_hold_its_slots() {
+    let n = 100;
+    let gauge = Arc::new(Gauge::default());
+    let runs = Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+    let reactor = plain_fan(
+        n,
+        gauge.clone(),
+        runs.clone(),
+        std::time::Duration::from_micros(20),
+    );
+    let pool = reactor::ConcurrencyPool::new(3);
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let r = reactor.clone();
+        let p = pool.clone();
+        handles.push(tokio::spawn(async move {
+            r.run(Inputs::new()).max_concurrency(8).pool(p).await
+        }));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    assert!(gauge.max() <= 3, "saw {}", gauge.max());
+    assert_eq!(pool.available(), 3);
+}
