@@ -1,6 +1,9 @@
 //! The coordinator: the run loop of one run (see the module docs of
 //! [`crate::executor`] for the algorithm).
 
+mod emitted;
+mod finish;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -12,14 +15,14 @@ use tokio::time::Instant;
 use super::runner::{
     self, Attempt, BoxedTask, ChunkTask, Finished, Report, Runner, StepTask, MAX_CHUNK,
 };
-use super::state::{RunState, UndoRecord};
+use super::state::RunState;
 use super::tasks::Tasks;
 use crate::argument::{ArgNames, Arguments, Values};
 use crate::context::{Context, RunScope, StepRef};
 use crate::error::{panic_message, Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::name::Name;
-use crate::planner::{plan_step, ArgFrom, Plan, PlannedStep};
+use crate::planner::{ArgFrom, Plan, PlannedStep};
 use crate::step::{Backoff, StepSpec};
 use crate::value::{Value, ValueMap};
 
@@ -215,99 +218,6 @@ impl Coordinator {
         self.plan
             .step_named(name)
             .or_else(|| self.dynamic_names.get(name).copied())
-    }
-
-    fn restore(
-        &mut self,
-        completed: Vec<String>,
-        mut results: ValueMap,
-        undo_stack: Vec<UndoRecord>,
-        emitted: Vec<StepSpec>,
-        retries: std::collections::BTreeMap<String, u32>,
-    ) -> Result<(), Error> {
-        // Give emitted steps their places, then plan them all.
-        for spec in &emitted {
-            if self.index_of(spec.name()).is_none() {
-                let i = self.push_node();
-                self.dynamic_names.insert(spec.name_arc().clone(), i);
-            }
-        }
-        for spec in emitted {
-            let i = self.index_of(spec.name()).expect("placed above");
-            let planned = self.plan_dynamic(spec, i)?;
-            self.nodes[i].def = Some(Arc::new(planned));
-        }
-        for name in &completed {
-            if let Some(i) = self.index_of(name) {
-                self.nodes[i].status = Status::Done;
-                self.unfinished -= 1;
-                self.completed.push(i);
-            }
-        }
-        for (name, value) in std::mem::take(&mut results) {
-            if let Some(i) = self.index_of(&name) {
-                self.nodes[i].result = Some(value);
-            }
-        }
-        for (name, n) in retries {
-            if let Some(i) = self.index_of(&name) {
-                self.nodes[i].retries = n;
-            }
-        }
-        for rec in undo_stack {
-            if let Some(index) = self.index_of(&rec.step) {
-                self.undo.push(UndoEntry {
-                    index,
-                    value: rec.value,
-                    args: rec.arguments,
-                });
-            }
-        }
-        let plan = self.plan.clone();
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].status == Status::Done {
-                continue;
-            }
-            let def = def_of(&plan, &self.nodes, i);
-            let mut remaining = 0;
-            for &j in &def.deps {
-                if self.nodes[j].status != Status::Done {
-                    remaining += 1;
-                    if i >= plan.steps.len() || self.nodes[i].def.is_some() {
-                        self.extra_dependents.entry(j).or_default().push(i);
-                    }
-                }
-            }
-            let reads = def.reads.clone();
-            drop(def);
-            for j in reads.into_iter().filter(|&j| j != i) {
-                self.nodes[j].readers += 1;
-            }
-            self.nodes[i].remaining = remaining;
-            if remaining == 0 {
-                self.nodes[i].status = Status::Ready;
-                self.ready.push_back(i);
-            }
-        }
-        Ok(())
-    }
-
-    fn push_node(&mut self) -> usize {
-        self.nodes.push(Node::pending());
-        self.unfinished += 1;
-        self.nodes.len() - 1
-    }
-
-    fn plan_dynamic(&self, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
-        let lookup = |n: &str| self.index_of(n);
-        plan_step(
-            spec,
-            index,
-            true,
-            &self.plan.input_index,
-            &lookup,
-            &mut Default::default(),
-        )
     }
 
     // ----- the loop ------------------------------------------------------
@@ -849,229 +759,12 @@ impl Coordinator {
         }
     }
 
-    /// Adds the steps that step `i` emitted; returns whether one of them
-    /// replaces step `i` (a failure to plan them fails step `i`).
-    fn add_emitted_by(&mut self, i: usize, value: &Value, emitted: Vec<StepSpec>) -> bool {
-        let name = def_of(&self.plan, &self.nodes, i).name().clone();
-        let (replacement, others): (Vec<StepSpec>, Vec<StepSpec>) =
-            emitted.into_iter().partition(|s| *s.name() == *name);
-        let attempt = self.nodes[i].retries + 1;
-        if !others.is_empty() {
-            if let Err(e) = self.add_emitted(others) {
-                self.fail(i, Phase::Plan, attempt, e);
-                return false;
-            }
-        }
-        let Some(spec) = replacement.into_iter().last() else {
-            return false;
-        };
-        // The replacement takes this step's place: dependents wait for it
-        // and it can read this value as its own result.
-        self.nodes[i].result = Some(value.clone());
-        self.nodes[i].retries = 0;
-        match self.plan_dynamic(spec, i) {
-            Ok(planned) => {
-                self.nodes[i].def = Some(Arc::new(planned));
-                self.wire_dynamic(i);
-                true
-            }
-            Err(e) => {
-                self.fail(i, Phase::Plan, attempt, StepErrorKind::Plan(Reason::new(e)));
-                false
-            }
-        }
-    }
-
     fn dependency_done(&mut self, d: usize) {
         let node = &mut self.nodes[d];
         node.remaining -= 1;
         if node.remaining == 0 && node.status == Status::Waiting {
             node.status = Status::Ready;
             self.ready.push_back(d);
-        }
-    }
-
-    /// Adds steps emitted under new names.
-    fn add_emitted(&mut self, specs: Vec<StepSpec>) -> Result<(), StepErrorKind> {
-        let mut placed = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            if self.index_of(spec.name()).is_some() {
-                return Err(StepErrorKind::Plan(Reason::new(Error::Duplicate {
-                    what: "steps",
-                    name: spec.name().to_string(),
-                    count: 2,
-                })));
-            }
-            let i = self.push_node();
-            self.dynamic_names.insert(spec.name_arc().clone(), i);
-            placed.push(i);
-        }
-        for (spec, &i) in specs.into_iter().zip(&placed) {
-            let planned = self
-                .plan_dynamic(spec, i)
-                .map_err(|e| StepErrorKind::Plan(Reason::new(e)))?;
-            self.nodes[i].def = Some(Arc::new(planned));
-        }
-        for &i in &placed {
-            self.wire_dynamic(i);
-        }
-        Ok(())
-    }
-
-    /// Counts a dynamic step's unfinished dependencies and registers it as
-    /// a reader of the results it needs.
-    fn wire_dynamic(&mut self, i: usize) {
-        let def = self.nodes[i].def.clone().expect("dynamic steps have a def");
-        let mut remaining = 0;
-        for &j in &def.deps {
-            if self.nodes[j].status != Status::Done {
-                remaining += 1;
-                self.extra_dependents.entry(j).or_default().push(i);
-            }
-        }
-        for &j in &def.reads {
-            if j != i {
-                self.nodes[j].readers += 1;
-            }
-        }
-        let node = &mut self.nodes[i];
-        node.remaining = remaining;
-        if remaining == 0 {
-            node.status = Status::Ready;
-            self.ready.push_back(i);
-        } else {
-            node.status = Status::Waiting;
-        }
-    }
-
-    // ----- the end of a run ----------------------------------------------
-
-    /// Waits for running steps, up to `limit`; steps still running then are
-    /// abandoned and will run again on resume.
-    async fn drain(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.tasks.running() > 0 {
-            match tokio::time::timeout_at(deadline, self.tasks.next()).await {
-                Ok(Some(finished)) => self.on_finished(finished),
-                Ok(None) => break,
-                Err(_) => {
-                    for i in 0..self.nodes.len() {
-                        if self.nodes[i].status == Status::Running {
-                            tracing::warn!(
-                                step = %def_of(&self.plan, &self.nodes, i).name(),
-                                "step still running after the halt timeout; it is abandoned and cannot be undone"
-                            );
-                            self.nodes[i].status = Status::Ready;
-                        }
-                    }
-                    self.tasks.detach_all();
-                }
-            }
-        }
-    }
-
-    async fn finish(mut self) -> Finish {
-        let halt_timeout = self.settings.halt_timeout;
-        self.drain(halt_timeout).await;
-        let scope = self.scope.clone();
-        let duration = self.started.elapsed();
-        if !self.errors.is_empty() {
-            self.unwind().await;
-            let error = RunError {
-                run_id: scope.run_id.to_string(),
-                errors: std::mem::take(&mut self.errors),
-            };
-            scope.events.emit(&scope.run_id, &scope.reactor, None, || {
-                EventKind::RunError {
-                    duration,
-                    error: &error,
-                }
-            });
-            return Finish::Failed(error);
-        }
-        if self.unfinished == 0 && !self.halting {
-            let value = self.nodes[self.plan.return_step]
-                .result
-                .clone()
-                .expect("the return step's result is kept");
-            scope.events.emit(&scope.run_id, &scope.reactor, None, || {
-                EventKind::RunComplete {
-                    duration,
-                    value: &value,
-                }
-            });
-            let state = if self.settings.keep_state {
-                self.into_state()
-            } else {
-                RunState::default()
-            };
-            return Finish::Completed { value, state };
-        }
-        scope
-            .events
-            .emit(&scope.run_id, &scope.reactor, None, || EventKind::RunHalt {
-                duration,
-            });
-        Finish::Halted {
-            state: self.into_state(),
-        }
-    }
-
-    /// Undoes every completed undoable step, newest first.
-    async fn unwind(&mut self) {
-        let plan = self.plan.clone();
-        while let Some(entry) = self.undo.pop() {
-            let def = def_of(&plan, &self.nodes, entry.index);
-            let ctx = Context {
-                run: self.scope.clone(),
-                step: self.step_ref(entry.index, &def),
-                current_try: 0,
-                retries_remaining: None,
-                events: self.scope.events.is_active(),
-            };
-            let step = def.imp();
-            drop(def);
-            let undo = runner::undo(step, entry.value, entry.args, ctx);
-            if let Err(e) = undo.await {
-                self.errors.push(e);
-            }
-        }
-    }
-
-    fn into_state(self) -> RunState {
-        let plan = &self.plan;
-        let name = |i: usize| def_of(plan, &self.nodes, i).name().to_string();
-        let mut results = ValueMap::new();
-        let mut retries = std::collections::BTreeMap::new();
-        let mut emitted = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(v) = &node.result {
-                results.insert(name(i), v.clone());
-            }
-            if node.retries > 0 && node.status != Status::Done {
-                retries.insert(name(i), node.retries);
-            }
-            if let Some(d) = &node.def {
-                emitted.push(d.spec.clone());
-            }
-        }
-        RunState {
-            run_id: self.scope.run_id.to_string(),
-            inputs: self.raw_inputs.clone(),
-            context: self.scope.values.clone(),
-            completed: self.completed.iter().map(|&i| name(i)).collect(),
-            results,
-            undo_stack: self
-                .undo
-                .iter()
-                .map(|e| UndoRecord {
-                    step: name(e.index),
-                    value: e.value.clone(),
-                    arguments: e.args.clone(),
-                })
-                .collect(),
-            emitted,
-            retries,
         }
     }
 }
