@@ -1,0 +1,81 @@
+//! Criterion micro-benchmarks of the engine's own cost per step: a fan-out
+//! of plain closures (async and sync runs) and planning. The standard
+//! workloads, with their baselines and targets, are in `workloads.rs`.
+//!
+//! ```text
+//! cargo bench --bench step_overhead
+//! ```
+
+use std::future::IntoFuture;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use reactor::{input, result, step, Builder, Inputs, Reactor};
+
+fn fanout(n: i64) -> Builder {
+    let mut b = Reactor::builder("fanout");
+    b.input("x");
+    let mut sum = step("sum");
+    for i in 1..=n {
+        let name = format!("s{i}");
+        b.add(
+            step(name.clone())
+                .argument("x", input("x"))
+                .run_sync(move |args, _| Ok(args.get::<i64>("x")? + i)),
+        );
+        sum = sum.argument(name.clone(), result(name));
+    }
+    b.add(sum.run_sync(|args, _| {
+        Ok(args
+            .values()
+            .iter()
+            .map(|v| *v.get::<i64>().unwrap())
+            .sum::<i64>())
+    }));
+    b.returns("sum");
+    b
+}
+
+fn runs(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("fanout_run");
+    for n in [100_i64, 1_000] {
+        let reactor = fanout(n).build().unwrap();
+        group.throughput(Throughput::Elements(n as u64));
+        for run_async in [true, false] {
+            let id = BenchmarkId::new(if run_async { "async" } else { "sync" }, n);
+            group.bench_with_input(id, &reactor, |b, reactor| {
+                b.to_async(&rt).iter(|| {
+                    let reactor = reactor.clone();
+                    async move {
+                        let r = reactor
+                            .run(Inputs::new().with("x", 1_i64))
+                            .run_async(run_async);
+                        tokio::spawn(r.into_future()).await.unwrap().unwrap()
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn planning(c: &mut Criterion) {
+    let mut group = c.benchmark_group("plan");
+    let n = 10_000;
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("fanout_10k", |b| {
+        b.iter_batched(
+            || fanout(n),
+            |mut builder| builder.build().unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, runs, planning);
+criterion_main!(benches);
