@@ -349,7 +349,7 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
 }
 
 fn link_dependents(steps: &mut [PlannedStep]) {
-    let mut counts = vec![0usize; steps.len()];
+    let mut counts = vec![0u32; steps.len()];
     for s in steps.iter() {
         for &d in &s.deps {
             counts[d] += 1;
@@ -357,9 +357,10 @@ fn link_dependents(steps: &mut [PlannedStep]) {
     }
     for (s, &c) in steps.iter_mut().zip(&counts) {
         if c > 2 {
-            s.dependents.reserve_exact(c);
+            s.dependents.reserve_exact(c as usize);
         }
     }
+    drop(counts);
     for i in 0..steps.len() {
         for k in 0..steps[i].deps.len() {
             let d = steps[i].deps[k];
@@ -370,15 +371,17 @@ fn link_dependents(steps: &mut [PlannedStep]) {
 
 /// Kahn's algorithm; on failure, walks the leftover graph to name one cycle.
 fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
-    let mut indegree: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
-    let mut queue: Vec<usize> = (0..steps.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut indegree: Vec<u32> = steps.iter().map(|s| s.deps.len() as u32).collect();
+    let mut queue: Vec<u32> = (0..steps.len() as u32)
+        .filter(|&i| indegree[i as usize] == 0)
+        .collect();
     let mut seen = 0;
     while let Some(i) = queue.pop() {
         seen += 1;
-        for &d in &steps[i].dependents {
+        for &d in &steps[i as usize].dependents {
             indegree[d] -= 1;
             if indegree[d] == 0 {
-                queue.push(d);
+                queue.push(d as u32);
             }
         }
     }
