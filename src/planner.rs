@@ -321,7 +321,21 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
                 step: return_name.to_string(),
             })?;
 
-    let lookup = |n: &str| step_index.get(n, declared);
+    // Reactors often read steps in the order they declared them (a fan-in
+    // over a fan-out): try the step after the last one found before hashing.
+    let next = std::cell::Cell::new(0usize);
+    let lookup = |n: &str| {
+        let guess = next.get();
+        let found = if guess < builder.steps.len() && declared(guess) == n {
+            Some(guess)
+        } else {
+            step_index.get(n, declared)
+        };
+        if let Some(i) = found {
+            next.set(i + 1);
+        }
+        found
+    };
     let mut steps = Vec::with_capacity(builder.steps.len());
     let mut names = NameLists::default();
     for (i, spec) in builder.steps.iter().enumerate() {
