@@ -338,13 +338,7 @@ impl Coordinator {
                     },
                 };
                 drop(def);
-                self.on_report(Report {
-                    index: i,
-                    attempt,
-                    args,
-                    ctx,
-                    _runner: None,
-                });
+                self.on_inline_attempt(i, attempt, args, ctx);
                 return true;
             };
             if let (Some(run), None, false) = (&def.plain, span, cpu_bound) {
@@ -355,13 +349,7 @@ impl Coordinator {
                     let attempt = runner::run_plain(run, &args, &ctx);
                     drop(def);
                     drop(permit);
-                    self.on_report(Report {
-                        index: i,
-                        attempt,
-                        args,
-                        ctx,
-                        _runner: None,
-                    });
+                    self.on_inline_attempt(i, attempt, args, ctx);
                     return true;
                 }
                 let first = (i, run.clone(), args, ctx);
@@ -383,6 +371,17 @@ impl Coordinator {
             self.tasks.spawn(task, cpu_bound);
         }
         false
+    }
+
+    /// Handles an attempt made in the coordinator.
+    fn on_inline_attempt(&mut self, index: usize, attempt: Attempt, args: Arguments, ctx: Context) {
+        self.on_report(Report {
+            index,
+            attempt,
+            args,
+            ctx,
+            _runner: None,
+        });
     }
 
     /// Spawns `first` together with as many following ready plain steps as
