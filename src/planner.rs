@@ -121,6 +121,24 @@ impl PlannedStep {
         self.spec.name_arc()
     }
 
+    /// A stand-in for a step that failed to plan (the plan is discarded).
+    fn placeholder(spec: StepSpec) -> PlannedStep {
+        PlannedStep {
+            plain: None,
+            arg_from: SmallVec::new(),
+            arg_names: None,
+            plain_args: true,
+            run_async: true,
+            cpu_bound: false,
+            max_retries: None,
+            deps: SmallVec::new(),
+            reads: SmallVec::new(),
+            dependents: SmallVec::new(),
+            can_undo: false,
+            spec,
+        }
+    }
+
     /// The name of argument `k`.
     pub(crate) fn arg_name(&self, k: usize) -> &Name {
         match &self.arg_names {
@@ -234,6 +252,17 @@ pub(crate) fn plan_step(
     })
 }
 
+/// From this many steps on, planning uses all cores.
+const PARALLEL_PLAN_MIN: usize = 50_000;
+
+/// What planning one step after another carries along.
+#[derive(Default)]
+struct PlanState {
+    names: NameLists,
+    /// The step after the last one an argument was found to read.
+    next: usize,
+}
+
 /// Steps with more arguments read their names from their spec.
 const SHARED_NAMES_MAX: usize = 8;
 
@@ -321,32 +350,64 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
                 step: return_name.to_string(),
             })?;
 
-    // Reactors often read steps in the order they declared them (a fan-in
-    // over a fan-out): try the step after the last one found before hashing.
-    let next = std::cell::Cell::new(0usize);
-    let lookup = |n: &str| {
-        let guess = next.get();
-        let found = if guess < builder.steps.len() && declared(guess) == n {
-            Some(guess)
-        } else {
-            step_index.get(n, declared)
-        };
-        if let Some(i) = found {
-            next.set(i + 1);
-        }
-        found
-    };
     let mut steps = Vec::with_capacity(builder.steps.len());
-    let mut names = NameLists::default();
-    for (i, spec) in builder.steps.iter().enumerate() {
-        steps.push(plan_step(
+    let plan_one = |state: &mut PlanState, (i, spec): (usize, &StepSpec)| {
+        // Reactors often read steps in the order they declared them (a
+        // fan-in over a fan-out): try the step after the last one found
+        // before hashing.
+        let next = std::cell::Cell::new(state.next);
+        let lookup = |n: &str| {
+            let guess = next.get();
+            let found = if guess < builder.steps.len() && declared(guess) == n {
+                Some(guess)
+            } else {
+                step_index.get(n, declared)
+            };
+            if let Some(i) = found {
+                next.set(i + 1);
+            }
+            found
+        };
+        let planned = plan_step(
             spec.clone(),
             i,
             false,
             &input_index,
             &lookup,
-            &mut names,
-        )?);
+            &mut state.names,
+        );
+        state.next = next.get();
+        planned
+    };
+    if builder.steps.len() < PARALLEL_PLAN_MIN {
+        let mut state = PlanState::default();
+        for item in builder.steps.iter().enumerate() {
+            steps.push(plan_one(&mut state, item)?);
+        }
+    } else {
+        // Large reactors are planned on all cores, straight into `steps`.
+        // A failed step leaves a placeholder; the first failure by index is
+        // reported, as a sequential pass would.
+        use rayon::prelude::*;
+        let failure: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
+        builder
+            .steps
+            .par_iter()
+            .enumerate()
+            .map_init(PlanState::default, |state, item| {
+                let (i, spec) = item;
+                plan_one(state, item).unwrap_or_else(|e| {
+                    let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+                    if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                        *first = Some((i, e));
+                    }
+                    PlannedStep::placeholder(spec.clone())
+                })
+            })
+            .collect_into_vec(&mut steps);
+        if let Some((_, e)) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
     }
     link_dependents(&mut steps);
     check_acyclic(&steps)?;

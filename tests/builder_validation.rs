@@ -170,3 +170,27 @@ fn large_reactors_plan() {
     assert_eq!(reactor.step_count(), n + 1);
     assert_eq!(reactor.return_step(), "sum");
 }
+
+#[test]
+fn large_reactors_report_their_first_planning_error() {
+    // Large enough to be planned on all cores: the error is still the one a
+    // step-by-step pass would meet first.
+    let n = 60_000;
+    let mut b = Reactor::builder("wide");
+    for i in 0..n {
+        let mut s = noop(&format!("s{i}"));
+        if i == 55_000 {
+            s = s.argument("v", result("nowhere_a"));
+        }
+        if i == 58_000 {
+            s = s.argument("v", result("nowhere_b"));
+        }
+        b.add(s);
+    }
+    b.returns("s0");
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownStep { step, dependency } if step == "s55000" && dependency == "nowhere_a"),
+        "{err}"
+    );
+}
