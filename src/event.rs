@@ -100,6 +100,18 @@ pub enum EventKind<'a> {
         /// The value it completed with.
         value: &'a Value,
     },
+    /// A step's guards are about to be evaluated.
+    GuardStart {
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// Every guard let the step run.
+    GuardPass,
+    /// A guard skipped the step.
+    GuardSkip {
+        /// The outcome used instead of running the step.
+        outcome: &'a crate::step::Outcome,
+    },
     /// A step failed for good (after compensation and retries).
     StepFailed {
         /// The final error.
@@ -182,6 +194,9 @@ impl EventKind<'_> {
             EventKind::StepRetry { .. } => "step.run.retry",
             EventKind::StepHalt { .. } => "step.run.halt",
             EventKind::StepFailed { .. } => "step.failed",
+            EventKind::GuardStart { .. } => "step.guard.start",
+            EventKind::GuardPass => "step.guard.pass",
+            EventKind::GuardSkip { .. } => "step.guard.skip",
             EventKind::CompensateStart { .. } => "step.compensate.start",
             EventKind::CompensateContinue { .. } => "step.compensate.continue",
             EventKind::CompensateComplete { .. } => "step.compensate.complete",

@@ -67,7 +67,8 @@ pub use name::Name;
 pub use pool::{ConcurrencyPool, Permit};
 pub use reactor::{Inputs, Reactor};
 pub use step::{
-    step, Backoff, Compensation, IntoOutcome, IntoUndoOutcome, Outcome, Step, StepSpec, UndoOutcome,
+    step, Backoff, Compensation, Guard, IntoOutcome, IntoUndoOutcome, Outcome, Step, StepSpec,
+    UndoOutcome,
 };
 pub use value::{Navigate, PathKey, Value, ValueMap};
 

@@ -226,10 +226,12 @@ pub(crate) fn plan_step(
     sort_dedup(&mut reads);
     let can_undo = imp.can_undo();
     let plain = match &def.implementation {
-        Implementation::Fn(f) if f.compensate().is_none() => match &f.run {
-            Some(RunFn::Sync(run)) => Some(run.clone()),
-            _ => None,
-        },
+        Implementation::Fn(f) if f.compensate().is_none() && def.extras().guards.is_empty() => {
+            match &f.run {
+                Some(RunFn::Sync(run)) => Some(run.clone()),
+                _ => None,
+            }
+        }
         _ => None,
     };
     let plain_args = def.extras().transform_arguments.is_none()

@@ -21,7 +21,7 @@ use crate::error::{panic_message, Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::pool::Permit;
 use crate::step::{
-    Backoff, Compensation, Outcome, Step, StepImp, StepSpec, SyncRunFn, UndoOutcome,
+    Backoff, Compensation, Guard, Outcome, Step, StepImp, StepSpec, SyncRunFn, UndoOutcome,
 };
 use crate::value::Value;
 
@@ -37,6 +37,8 @@ pub(crate) enum Attempt {
     },
     /// Success that halts the reactor.
     Halted(Value),
+    /// A guard skipped the step with this value (never undone).
+    Skipped(Value),
     /// The step wants to run again. The coordinator asks the step for its
     /// backoff; `from_compensation` when compensation asked (and announced
     /// it), so no run-retry event is due.
@@ -218,6 +220,9 @@ pub(crate) fn start_attempt(
         }
         Runner::Step(step) => step,
     };
+    if let Some(attempt) = guard(args, ctx) {
+        return Ok(attempt);
+    }
     if let Some(span) = span {
         let fut = attempt_awaiting(step.clone(), args.clone(), ctx.clone());
         return Err(Box::pin(fut.instrument(span)));
@@ -410,6 +415,9 @@ impl Future for StepTask {
 /// A whole attempt through futures (used inside a span).
 async fn attempt_awaiting(step: StepImp, args: Arguments, ctx: Context) -> Attempt {
     let step = step.get();
+    if let Some(attempt) = guard(&args, &ctx) {
+        return attempt;
+    }
     let started = begin(&args, &ctx);
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(&args, &ctx))) {
         Ok(Some(outcome)) => outcome,
@@ -430,6 +438,42 @@ async fn settle_awaiting(
         Settled::Done(attempt) => attempt,
         Settled::Compensate(reason) => compensate(step, reason, args, ctx).await,
     }
+}
+
+/// Evaluates the step's guards: the attempt, if one skipped the step.
+fn guard(args: &Arguments, ctx: &Context) -> Option<Attempt> {
+    let guards = &ctx.spec().def().extras().guards;
+    if guards.is_empty() {
+        return None;
+    }
+    let attempt = ctx.current_try + 1;
+    emit(ctx, || EventKind::GuardStart { attempt });
+    for g in guards {
+        let decision =
+            std::panic::catch_unwind(AssertUnwindSafe(|| g(args, ctx))).unwrap_or_else(|panic| {
+                Guard::Skip(Outcome::Error(Reason::msg(format!(
+                    "the guard panicked: {}",
+                    panic_message(&*panic)
+                ))))
+            });
+        if let Guard::Skip(outcome) = decision {
+            emit(ctx, || EventKind::GuardSkip { outcome: &outcome });
+            return Some(match outcome {
+                Outcome::Ok(value) | Outcome::OkWithSteps(value, _) | Outcome::Halt(value) => {
+                    Attempt::Skipped(value)
+                }
+                Outcome::Error(reason) => {
+                    Attempt::failed(Phase::Run, StepErrorKind::Failed(reason))
+                }
+                Outcome::Retry(reason) => Attempt::Retry {
+                    reason,
+                    from_compensation: false,
+                },
+            });
+        }
+    }
+    emit(ctx, || EventKind::GuardPass);
+    None
 }
 
 /// Emits the start event; returns the start time when events are timed

@@ -19,7 +19,7 @@ pub use closure::{IntoOutcome, IntoUndoOutcome};
 pub(crate) use closure::{RunFn, SyncRunFn};
 pub(crate) use spec::Implementation;
 pub(crate) use spec::StepImp;
-pub use spec::{step, StepSpec};
+pub use spec::{step, Guard, StepSpec};
 
 use crate::argument::Arguments;
 use crate::context::Context;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::closure::{self, FnStep, IntoOutcome, IntoUndoOutcome};
-use super::{Backoff, Compensation, Step};
+use super::{Backoff, Compensation, Outcome, Step};
 use crate::argument::{ArgumentSpec, Arguments, Source};
 use crate::context::Context;
 use crate::error::{BoxError, Error, Reason};
@@ -65,9 +65,35 @@ pub(crate) struct StepDef {
     pub(crate) extras: Option<Box<StepExtras>>,
 }
 
+/// A guard: decides, before a step runs, whether it runs.
+pub(crate) type GuardFn = Arc<dyn Fn(&Arguments, &Context) -> Guard + Send + Sync>;
+
+/// What a guard decides.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{step, Guard, Outcome};
+///
+/// // A cache in front of an expensive step.
+/// let s = step("heavy")
+///     .guard(|_args, _ctx| Guard::Skip(Outcome::ok("cached")))
+///     .run_sync(|_, _| Ok("computed"));
+/// # let _ = s;
+/// ```
+pub enum Guard {
+    /// Run the step.
+    Continue,
+    /// Do not run the step: use this outcome as if `run` had returned it. An
+    /// `Outcome::Error` fails the step without compensation.
+    Skip(Outcome),
+}
+
 /// The rarely used parts of a step definition.
 #[derive(Clone, Default)]
 pub(crate) struct StepExtras {
+    /// Evaluated in declaration order; the first that does not continue wins.
+    pub(crate) guards: Vec<GuardFn>,
     pub(crate) wait_for: Vec<Name>,
     pub(crate) context: ValueMap,
     pub(crate) transform_arguments: Option<ArgumentsTransformFn>,
@@ -314,6 +340,33 @@ impl StepSpec {
     {
         self.edit().extras_mut().transform_arguments = Some(Arc::new(f));
         self
+    }
+
+    /// Guards the step: `f` runs before the step (after its arguments are
+    /// resolved) and may skip it with a result of its own. Guards run in the
+    /// order they were added; the first that does not continue decides. A
+    /// skipped step is never undone; its dependents run with its result.
+    pub fn guard<F>(mut self, f: F) -> StepSpec
+    where
+        F: Fn(&Arguments, &Context) -> Guard + Send + Sync + 'static,
+    {
+        self.edit().extras_mut().guards.push(Arc::new(f));
+        self
+    }
+
+    /// Runs the step only if `predicate` holds; otherwise the step is
+    /// skipped with the unit value `()` as its result (the original's `where`).
+    pub fn run_if<F>(self, predicate: F) -> StepSpec
+    where
+        F: Fn(&Arguments, &Context) -> bool + Send + Sync + 'static,
+    {
+        self.guard(move |args, ctx| {
+            if predicate(args, ctx) {
+                Guard::Continue
+            } else {
+                Guard::Skip(Outcome::Ok(Value::unit()))
+            }
+        })
     }
 
     /// Describes the step.

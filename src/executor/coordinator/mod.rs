@@ -627,10 +627,13 @@ impl Coordinator {
     fn on_report(&mut self, report: Report) {
         let i = report.index;
         match report.attempt {
-            Attempt::Completed { value, emitted } => self.complete(i, value, emitted, report.args),
+            Attempt::Completed { value, emitted } => {
+                self.complete(i, value, emitted, report.args, true)
+            }
+            Attempt::Skipped(value) => self.complete(i, value, Vec::new(), report.args, false),
             Attempt::Halted(value) => {
                 self.nodes[i].keep = true;
-                self.complete(i, value, Vec::new(), report.args);
+                self.complete(i, value, Vec::new(), report.args, true);
                 self.halting = true;
             }
             Attempt::Retry {
@@ -712,10 +715,19 @@ impl Coordinator {
         self.errors.push(error);
     }
 
-    fn complete(&mut self, i: usize, value: Value, emitted: Vec<StepSpec>, args: Arguments) {
+    /// Records a finished step; `ran` is false for a step a guard skipped
+    /// (it is not undone).
+    fn complete(
+        &mut self,
+        i: usize,
+        value: Value,
+        emitted: Vec<StepSpec>,
+        args: Arguments,
+        ran: bool,
+    ) {
         let plan = self.plan.clone();
         let def = def_of(&plan, &self.nodes, i);
-        if def.can_undo {
+        if ran && def.can_undo {
             self.undo.push(UndoEntry {
                 index: i,
                 value: value.clone(),
