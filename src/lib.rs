@@ -49,6 +49,7 @@ mod context;
 mod error;
 mod event;
 pub mod executor;
+pub mod kinds;
 mod name;
 mod planner;
 mod pool;

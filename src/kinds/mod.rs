@@ -1,0 +1,146 @@
+//! Ready-made step kinds: `template`, `collect`, `debug` and `flunk`.
+//!
+//! Each returns a [`StepSpec`] to add arguments to, like [`step`](crate::step).
+//!
+//! ```
+//! use reactor::kinds::{collect, template};
+//! use reactor::{input, result, Inputs, Reactor};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+//! let reactor = Reactor::builder("report")
+//!     .input("processed")
+//!     .add(collect("counts").argument("processed", input("processed")))
+//!     .add(template("done", "Processing complete: {{ processed }} records")
+//!         .argument("processed", input("processed"))
+//!         .wait_for("counts"))
+//!     .returns("done")
+//!     .build()?;
+//! let out = reactor.run(Inputs::new().with("processed", 42_u64)).await?;
+//! assert_eq!(out.get::<String>()?, "Processing complete: 42 records");
+//! # Ok(()) }
+//! ```
+
+mod template;
+
+use crate::argument::Arguments;
+use crate::name::Name;
+use crate::step::{step, StepSpec};
+use crate::value::{Value, ValueMap};
+
+pub use template::{Template, TemplateError};
+
+/// A step rendering `text`, whose `{{ name }}` placeholders are replaced
+/// by the step's arguments (strings as they are, numbers and booleans as
+/// printed, anything else as its debug form). Whitespace around the
+/// placeholders is kept. A placeholder naming no argument fails the step,
+/// naming the placeholder.
+pub fn template(name: impl Into<Name>, text: &str) -> StepSpec {
+    let template = Template::parse(text);
+    step(name)
+        .max_retries(1)
+        .run_sync(move |args, _| template.render(args).map_err(Into::into))
+}
+
+/// A step returning its arguments as a [`ValueMap`] (transform it with
+/// [`StepSpec::transform_arguments`] first to reshape it).
+pub fn collect(name: impl Into<Name>) -> StepSpec {
+    step(name).max_retries(1).run_sync(|args, _| {
+        let map: ValueMap = args
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
+        Ok(map)
+    })
+}
+
+/// A step logging its arguments and context through `tracing` at `level`,
+/// returning the unit value.
+pub fn debug(name: impl Into<Name>, level: tracing::Level) -> StepSpec {
+    step(name).max_retries(0).run_sync(move |args, ctx| {
+        let step = ctx.step_name();
+        let report = format!(
+            "# Debug information for step `{step}`.\n## Arguments\n{args:?}\n## Context\n{ctx:?}"
+        );
+        match level {
+            tracing::Level::ERROR => tracing::error!(step, "{report}"),
+            tracing::Level::WARN => tracing::warn!(step, "{report}"),
+            tracing::Level::INFO => tracing::info!(step, "{report}"),
+            tracing::Level::DEBUG => tracing::debug!(step, "{report}"),
+            tracing::Level::TRACE => tracing::trace!(step, "{report}"),
+        }
+        Ok(())
+    })
+}
+
+/// A step that always fails with [`ForcedFailure`]: `message` may hold
+/// `{{ name }}` placeholders filled from the step's arguments, which are
+/// also kept in the error.
+pub fn flunk(name: impl Into<Name>, message: &str) -> StepSpec {
+    let template = Template::parse(message);
+    step(name)
+        .max_retries(0)
+        .run_sync(move |args, ctx| -> Result<(), crate::BoxError> {
+            let message = template.render(args)?;
+            Err(Box::new(ForcedFailure {
+                step: ctx.step_name().to_string(),
+                message,
+                arguments: arguments_debug(args),
+            }))
+        })
+}
+
+fn arguments_debug(args: &Arguments) -> Vec<(String, String)> {
+    args.iter()
+        .map(|(n, v)| (n.to_string(), format!("{v:?}")))
+        .collect()
+}
+
+/// The failure of a [`flunk`] step.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ForcedFailure {
+    /// The flunk step.
+    pub step: String,
+    /// The rendered message.
+    pub message: String,
+    /// The step's arguments, as printed.
+    pub arguments: Vec<(String, String)>,
+}
+
+/// Renders a value for a template: strings as they are, numbers and
+/// booleans as printed, JSON as JSON, anything else in its debug form.
+pub(crate) fn render(value: &Value) -> String {
+    macro_rules! display {
+        ($($t:ty),*) => {$(
+            if let Some(v) = value.downcast_ref::<$t>() { return v.to_string(); }
+        )*};
+    }
+    display!(
+        String,
+        &'static str,
+        Name,
+        char,
+        bool,
+        i8,
+        i16,
+        i32,
+        i64,
+        i128,
+        isize,
+        u8,
+        u16,
+        u32,
+        u64,
+        u128,
+        usize,
+        f32,
+        f64
+    );
+    if let Some(json) = value.downcast_ref::<serde_json::Value>() {
+        return match json {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+    }
+    format!("{value:?}")
+}
