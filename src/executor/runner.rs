@@ -34,6 +34,8 @@ pub(crate) enum Attempt {
     Completed {
         value: Value,
         emitted: Vec<StepSpec>,
+        /// What to keep on the undo stack instead of the value.
+        undo: Option<Value>,
     },
     /// Success that halts the reactor.
     Halted(Value),
@@ -459,9 +461,10 @@ fn guard(args: &Arguments, ctx: &Context) -> Option<Attempt> {
         if let Guard::Skip(outcome) = decision {
             emit(ctx, || EventKind::GuardSkip { outcome: &outcome });
             return Some(match outcome {
-                Outcome::Ok(value) | Outcome::OkWithSteps(value, _) | Outcome::Halt(value) => {
-                    Attempt::Skipped(value)
-                }
+                Outcome::Ok(value)
+                | Outcome::OkWithSteps(value, _)
+                | Outcome::OkWithUndo { value, .. }
+                | Outcome::Halt(value) => Attempt::Skipped(value),
                 Outcome::Error(reason) => {
                     Attempt::failed(Phase::Run, StepErrorKind::Failed(reason))
                 }
@@ -515,6 +518,7 @@ fn settle(
             Attempt::Completed {
                 value,
                 emitted: Vec::new(),
+                undo: None,
             }
         }
         Outcome::OkWithSteps(value, emitted) => {
@@ -523,7 +527,23 @@ fn settle(
                 duration: since(started),
                 value: &value,
             });
-            Attempt::Completed { value, emitted }
+            Attempt::Completed {
+                value,
+                emitted,
+                undo: None,
+            }
+        }
+        Outcome::OkWithUndo { value, undo } => {
+            emit(ctx, || EventKind::StepComplete {
+                attempt,
+                duration: since(started),
+                value: &value,
+            });
+            Attempt::Completed {
+                value,
+                emitted: Vec::new(),
+                undo: Some(undo),
+            }
         }
         Outcome::Halt(value) => {
             emit(ctx, || EventKind::StepHalt {
@@ -574,6 +594,7 @@ async fn compensate(step: &dyn Step, reason: Reason, args: Arguments, ctx: Conte
             Attempt::Completed {
                 value,
                 emitted: Vec::new(),
+                undo: None,
             }
         }
         Compensation::Fail => {

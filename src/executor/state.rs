@@ -15,7 +15,8 @@ use crate::value::{Value, ValueMap};
 pub struct UndoRecord {
     /// The step's name.
     pub step: String,
-    /// The value it completed with.
+    /// The value it completed with (or what its step kept for undo, see
+    /// [`Outcome::OkWithUndo`](crate::Outcome::OkWithUndo)).
     pub value: Value,
     /// The arguments it ran with.
     pub arguments: Arguments,

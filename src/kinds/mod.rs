@@ -1,4 +1,5 @@
-//! Ready-made step kinds: `template`, `collect`, `debug` and `flunk`.
+//! Ready-made step kinds: `compose`, `template`, `collect`, `debug` and
+//! `flunk`.
 //!
 //! Each returns a [`StepSpec`] to add arguments to, like [`step`](crate::step).
 //!
@@ -20,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod compose;
 mod template;
 
 use crate::argument::Arguments;
@@ -27,6 +29,7 @@ use crate::name::Name;
 use crate::step::{step, StepSpec};
 use crate::value::{Value, ValueMap};
 
+pub use compose::{compose, Compose, ComposeError};
 pub use template::{Template, TemplateError};
 
 /// A step rendering `text`, whose `{{ name }}` placeholders are replaced

@@ -34,6 +34,15 @@ pub enum Outcome {
     /// name as the current step replaces it: its dependents wait for the
     /// replacement, which can read the current value as `result(own name)`.
     OkWithSteps(Value, Vec<StepSpec>),
+    /// Success with a value, keeping `undo` (instead of the value) on the
+    /// undo stack: [`Step::undo`] receives it. For steps whose undo needs
+    /// more than their result, such as a composed reactor's whole run.
+    OkWithUndo {
+        /// The step's result.
+        value: Value,
+        /// What `undo` will receive.
+        undo: Value,
+    },
     /// Failure; `compensate` is consulted if the step can compensate.
     Error(Reason),
     /// Run the step again (counts towards `max_retries`), with an optional reason.
@@ -63,6 +72,7 @@ impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Ok(v) => f.debug_tuple("Ok").field(v).finish(),
+            Outcome::OkWithUndo { value, .. } => f.debug_tuple("OkWithUndo").field(value).finish(),
             Outcome::OkWithSteps(v, s) => f
                 .debug_tuple("OkWithSteps")
                 .field(v)

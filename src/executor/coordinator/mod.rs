@@ -627,13 +627,15 @@ impl Coordinator {
     fn on_report(&mut self, report: Report) {
         let i = report.index;
         match report.attempt {
-            Attempt::Completed { value, emitted } => {
-                self.complete(i, value, emitted, report.args, true)
-            }
-            Attempt::Skipped(value) => self.complete(i, value, Vec::new(), report.args, false),
+            Attempt::Completed {
+                value,
+                emitted,
+                undo,
+            } => self.complete(i, value, emitted, report.args, Some(undo)),
+            Attempt::Skipped(value) => self.complete(i, value, Vec::new(), report.args, None),
             Attempt::Halted(value) => {
                 self.nodes[i].keep = true;
-                self.complete(i, value, Vec::new(), report.args, true);
+                self.complete(i, value, Vec::new(), report.args, Some(None));
                 self.halting = true;
             }
             Attempt::Retry {
@@ -715,22 +717,23 @@ impl Coordinator {
         self.errors.push(error);
     }
 
-    /// Records a finished step; `ran` is false for a step a guard skipped
-    /// (it is not undone).
+    /// Records a finished step. `undo` is `None` for a step a guard skipped
+    /// (it is not undone), else what the step keeps for its undo, if not
+    /// its value.
     fn complete(
         &mut self,
         i: usize,
         value: Value,
         emitted: Vec<StepSpec>,
         args: Arguments,
-        ran: bool,
+        undo: Option<Option<Value>>,
     ) {
         let plan = self.plan.clone();
         let def = def_of(&plan, &self.nodes, i);
-        if ran && def.can_undo {
+        if let (true, Some(token)) = (def.can_undo, undo) {
             self.undo.push(UndoEntry {
                 index: i,
-                value: value.clone(),
+                value: token.unwrap_or_else(|| value.clone()),
                 args,
             });
         }

@@ -1,0 +1,184 @@
+//! `compose`: another reactor run as one step.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::argument::Arguments;
+use crate::context::Context;
+use crate::error::Reason;
+use crate::executor::{CompletedRun, RunOutcome};
+use crate::name::Name;
+use crate::reactor::{Inputs, Reactor};
+use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
+use crate::value::Value;
+
+/// A step running another reactor, as [`compose`] makes it; use it with
+/// [`StepSpec::implementation`] to set its options.
+///
+/// The step's arguments become the inner reactor's inputs, by name: they
+/// must match its inputs exactly. The inner run shares the outer run's
+/// concurrency pool (a nested run on an exhausted pool runs its steps in
+/// its own coordinator rather than wait), sees the outer run's context,
+/// and is asynchronous only if the outer run is and `allow_async` (the
+/// default) is set. With `support_undo` (the default) a later failure of
+/// the outer run undoes the inner run's completed steps too.
+#[derive(Clone)]
+pub struct Compose {
+    reactor: Reactor,
+    allow_async: bool,
+    support_undo: bool,
+}
+
+/// Makes a step that runs `reactor` (see [`Compose`]).
+///
+/// # Examples
+///
+/// ```
+/// use reactor::kinds::compose;
+/// use reactor::{input, step, Inputs, Reactor};
+///
+/// # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+/// let inner = Reactor::builder("greet")
+///     .input("name")
+///     .add(step("hello").argument("name", input("name")).run_sync(|a, _| {
+///         Ok(format!("Hello, {}!", a.get::<String>("name")?))
+///     }))
+///     .returns("hello")
+///     .build()?;
+/// let outer = Reactor::builder("outer")
+///     .input("name")
+///     .add(compose("greeting", inner).argument("name", input("name")))
+///     .returns("greeting")
+///     .build()?;
+/// let out = outer.run(Inputs::new().with("name", "World".to_string())).await?;
+/// assert_eq!(out.get::<String>()?, "Hello, World!");
+/// # Ok(()) }
+/// ```
+pub fn compose(name: impl Into<Name>, reactor: Reactor) -> StepSpec {
+    step(name)
+        .max_retries(0)
+        .implementation(Compose::new(reactor))
+}
+
+impl Compose {
+    /// Runs `reactor`, asynchronously if allowed, with undo support.
+    pub fn new(reactor: Reactor) -> Compose {
+        Compose {
+            reactor,
+            allow_async: true,
+            support_undo: true,
+        }
+    }
+
+    /// Whether the inner run may be asynchronous (when the outer one is).
+    pub fn allow_async(mut self, allow: bool) -> Compose {
+        self.allow_async = allow;
+        self
+    }
+
+    /// Whether a failure of the outer run undoes the inner run.
+    pub fn support_undo(mut self, support: bool) -> Compose {
+        self.support_undo = support;
+        self
+    }
+
+    fn inputs(&self, args: &Arguments) -> Result<Inputs, ComposeError> {
+        let wanted: BTreeSet<&str> = self.reactor.input_names().collect();
+        let given: BTreeSet<&str> = args.iter().map(|(n, _)| n).collect();
+        let missing: Vec<String> = wanted.difference(&given).map(|s| s.to_string()).collect();
+        let extra: Vec<String> = given.difference(&wanted).map(|s| s.to_string()).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            return Err(ComposeError::Arguments {
+                step: args.step().to_string(),
+                reactor: self.reactor.name().to_string(),
+                missing,
+                extra,
+            });
+        }
+        let mut inputs = Inputs::new();
+        for (name, value) in args.iter() {
+            inputs.insert(name, value.clone());
+        }
+        Ok(inputs)
+    }
+}
+
+/// Why a composed reactor could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComposeError {
+    /// The step's arguments do not match the inner reactor's inputs.
+    #[error("step `{step}` composes `{reactor}`: missing arguments {missing:?}, extra arguments {extra:?}")]
+    Arguments {
+        /// The compose step.
+        step: String,
+        /// The inner reactor.
+        reactor: String,
+        /// Inputs of the inner reactor with no argument.
+        missing: Vec<String>,
+        /// Arguments that are no input of the inner reactor.
+        extra: Vec<String>,
+    },
+    /// The inner reactor halted (resuming it through the outer run is not
+    /// supported: run it directly to halt and resume it).
+    #[error("the composed reactor `{reactor}` halted")]
+    Halted {
+        /// The inner reactor.
+        reactor: String,
+    },
+}
+
+/// The inner run kept for undo.
+struct ComposedRun(Mutex<Option<CompletedRun>>);
+
+#[async_trait]
+impl Step for Compose {
+    async fn run(&self, args: Arguments, ctx: Context) -> Outcome {
+        let inputs = match self.inputs(&args) {
+            Ok(inputs) => inputs,
+            Err(e) => return Outcome::Error(Reason::new(e)),
+        };
+        let mut request = self
+            .reactor
+            .run(inputs)
+            .pool(ctx.pool().clone())
+            .run_async(ctx.is_async() && self.allow_async);
+        for (key, value) in &ctx.run.values {
+            request = request.context(key.clone(), value.clone());
+        }
+        if self.support_undo {
+            request = request.fully_reversible();
+        }
+        match request.outcome().await {
+            Ok(RunOutcome::Completed(done)) if self.support_undo => Outcome::OkWithUndo {
+                value: done.value().clone(),
+                undo: Value::new(ComposedRun(Mutex::new(Some(done)))),
+            },
+            Ok(RunOutcome::Completed(done)) => Outcome::Ok(done.into_value()),
+            Ok(RunOutcome::Halted(_)) => Outcome::Error(Reason::new(ComposeError::Halted {
+                reactor: self.reactor.name().to_string(),
+            })),
+            Err(e) => Outcome::Error(Reason::new(e)),
+        }
+    }
+
+    fn can_undo(&self) -> bool {
+        self.support_undo
+    }
+
+    async fn undo(&self, value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
+        let run = value
+            .downcast_ref::<ComposedRun>()
+            .and_then(|r| r.0.lock().unwrap_or_else(|p| p.into_inner()).take());
+        match run {
+            Some(run) => match run.undo().await {
+                Ok(()) => UndoOutcome::Done,
+                Err(e) => UndoOutcome::Error(Reason::new(e)),
+            },
+            // Already undone (or never kept): nothing to do.
+            None => UndoOutcome::Done,
+        }
+    }
+}
