@@ -1,0 +1,163 @@
+//! `switch`: branches chosen by predicates on a value.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::argument::{result, Origin, Source};
+use crate::name::Name;
+use crate::step::{step, Outcome, StepSpec};
+use crate::value::Value;
+
+type Predicate = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+struct Branch {
+    matches: Option<Predicate>,
+    steps: Vec<StepSpec>,
+    returns: Option<Name>,
+}
+
+/// A switch under construction; [`Switch::into_step`] makes the step.
+///
+/// The switch evaluates `on`, tries each branch's predicate in order, and
+/// adds the first matching branch's steps (or the default branch's, if
+/// none matches) to the running reactor. The switch's result is the
+/// result of the branch's `returns` step, or the unit value; either way
+/// its dependents wait until the chosen branch's steps are done. Branch
+/// steps may read the reactor's inputs and any step outside the switch:
+/// the switch keeps those results for them.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::kinds::switch;
+/// use reactor::{input, step, Inputs, Reactor};
+///
+/// # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+/// let reactor = Reactor::builder("sign")
+///     .input("n")
+///     .add(
+///         switch("sign", input("n"))
+///             .branch(
+///                 |v| *v.get::<i64>().unwrap() < 0,
+///                 [step("negative").run_sync(|_, _| Ok("negative"))],
+///                 Some("negative"),
+///             )
+///             .default([step("positive").run_sync(|_, _| Ok("positive"))], Some("positive"))
+///             .into_step(),
+///     )
+///     .returns("sign")
+///     .build()?;
+/// let out = reactor.run(Inputs::new().with("n", -3_i64)).await?;
+/// assert_eq!(*out.get::<&str>()?, "negative");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Switch {
+    name: Name,
+    on: Source,
+    branches: Vec<Branch>,
+    default: Option<Branch>,
+}
+
+/// Starts a switch named `name` on the value of `on`.
+pub fn switch(name: impl Into<Name>, on: Source) -> Switch {
+    Switch {
+        name: name.into(),
+        on,
+        branches: Vec::new(),
+        default: None,
+    }
+}
+
+impl Switch {
+    /// Adds a branch taken when `matches` holds for the value; `returns`
+    /// names the branch step whose result becomes the switch's.
+    pub fn branch<F>(
+        mut self,
+        matches: F,
+        steps: impl IntoIterator<Item = StepSpec>,
+        returns: Option<&str>,
+    ) -> Switch
+    where
+        F: Fn(&Value) -> bool + Send + Sync + 'static,
+    {
+        self.branches.push(Branch {
+            matches: Some(Arc::new(matches)),
+            steps: steps.into_iter().collect(),
+            returns: returns.map(Name::from),
+        });
+        self
+    }
+
+    /// Sets the branch taken when no other matches.
+    pub fn default(
+        mut self,
+        steps: impl IntoIterator<Item = StepSpec>,
+        returns: Option<&str>,
+    ) -> Switch {
+        self.default = Some(Branch {
+            matches: None,
+            steps: steps.into_iter().collect(),
+            returns: returns.map(Name::from),
+        });
+        self
+    }
+
+    /// The switch as a step.
+    pub fn into_step(self) -> StepSpec {
+        let name = self.name.clone();
+        // Results the branches read from outside the switch: the switch
+        // reads them too, so they are kept until its branch has started.
+        let inner: BTreeSet<Name> = self
+            .branches
+            .iter()
+            .chain(&self.default)
+            .flat_map(|b| b.steps.iter().map(|s| s.name_arc().clone()))
+            .collect();
+        let outer: BTreeSet<Name> = self
+            .branches
+            .iter()
+            .chain(&self.default)
+            .flat_map(|b| b.steps.iter())
+            .flat_map(|s| s.def().arguments.iter())
+            .filter_map(|a| match &a.source.origin {
+                Origin::Result(n) if !inner.contains(n) && *n != name => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut spec = step(name.clone())
+            .max_retries(0)
+            .argument("on", self.on.clone());
+        for dep in outer {
+            spec = spec.argument(format!("__nested__{dep}"), result(dep));
+        }
+        let branches = self.branches;
+        let default = self.default;
+        spec.run_sync(move |args, _| {
+            let on = args.value("on").expect("the switch reads `on`");
+            let chosen = branches
+                .iter()
+                .find(|b| b.matches.as_ref().is_some_and(|m| m(on)))
+                .or(default.as_ref());
+            let Some(branch) = chosen else {
+                return Ok(Outcome::Ok(Value::unit()));
+            };
+            let mut emitted = branch.steps.clone();
+            // The switch's replacement waits for the branch and carries its
+            // result, so the switch's dependents see the branch's outcome.
+            let mut done = step(name.clone()).max_retries(0);
+            for s in &branch.steps {
+                done = done.wait_for(s.name_arc().clone());
+            }
+            let done = match &branch.returns {
+                Some(r) => done
+                    .argument("value", result(r.clone()))
+                    .run_sync(|a, _| Ok(a.value("value").expect("read above").clone())),
+                None => done.run_sync(|_, _| Ok(Value::unit())),
+            };
+            emitted.push(done);
+            Ok(Outcome::OkWithSteps(Value::unit(), emitted))
+        })
+    }
+}
