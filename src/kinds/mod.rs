@@ -1,5 +1,5 @@
-//! Ready-made step kinds: `compose`, `switch`, `template`, `collect`,
-//! `debug` and `flunk`.
+//! Ready-made step kinds: `compose`, `switch`, `recurse`, `template`,
+//! `collect`, `debug` and `flunk`.
 //!
 //! Each returns a [`StepSpec`] to add arguments to, like [`step`](crate::step).
 //!
@@ -22,6 +22,7 @@
 //! ```
 
 mod compose;
+mod recurse;
 mod switch;
 mod template;
 
@@ -31,6 +32,7 @@ use crate::step::{step, StepSpec};
 use crate::value::{Value, ValueMap};
 
 pub use compose::{compose, Compose, ComposeError};
+pub use recurse::{recurse, Recurse, RecurseError};
 pub use switch::{switch, Switch};
 pub use template::{Template, TemplateError};
 
