@@ -1,5 +1,5 @@
-//! Ready-made step kinds: `compose`, `switch`, `recurse`, `template`,
-//! `collect`, `debug` and `flunk`.
+//! Ready-made step kinds: `compose`, `switch`, `group`, `around`,
+//! `recurse`, `template`, `collect`, `debug` and `flunk`.
 //!
 //! Each returns a [`StepSpec`] to add arguments to, like [`step`](crate::step).
 //!
@@ -22,6 +22,7 @@
 //! ```
 
 mod compose;
+mod group;
 mod recurse;
 mod switch;
 mod template;
@@ -32,6 +33,7 @@ use crate::step::{step, StepSpec};
 use crate::value::{Value, ValueMap};
 
 pub use compose::{compose, Compose, ComposeError};
+pub use group::{around, around_async, group, EmptyNesting, Group, Nested};
 pub use recurse::{recurse, Recurse, RecurseError};
 pub use switch::{switch, Switch};
 pub use template::{Template, TemplateError};
