@@ -1,4 +1,4 @@
-//! Ready-made step kinds: `compose`, `switch`, `group`, `around`,
+//! Ready-made step kinds: `map`, `compose`, `switch`, `group`, `around`,
 //! `recurse`, `template`, `collect`, `debug` and `flunk`.
 //!
 //! Each returns a [`StepSpec`] to add arguments to, like [`step`](crate::step).
@@ -23,6 +23,7 @@
 
 mod compose;
 mod group;
+mod map;
 mod recurse;
 mod switch;
 mod template;
@@ -34,6 +35,7 @@ use crate::value::{Value, ValueMap};
 
 pub use compose::{compose, Compose, ComposeError};
 pub use group::{around, around_async, group, EmptyNesting, Group, Nested};
+pub use map::{element, map, Map, MapError, MapSource};
 pub use recurse::{recurse, Recurse, RecurseError};
 pub use switch::{switch, Switch};
 pub use template::{Template, TemplateError};
