@@ -74,7 +74,7 @@ async fn an_empty_source_gives_an_empty_list() {
 async fn streams_and_iterators_are_pulled_lazily() {
     let pulled = Arc::new(AtomicU64::new(0));
     let p = pulled.clone();
-    let source = MapSource::from_iter((0..10_000_i64).inspect(move |_| {
+    let source = MapSource::from_iterator((0..10_000_i64).inspect(move |_| {
         p.fetch_add(1, Ordering::SeqCst);
     }));
     let r = doubler(100, true, true, false);

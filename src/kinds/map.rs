@@ -35,7 +35,7 @@ fn element_input(map: &str) -> String {
 /// ```
 /// use reactor::kinds::MapSource;
 ///
-/// let numbers = MapSource::from_iter((0..1_000_000_u64).map(|n| n * 2));
+/// let numbers = MapSource::from_iterator((0..1_000_000_u64).map(|n| n * 2));
 /// let lines = MapSource::from_stream(futures::stream::iter(vec!["a".to_string(), "b".to_string()]));
 /// # let _ = (numbers, lines);
 /// ```
@@ -43,7 +43,7 @@ pub struct MapSource(Mutex<Option<BoxStream<'static, Value>>>);
 
 impl MapSource {
     /// Elements from an iterator.
-    pub fn from_iter<I>(iter: I) -> MapSource
+    pub fn from_iterator<I>(iter: I) -> MapSource
     where
         I: IntoIterator + Send + 'static,
         I::IntoIter: Send + 'static,
