@@ -831,6 +831,258 @@ fn w3(bench: &mut Bench) {
     );
 }
 
+// ----- W4: map -------------------------------------------------------------
+
+const W4_N: i64 = 100_000;
+const W4_MEMORY_N: i64 = 1_000_000;
+
+fn w4_reactor(batch: usize, strict: bool) -> Reactor {
+    Reactor::builder("w4_map")
+        .input("numbers")
+        .add(
+            reactor::kinds::map("double", input("numbers"))
+                .steps([step("x2")
+                    .argument("n", reactor::kinds::element("double"))
+                    .run_sync(|a, _| Ok(a.get::<i64>("n")? * 2))])
+                .batch_size(batch)
+                .strict_ordering(strict)
+                .allow_async(true)
+                .into_step()
+                .expect("W4 map"),
+        )
+        .returns("double")
+        .build()
+        .expect("W4 plans")
+}
+
+/// The W4 baseline: a task per element, at most `limit` in flight, outputs
+/// in order.
+async fn w4_baseline(input: Arc<Vec<i64>>, limit: usize) -> Vec<i64> {
+    tokio::spawn(async move {
+        let mut out: Vec<Option<Val>> = vec![None; input.len()];
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        let mut done = 0;
+        while done < input.len() {
+            while tasks.len() < limit && next < input.len() {
+                let (i, n) = (next, input[next]);
+                tasks.spawn(async move { (i, val(n * 2)) });
+                next += 1;
+            }
+            let (i, v) = tasks.join_next().await.expect("running").expect("no panic");
+            out[i] = Some(v);
+            done += 1;
+        }
+        out.into_iter()
+            .map(|v| *get::<i64>(&v.expect("done")))
+            .collect()
+    })
+    .await
+    .expect("W4 baseline")
+}
+
+fn w4_values(v: &Value) -> Vec<i64> {
+    v.get::<Vec<Value>>()
+        .expect("W4 output list")
+        .iter()
+        .map(|x| *x.get::<i64>().expect("W4 output"))
+        .collect()
+}
+
+/// Peak RSS since the last reset, in MiB (Linux; 0 elsewhere).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn w4(bench: &mut Bench) {
+    let input: Arc<Vec<i64>> = Arc::new((0..W4_N).collect());
+    let expected: Arc<Vec<i64>> = Arc::new(input.iter().map(|n| n * 2).collect());
+    let mut variants = Vec::new();
+    for batch in [10_usize, 100, 1_000] {
+        for strict in [true, false] {
+            let reactor = w4_reactor(batch, strict);
+            let (input, expected) = (input.clone(), expected.clone());
+            let name: &'static str = Box::leak(
+                format!(
+                    "ours batch {batch}, {}",
+                    if strict { "strict" } else { "unordered" }
+                )
+                .into_boxed_str(),
+            );
+            variants.push(variant(name, move || {
+                let r = reactor.clone();
+                let input = input.clone();
+                let expected = expected.clone();
+                timed(
+                    async move { r.run(Inputs::new().with("numbers", (*input).clone())).await },
+                    move |out| {
+                        let mut got = w4_values(&out.expect("W4 run"));
+                        if !strict {
+                            got.sort_unstable();
+                        }
+                        check_eq("W4 ours", got, &*expected)
+                    },
+                )
+            }));
+        }
+    }
+    {
+        let (input, expected) = (input.clone(), expected.clone());
+        variants.push(variant("baseline (1,000 in flight)", move || {
+            let input = input.clone();
+            let expected = expected.clone();
+            timed(w4_baseline(input, 1_000), move |got| {
+                check_eq("W4 baseline", got, &*expected)
+            })
+        }));
+    }
+    let s = bench.measure(&variants);
+    bench.print_table(
+        "W4 map: N = 100,000 integers doubled",
+        W4_N as usize,
+        &variants,
+        &s,
+    );
+    println!(
+        "  {:<26} 11.6 s for N = 10,000 at batch 100 (cannot finish 100,000 in 2 min)",
+        "Elixir Reactor 1.0.6"
+    );
+    let baseline = s[s.len() - 1];
+    for (v, st) in variants.iter().zip(&s).take(s.len() - 1) {
+        bench.target(
+            format!("W4 {}: per-element cost vs baseline", v.name),
+            ratio(st.median, baseline.median),
+            2.0,
+            "x",
+            format!(
+                "(ours {} / baseline {})",
+                fmt_d(st.median),
+                fmt_d(baseline.median)
+            ),
+        );
+    }
+    bench.rows.push(Row {
+        workload: "W4 map N=100,000 (batch 1,000, strict)".into(),
+        steps: W4_N as usize,
+        ours: Some(s[4]),
+        baseline: Some(baseline),
+        ours_sync: None,
+        inline: None,
+        elixir: "> 120 s",
+    });
+
+    // Memory: 1,000,000 elements, collected and streamed into a sink, each
+    // in a process of its own so that its peak RSS is its own.
+    println!();
+    println!("W4 memory: N = 1,000,000 (peak RSS of a process doing only that run)");
+    for batch in [100_usize, 1_000] {
+        let collected = w4_memory_child(batch, false);
+        let streamed = w4_memory_child(batch, true);
+        println!(
+            "  batch {batch:>5}: collected {collected:>7.1} MiB peak; streamed into a sink {streamed:>7.1} MiB peak"
+        );
+        if batch == 1_000 {
+            bench.target(
+                "W4 streamed map of 1,000,000 elements, batch 1,000: peak RSS".into(),
+                streamed,
+                64.0,
+                " MiB",
+                "(VmHWM of a process running only that map)".into(),
+            );
+        }
+    }
+}
+
+/// Runs one W4 memory measurement in a child process; its peak RSS in MiB.
+fn w4_memory_child(batch: usize, streamed: bool) -> f64 {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args([
+            "--w4-memory-child",
+            &batch.to_string(),
+            if streamed { "sink" } else { "collect" },
+        ])
+        .output()
+        .expect("W4 memory child");
+    assert!(
+        out.status.success(),
+        "W4 memory child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("PEAK_MIB ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .expect("the child reports its peak")
+}
+
+/// The child's side: one map over 1,000,000 elements, checked, then its peak.
+fn w4_memory_run(batch: usize, streamed: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let source = || reactor::kinds::MapSource::from_iterator(0..W4_MEMORY_N);
+    if streamed {
+        let sum = Arc::new(AtomicUsize::new(0));
+        let s2 = sum.clone();
+        let reactor = Reactor::builder("w4_stream")
+            .input("numbers")
+            .add(
+                reactor::kinds::map("double", reactor::input("numbers"))
+                    .steps([step("x2")
+                        .argument("n", reactor::kinds::element("double"))
+                        .run_sync(|a, _| Ok(a.get::<i64>("n")? * 2))])
+                    .batch_size(batch)
+                    .sink(move |v| {
+                        s2.fetch_add(*v.get::<i64>()? as usize, Ordering::Relaxed);
+                        Ok(())
+                    })
+                    .into_step()
+                    .expect("W4 stream map"),
+            )
+            .returns("double")
+            .build()
+            .expect("W4 stream plans");
+        let out = rt.block_on(async move {
+            tokio::spawn(async move { reactor.run(Inputs::new().with("numbers", source())).await })
+                .await
+                .expect("task")
+        });
+        assert_eq!(
+            *out.expect("W4 stream").get::<u64>().unwrap(),
+            W4_MEMORY_N as u64
+        );
+        let want = (W4_MEMORY_N * (W4_MEMORY_N - 1)) as usize;
+        assert_eq!(sum.load(Ordering::Relaxed), want, "W4 stream: WRONG RESULT");
+    } else {
+        let reactor = w4_reactor(batch, true);
+        let out = rt.block_on(async move {
+            tokio::spawn(async move { reactor.run(Inputs::new().with("numbers", source())).await })
+                .await
+                .expect("task")
+        });
+        let got = w4_values(&out.expect("W4 memory run"));
+        assert!(
+            got.iter().enumerate().all(|(i, v)| *v == 2 * i as i64)
+                && got.len() == W4_MEMORY_N as usize,
+            "W4 memory: WRONG RESULT"
+        );
+    }
+    println!("PEAK_MIB {:.1}", peak_rss_mib());
+}
+
 fn w6(bench: &mut Bench) {
     let log = Arc::new(Mutex::new(Vec::with_capacity(W6_N as usize)));
     let reactor = w6_reactor(log.clone());
@@ -1092,6 +1344,12 @@ fn print_summary(bench: &Bench) {
 type WorkloadFn = fn(&mut Bench);
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(k) = args.iter().position(|a| a == "--w4-memory-child") {
+        let batch = args[k + 1].parse().expect("batch size");
+        w4_memory_run(batch, args[k + 2] == "sink");
+        return;
+    }
     let cfg = Config::from_args();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1113,11 +1371,12 @@ fn main() {
         rows: Vec::new(),
     };
     // The build comes first, on a fresh heap, as it would at start-up.
-    let workloads: [(&str, WorkloadFn); 8] = [
+    let workloads: [(&str, WorkloadFn); 9] = [
         ("build", build_1m),
         ("w1", w1),
         ("w2", w2),
         ("w3", w3),
+        ("w4", w4),
         ("w5", w5),
         ("w6", w6),
         ("w7", w7),
@@ -1126,10 +1385,6 @@ fn main() {
     for (id, run) in workloads {
         if bench.cfg.selected(id) {
             run(&mut bench);
-        }
-        if id == "w3" && bench.cfg.selected("w4") {
-            println!();
-            println!("W4 map: PENDING (map steps are not built yet); not measured");
         }
     }
     print_summary(&bench);
