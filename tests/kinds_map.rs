@@ -325,3 +325,59 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_streams_through_a_map_into_a_sink() {
+    use std::io::{BufRead, Write};
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = std::env::temp_dir().join(format!("reactor-map-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input_path = dir.join("in.txt");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&input_path).unwrap());
+        for i in 0..10_000 {
+            writeln!(w, "line {i}").unwrap();
+        }
+    }
+    let out = Arc::new(Mutex::new(Vec::<String>::new()));
+    let o = out.clone();
+    let reactor = Reactor::builder("stream")
+        .input("lines")
+        .add(
+            map("process", input("lines"))
+                .batch_size(1_000)
+                .strict_ordering(false)
+                .steps([step("up")
+                    .argument("line", element("process"))
+                    .run_sync(|a, _| Ok(a.get::<String>("line")?.to_uppercase()))])
+                .sink(move |v| {
+                    o.lock().unwrap().push(v.get::<String>()?.clone());
+                    Ok(())
+                })
+                .into_step()
+                .unwrap(),
+        )
+        .returns("process")
+        .build()
+        .unwrap();
+    let file = tokio::fs::File::open(&input_path).await.unwrap();
+    let lines = tokio::io::BufReader::new(file).lines();
+    let stream = futures::stream::unfold(lines, |mut l| async move {
+        l.next_line().await.ok().flatten().map(|line| (line, l))
+    });
+    let written = reactor
+        .run(Inputs::new().with("lines", MapSource::from_stream(stream)))
+        .await
+        .unwrap();
+    assert_eq!(*written.get::<u64>().unwrap(), 10_000);
+    let mut got = out.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<String> = std::io::BufReader::new(std::fs::File::open(&input_path).unwrap())
+        .lines()
+        .map(|l| l.unwrap().to_uppercase())
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
