@@ -162,3 +162,57 @@ async fn allow_async_false_runs_the_inner_steps_in_one_task() {
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], ids[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_inside_a_compose_inside_a_switch_is_undone_with_the_outer_saga() {
+    use reactor::kinds::{element, map, switch};
+
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let u = undone.clone();
+    // inner reactor: a map whose elements can be undone
+    let inner = Reactor::builder("inner")
+        .input("items")
+        .add(
+            map("book_all", input("items"))
+                .steps([step("book")
+                    .argument("n", element("book_all"))
+                    .run_sync(|a, _| Ok(*a.get::<i64>("n")?))
+                    .undo(move |v, _, _| {
+                        let u = u.clone();
+                        async move {
+                            u.lock().unwrap().push(*v.get::<i64>()?);
+                            Ok(())
+                        }
+                    })])
+                .into_step()
+                .unwrap(),
+        )
+        .returns("book_all")
+        .build()
+        .unwrap();
+    let outer = Reactor::builder("outer")
+        .input("items")
+        .input("mode")
+        .add(
+            switch("route", input("mode"))
+                .default(
+                    [compose("booking", inner).argument("items", input("items"))],
+                    Some("booking"),
+                )
+                .into_step(),
+        )
+        .add(flunk("later", "payment declined").wait_for("route"))
+        .returns("later")
+        .build()
+        .unwrap();
+    let err = outer
+        .run(
+            Inputs::new()
+                .with("items", vec![1_i64, 2, 3])
+                .with("mode", "book"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("payment declined"));
+    assert_eq!(*undone.lock().unwrap(), [3, 2, 1]);
+}

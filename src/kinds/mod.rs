@@ -1,5 +1,5 @@
 //! Ready-made step kinds: `map`, `compose`, `switch`, `group`, `around`,
-//! `recurse`, `template`, `collect`, `debug` and `flunk`.
+//! `recurse`, `template`, `collect`, `debug`, `flunk` and `transform`.
 //!
 //! Each returns a [`StepSpec`] to add arguments to, like [`step`](crate::step).
 //!
@@ -50,6 +50,36 @@ pub fn template(name: impl Into<Name>, text: &str) -> StepSpec {
     step(name)
         .max_retries(1)
         .run_sync(move |args, _| template.render(args).map_err(Into::into))
+}
+
+/// A step whose result is `f` applied to `source` (a typed transform of
+/// one value; a value of another type than `T` fails the step, naming
+/// both types).
+///
+/// ```
+/// use reactor::kinds::transform;
+/// use reactor::{input, Inputs, Reactor};
+///
+/// # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+/// let reactor = Reactor::builder("t")
+///     .input("name")
+///     .add(transform("upper", input("name"), |s: &String| s.to_uppercase()))
+///     .returns("upper")
+///     .build()?;
+/// let out = reactor.run(Inputs::new().with("name", "marty".to_string())).await?;
+/// assert_eq!(out.get::<String>()?, "MARTY");
+/// # Ok(()) }
+/// ```
+pub fn transform<T, U, F>(name: impl Into<Name>, source: crate::argument::Source, f: F) -> StepSpec
+where
+    T: 'static,
+    U: Send + Sync + 'static,
+    F: Fn(&T) -> U + Send + Sync + 'static,
+{
+    step(name)
+        .max_retries(0)
+        .argument("value", source.map(f))
+        .run_sync(|args, _| Ok(args.value("value").expect("the transform's value").clone()))
 }
 
 /// A step returning its arguments as a [`ValueMap`] (transform it with
