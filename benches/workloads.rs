@@ -837,13 +837,23 @@ const W4_N: i64 = 100_000;
 const W4_MEMORY_N: i64 = 1_000_000;
 
 fn w4_reactor(batch: usize, strict: bool) -> Reactor {
+    w4_reactor_with(batch, strict, false)
+}
+
+/// With `awaiting`, the nested step is an async closure, so each element
+/// runs as a reactor of its own (the general path of a map).
+fn w4_reactor_with(batch: usize, strict: bool, awaiting: bool) -> Reactor {
+    let x2 = step("x2").argument("n", reactor::kinds::element("double"));
+    let x2 = if awaiting {
+        x2.run(|a, _| async move { Ok(a.get::<i64>("n")? * 2) })
+    } else {
+        x2.run_sync(|a, _| Ok(a.get::<i64>("n")? * 2))
+    };
     Reactor::builder("w4_map")
         .input("numbers")
         .add(
             reactor::kinds::map("double", input("numbers"))
-                .steps([step("x2")
-                    .argument("n", reactor::kinds::element("double"))
-                    .run_sync(|a, _| Ok(a.get::<i64>("n")? * 2))])
+                .steps([x2])
                 .batch_size(batch)
                 .strict_ordering(strict)
                 .allow_async(true)
@@ -934,6 +944,25 @@ fn w4(bench: &mut Bench) {
                 )
             }));
         }
+    }
+    {
+        let reactor = w4_reactor_with(1_000, true, true);
+        let (input, expected) = (input.clone(), expected.clone());
+        variants.push(variant("ours batch 1000, async step", move || {
+            let r = reactor.clone();
+            let input = input.clone();
+            let expected = expected.clone();
+            timed(
+                async move { r.run(Inputs::new().with("numbers", (*input).clone())).await },
+                move |out| {
+                    check_eq(
+                        "W4 ours async",
+                        w4_values(&out.expect("W4 run")),
+                        &*expected,
+                    )
+                },
+            )
+        }));
     }
     {
         let (input, expected) = (input.clone(), expected.clone());

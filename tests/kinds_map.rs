@@ -381,3 +381,40 @@ async fn a_file_streams_through_a_map_into_a_sink() {
     assert_eq!(got, want);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn elements_retry_as_steps_do() {
+    use reactor::Compensation;
+    let tries = Arc::new(AtomicU64::new(0));
+    let t = tries.clone();
+    let r = Reactor::builder("r")
+        .input("numbers")
+        .add(
+            map("m", input("numbers"))
+                .steps([step("flaky")
+                    .argument("n", element("m"))
+                    .max_retries(2)
+                    .run(move |a, ctx| {
+                        t.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            if ctx.current_try() == 0 {
+                                return Err("transient".into());
+                            }
+                            Ok(*a.get::<i64>("n")?)
+                        }
+                    })
+                    .compensate(|_, _, _| async { Compensation::Retry(None) })])
+                .allow_async(true)
+                .into_step()
+                .unwrap(),
+        )
+        .returns("m")
+        .build()
+        .unwrap();
+    let out = r
+        .run(Inputs::new().with("numbers", vec![5_i64, 6]))
+        .await
+        .unwrap();
+    assert_eq!(ints(&out), [5, 6]);
+    assert_eq!(tries.load(Ordering::SeqCst), 4);
+}

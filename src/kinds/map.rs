@@ -8,7 +8,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use crate::argument::{input, ArgNames, Arguments, Source, Values};
 use crate::context::{Context, RunScope, StepRef};
 use crate::error::{BoxError, Reason};
-use crate::executor::runner::{run_plain, Attempt};
+use crate::executor::runner::{backoff, run_plain, start_attempt, Attempt};
 use crate::executor::{CompletedRun, RunOutcome};
 use crate::name::Name;
 use crate::planner::ArgFrom;
@@ -368,13 +368,14 @@ impl Step for MapStep {
         // A single plain step with plain arguments: call it for each element
         // right here, with no reactor run around it.
         let only = &plan.steps[0];
+        // A single step with plain arguments: call it for each element right
+        // here, with no reactor run around it (a plain closure in turn, an
+        // awaiting step with up to `batch_size` elements in flight).
         let direct = plan.steps.len() == 1
-            && only.plain.is_some()
             && only.plain_args
             && !undoable
             && only.arg_from.iter().all(|f| !matches!(f, ArgFrom::Step(_)));
         if direct {
-            let run = only.plain.clone().expect("checked above");
             let scope = Arc::new(RunScope {
                 plan: plan.clone(),
                 run_id: ctx.run.run_id.clone(),
@@ -382,7 +383,7 @@ impl Step for MapStep {
                 values: ctx.run.values.clone(),
                 slots: ctx.run.slots.clone(),
                 pool: ctx.run.pool.clone(),
-                async_run: false,
+                async_run: self.map.allow_async && ctx.is_async(),
                 events: ctx.run.events.clone(),
             });
             let ctx = Context {
@@ -395,42 +396,86 @@ impl Step for MapStep {
             let mut inputs: Vec<Value> = Vec::with_capacity(plan.inputs.len());
             inputs.push(Value::unit());
             inputs.extend(extras.iter().map(|(_, v)| v.clone()));
-            let mut elements = elements;
-            let mut index: u64 = 0;
-            while let Some(element) = elements.next().await {
-                inputs[0] = element;
+            let args_for = |element: Value| {
                 let values = Values::collect(
                     only.arg_from.len(),
                     only.arg_from
                         .iter()
                         .enumerate()
                         .map(|(k, from)| match from {
+                            ArgFrom::Input(0) => element.clone(),
                             ArgFrom::Input(i) => inputs[*i as usize].clone(),
                             _ => match &only.spec.def().arguments[k].source.origin {
                                 crate::argument::Origin::Value(v) => v.clone(),
-                                _ => unreachable!("plain element steps read inputs and constants"),
+                                _ => unreachable!("direct element steps read inputs and constants"),
                             },
                         }),
                 );
-                let args = Arguments::from_parts(ArgNames::Planned(plan.clone(), 0), values);
-                match run_plain(&run, &args, &ctx) {
-                    Attempt::Completed { value, .. } | Attempt::Skipped(value) => {
-                        if let Err(e) = emit(value) {
-                            return self.fail(index, e);
+                Arguments::from_parts(ArgNames::Planned(plan.clone(), 0), values)
+            };
+            let mut attempts = match &only.plain {
+                Some(run) => {
+                    let run = run.clone();
+                    let ctx = ctx.clone();
+                    elements
+                        .enumerate()
+                        .map(move |(i, element)| {
+                            (i as u64, run_plain(&run, &args_for(element), &ctx))
+                        })
+                        .boxed()
+                }
+                None => {
+                    let runner = only.runner();
+                    let imp = only.imp();
+                    let max_retries = only.max_retries;
+                    let attempts = elements.enumerate().map(move |(i, element)| {
+                        let (runner, imp, args) = (runner.clone(), imp.clone(), args_for(element));
+                        let mut ctx = ctx.clone();
+                        async move {
+                            loop {
+                                let attempt = match start_attempt(&runner, &args, &ctx, None) {
+                                    Ok(attempt) => attempt,
+                                    Err(slow) => slow.await,
+                                };
+                                // Retries as a step's: counted, after the
+                                // step's backoff.
+                                let Attempt::Retry { reason, .. } = &attempt else {
+                                    return (i as u64, attempt);
+                                };
+                                if max_retries.is_some_and(|m| ctx.current_try >= m) {
+                                    return (i as u64, attempt);
+                                }
+                                let wait = backoff(&*imp, reason.as_ref(), &args, &ctx);
+                                if let crate::step::Backoff::After(d) = wait {
+                                    tokio::time::sleep(d).await;
+                                }
+                                ctx.current_try += 1;
+                                ctx.retries_remaining =
+                                    max_retries.map(|m| m.saturating_sub(ctx.current_try));
+                            }
                         }
-                    }
-                    Attempt::Failed { kind, .. } => return self.fail(index, Reason::new(*kind)),
-                    Attempt::Retry { reason, .. } => {
-                        return self.fail(
-                            index,
-                            reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map")),
-                        )
-                    }
-                    Attempt::Halted(_) => {
-                        return self.fail(index, Reason::msg("halted inside a map"));
+                    });
+                    if self.map.strict_ordering {
+                        attempts.buffered(self.map.batch_size).boxed()
+                    } else {
+                        attempts.buffer_unordered(self.map.batch_size).boxed()
                     }
                 }
-                index += 1;
+            };
+            while let Some((index, attempt)) = attempts.next().await {
+                let reason = match attempt {
+                    Attempt::Completed { value, .. } | Attempt::Skipped(value) => match emit(value)
+                    {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    },
+                    Attempt::Failed { kind, .. } => Reason::new(*kind),
+                    Attempt::Retry { reason, .. } => {
+                        reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map"))
+                    }
+                    Attempt::Halted(_) => Reason::msg("halted inside a map"),
+                };
+                return self.fail(index, reason);
             }
         } else {
             let run_async = self.map.allow_async && ctx.is_async();
