@@ -418,3 +418,45 @@ async fn elements_retry_as_steps_do() {
     assert_eq!(ints(&out), [5, 6]);
     assert_eq!(tries.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_steps_read_outer_results_directly() {
+    let r = Reactor::builder("r")
+        .input("items")
+        .add(
+            step("get_config").run_sync(|_, _| Ok(("item_".to_string(), "_processed".to_string()))),
+        )
+        .add(
+            map("format", input("items"))
+                .steps([step("format_item")
+                    .argument("item", element("format"))
+                    .argument("config", result("get_config"))
+                    .run(|a, _| async move {
+                        let (prefix, suffix) = a.get::<(String, String)>("config")?;
+                        Ok(format!("{prefix}{}{suffix}", a.get::<i64>("item")?))
+                    })])
+                .allow_async(true)
+                .into_step()
+                .unwrap(),
+        )
+        .returns("format")
+        .build()
+        .unwrap();
+    for run_async in [true, false] {
+        let out = r
+            .run(Inputs::new().with("items", vec![1_i64, 2, 3]))
+            .run_async(run_async)
+            .await
+            .unwrap();
+        let got: Vec<String> = out
+            .get::<Vec<Value>>()
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<String>().unwrap().clone())
+            .collect();
+        assert_eq!(
+            got,
+            ["item_1_processed", "item_2_processed", "item_3_processed"]
+        );
+    }
+}

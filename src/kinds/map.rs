@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::argument::{input, ArgNames, Arguments, Source, Values};
+use crate::argument::{input, result, ArgNames, Arguments, Origin, Source, Values};
 use crate::context::{Context, RunScope, StepRef};
 use crate::error::{BoxError, Reason};
 use crate::executor::runner::{backoff, run_plain, start_attempt, Attempt};
@@ -24,6 +24,11 @@ pub fn element(map: impl Into<Name>) -> Source {
 
 fn element_input(map: &str) -> String {
     format!("__element__{map}")
+}
+
+/// The element input carrying the result of an outer step `step`.
+fn outer_input(step: &str) -> String {
+    format!("__outer__{step}")
 }
 
 /// A source of elements that is not a collection: any iterator or
@@ -241,15 +246,40 @@ impl Map {
             (None, 1) => self.steps[0].name_arc().clone(),
             (None, _) => return Err(MapError::MissingReturn { map }),
         };
-        let source = self.source.clone();
-        let name = self.name.clone();
-        Ok(step(name)
+        // Results of steps outside the map that nested steps read become
+        // arguments of the map, passed to each element as inputs.
+        let inner: std::collections::BTreeSet<Name> =
+            self.steps.iter().map(|s| s.name_arc().clone()).collect();
+        let mut outer: Vec<Name> = Vec::new();
+        let mut map = self;
+        map.steps = std::mem::take(&mut map.steps)
+            .into_iter()
+            .map(|s| {
+                s.rewrite_sources(|source| {
+                    if let Origin::Result(n) = &source.origin {
+                        if !inner.contains(n) {
+                            if !outer.contains(n) {
+                                outer.push(n.clone());
+                            }
+                            source.origin = Origin::Input(outer_input(n).into());
+                        }
+                    }
+                })
+            })
+            .collect();
+        let source = map.source.clone();
+        let name = map.name.clone();
+        let mut spec = step(name)
             .max_retries(0)
             .argument("source", source)
             .implementation(MapStep {
-                map: Arc::new(self),
+                map: Arc::new(map),
                 returns,
-            }))
+            });
+        for n in outer {
+            spec = spec.argument(outer_input(&n), result(n));
+        }
+        Ok(spec)
     }
 }
 

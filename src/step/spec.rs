@@ -369,6 +369,14 @@ impl StepSpec {
         })
     }
 
+    /// Rewrites the sources of the step's arguments.
+    pub(crate) fn rewrite_sources(mut self, mut f: impl FnMut(&mut Source)) -> StepSpec {
+        for arg in self.edit().arguments.iter_mut() {
+            f(&mut arg.source);
+        }
+        self
+    }
+
     /// Describes the step.
     pub fn description(mut self, text: impl Into<String>) -> StepSpec {
         self.edit().extras_mut().description = Some(text.into());
