@@ -189,7 +189,10 @@ impl RunRequest {
         }
     }
 
-    fn into_coordinator(self, keep_state: bool) -> Result<(Coordinator, tracing::Span), Error> {
+    fn into_coordinator(
+        self,
+        keep_state: bool,
+    ) -> Result<(Box<Coordinator>, tracing::Span), Error> {
         let plan = self.reactor.plan().clone();
         let mut state = self.resume.unwrap_or_default();
         let resumed = !state.run_id.is_empty();

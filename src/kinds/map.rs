@@ -515,14 +515,19 @@ impl Step for MapStep {
                 for (n, v) in &extras {
                     inputs.insert(n.clone(), v.clone());
                 }
+                // Elements are part of the map's run: they carry its id
+                // (which also spares a fresh id per element).
                 let mut request = reactor
                     .run(inputs)
                     .pool(ctx.pool().clone())
+                    .run_id(ctx.run_id())
                     .run_async(run_async);
                 if undoable {
                     request = request.fully_reversible();
                 }
-                async move { (index as u64, request.outcome().await) }
+                // Boxed: a run's future is large, and the window moves it about.
+                let run = Box::pin(request.outcome());
+                async move { (index as u64, run.await) }
             };
             let results = elements.enumerate().map(run_element);
             let mut results = if self.map.strict_ordering {

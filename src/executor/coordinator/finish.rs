@@ -38,7 +38,7 @@ impl Coordinator {
         }
     }
 
-    pub(super) async fn finish(mut self) -> Finish {
+    pub(super) async fn finish(mut self: Box<Self>) -> Finish {
         let halt_timeout = self.settings.halt_timeout;
         self.drain(halt_timeout).await;
         let scope = self.scope.clone();
@@ -106,7 +106,7 @@ impl Coordinator {
         }
     }
 
-    pub(super) fn into_state(self) -> RunState {
+    pub(super) fn into_state(self: Box<Self>) -> RunState {
         let plan = &self.plan;
         let name = |i: usize| def_of(plan, &self.nodes, i).name().to_string();
         let mut results = ValueMap::new();

@@ -157,12 +157,13 @@ impl Coordinator {
         inputs: Vec<Value>,
         state: RunState,
         span: tracing::Span,
-    ) -> Result<Coordinator, Error> {
+    ) -> Result<Box<Coordinator>, Error> {
         let nested = scope.slots.is_held_by_step();
         let n = plan.steps.len();
         let mut nodes: Vec<Node> = (0..n).map(|_| Node::pending()).collect();
         nodes[plan.return_step].keep = true;
-        let mut c = Coordinator {
+        // Boxed: the coordinator is large, and a run moves it into its future.
+        let mut c = Box::new(Coordinator {
             plan,
             scope,
             settings,
@@ -185,7 +186,7 @@ impl Coordinator {
             step_spans: tracing::level_enabled!(tracing::Level::DEBUG),
             started: Instant::now(),
             iterations: 0,
-        };
+        });
         if !c.settings.resumed {
             c.wire_fresh();
         } else {
@@ -223,7 +224,7 @@ impl Coordinator {
     // ----- the loop ------------------------------------------------------
 
     /// Runs the loop to the end.
-    pub(crate) async fn drive(mut self) -> Finish {
+    pub(crate) async fn drive(mut self: Box<Self>) -> Finish {
         let scope = self.scope.clone();
         scope.events.emit(&scope.run_id, &scope.reactor, None, || {
             EventKind::RunStart {
