@@ -460,3 +460,62 @@ async fn nested_steps_read_outer_results_directly() {
         );
     }
 }
+
+#[tokio::test]
+async fn elements_of_several_plain_steps_run_in_dependency_order() {
+    let r = Reactor::builder("r")
+        .input("numbers")
+        .add(
+            map("m", input("numbers"))
+                .steps([
+                    // declared before the step it reads
+                    step("shout")
+                        .argument("v", result("add"))
+                        .argument("suffix", value("!".to_string()))
+                        .run_sync(|a, _| {
+                            Ok(format!(
+                                "{}{}",
+                                a.get::<i64>("v")?,
+                                a.get::<String>("suffix")?
+                            ))
+                        }),
+                    step("add")
+                        .argument("n", element("m"))
+                        .argument("k", input("k"))
+                        .run_sync(|a, _| {
+                            let n = *a.get::<i64>("n")?;
+                            if n < 0 {
+                                return Err("negative".into());
+                            }
+                            Ok(n + a.get::<i64>("k")?)
+                        }),
+                ])
+                .returns("shout")
+                .into_step()
+                .unwrap()
+                .argument("k", value(10_i64)),
+        )
+        .returns("m")
+        .build()
+        .unwrap();
+    let out = r
+        .run(Inputs::new().with("numbers", vec![1_i64, 2]))
+        .await
+        .unwrap();
+    let got: Vec<String> = out
+        .get::<Vec<Value>>()
+        .unwrap()
+        .iter()
+        .map(|v| v.get::<String>().unwrap().clone())
+        .collect();
+    assert_eq!(got, ["11!", "12!"]);
+    let err = run_error(
+        r.run(Inputs::new().with("numbers", vec![1_i64, -1]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(
+        err.find_reason::<MapError>(),
+        Some(MapError::Element { index: 1, .. })
+    ));
+}

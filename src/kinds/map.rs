@@ -283,6 +283,23 @@ impl Map {
     }
 }
 
+/// The steps' indices in an order where each comes after its dependencies.
+fn dependency_order(steps: &[crate::planner::PlannedStep]) -> Vec<usize> {
+    let mut waiting: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
+    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(steps.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &d in &steps[i].dependents {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    order
+}
+
 struct MapStep {
     map: Arc<Map>,
     returns: Name,
@@ -506,6 +523,83 @@ impl Step for MapStep {
                     Attempt::Halted(_) => Reason::msg("halted inside a map"),
                 };
                 return self.fail(index, reason);
+            }
+        } else if plan
+            .steps
+            .iter()
+            .all(|st| st.plain.is_some() && st.plain_args)
+            && !undoable
+        {
+            // Plain closures only: run the element's steps one after another,
+            // in dependency order, with no reactor run around them.
+            let n = plan.steps.len();
+            let scope = Arc::new(RunScope {
+                plan: plan.clone(),
+                run_id: ctx.run.run_id.clone(),
+                reactor: plan.name.clone(),
+                values: ctx.run.values.clone(),
+                slots: ctx.run.slots.clone(),
+                pool: ctx.run.pool.clone(),
+                async_run: false,
+                events: ctx.run.events.clone(),
+            });
+            let contexts: Vec<Context> = (0..n)
+                .map(|k| Context {
+                    run: scope.clone(),
+                    step: StepRef::Planned(k),
+                    current_try: 0,
+                    retries_remaining: plan.steps[k].max_retries,
+                    events: ctx.events,
+                })
+                .collect();
+            let order = dependency_order(&plan.steps);
+            let mut inputs: Vec<Value> = Vec::with_capacity(plan.inputs.len());
+            inputs.push(Value::unit());
+            inputs.extend(extras.iter().map(|(_, v)| v.clone()));
+            let mut results: Vec<Option<Value>> = vec![None; n];
+            let mut elements = elements;
+            let mut index: u64 = 0;
+            while let Some(element) = elements.next().await {
+                inputs[0] = element;
+                for &k in &order {
+                    let st = &plan.steps[k];
+                    let values = Values::collect(
+                        st.arg_from.len(),
+                        st.arg_from.iter().enumerate().map(|(a, from)| match from {
+                            ArgFrom::Input(i) => inputs[*i as usize].clone(),
+                            ArgFrom::Step(j) => results[*j as usize]
+                                .clone()
+                                .expect("steps run in dependency order"),
+                            ArgFrom::Constant => match &st.spec.def().arguments[a].source.origin {
+                                crate::argument::Origin::Value(v) => v.clone(),
+                                _ => unreachable!("constant arguments hold a value"),
+                            },
+                        }),
+                    );
+                    let args =
+                        Arguments::from_parts(ArgNames::Planned(plan.clone(), k as u32), values);
+                    let run = st.plain.as_ref().expect("checked above");
+                    let reason = match run_plain(run, &args, &contexts[k]) {
+                        Attempt::Completed { value, .. } | Attempt::Skipped(value) => {
+                            results[k] = Some(value);
+                            continue;
+                        }
+                        Attempt::Failed { kind, .. } => Reason::new(*kind),
+                        Attempt::Retry { reason, .. } => {
+                            reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map"))
+                        }
+                        Attempt::Halted(_) => Reason::msg("halted inside a map"),
+                    };
+                    return self.fail(index, reason);
+                }
+                let value = results[plan.return_step]
+                    .take()
+                    .expect("the return step ran");
+                results.iter_mut().for_each(|r| *r = None);
+                if let Err(e) = emit(value) {
+                    return self.fail(index, e);
+                }
+                index += 1;
             }
         } else {
             let run_async = self.map.allow_async && ctx.is_async();
