@@ -11,7 +11,7 @@ use crate::error::{BoxError, Reason};
 use crate::executor::runner::{backoff, run_plain, start_attempt, Attempt};
 use crate::executor::{CompletedRun, RunOutcome};
 use crate::name::Name;
-use crate::planner::ArgFrom;
+use crate::planner::{ArgFrom, Plan, PlannedStep};
 use crate::reactor::{Inputs, Reactor};
 use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
 use crate::value::Value;
@@ -284,7 +284,7 @@ impl Map {
 }
 
 /// The steps' indices in an order where each comes after its dependencies.
-fn dependency_order(steps: &[crate::planner::PlannedStep]) -> Vec<usize> {
+fn dependency_order(steps: &[PlannedStep]) -> Vec<usize> {
     let mut waiting: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
     let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
     let mut order = Vec::with_capacity(steps.len());
@@ -300,6 +300,55 @@ fn dependency_order(steps: &[crate::planner::PlannedStep]) -> Vec<usize> {
     order
 }
 
+/// The scope of an element's steps when the map calls them itself: the
+/// element plan's, sharing the map's run id, context values, pool and
+/// listeners.
+fn element_scope(ctx: &Context, plan: &Arc<Plan>, async_run: bool) -> Arc<RunScope> {
+    Arc::new(RunScope {
+        plan: plan.clone(),
+        run_id: ctx.run.run_id.clone(),
+        reactor: plan.name.clone(),
+        values: ctx.run.values.clone(),
+        slots: ctx.run.slots.clone(),
+        pool: ctx.run.pool.clone(),
+        async_run,
+        events: ctx.run.events.clone(),
+    })
+}
+
+/// The value of argument `a` of a step the map calls itself: an element
+/// plan input, the result of an earlier step of the element, or a constant.
+fn plain_argument(
+    st: &PlannedStep,
+    a: usize,
+    from: &ArgFrom,
+    inputs: &[Value],
+    results: &[Option<Value>],
+) -> Value {
+    match from {
+        ArgFrom::Input(i) => inputs[*i as usize].clone(),
+        ArgFrom::Step(j) => results[*j as usize]
+            .clone()
+            .expect("steps run in dependency order"),
+        ArgFrom::Constant => match &st.spec.def().arguments[a].source.origin {
+            Origin::Value(v) => v.clone(),
+            _ => unreachable!("constant arguments hold a value"),
+        },
+    }
+}
+
+/// An element step's attempt as its value, or the reason the element failed.
+fn attempt_value(attempt: Attempt) -> Result<Value, Reason> {
+    match attempt {
+        Attempt::Completed { value, .. } | Attempt::Skipped(value) => Ok(value),
+        Attempt::Failed { kind, .. } => Err(Reason::new(*kind)),
+        Attempt::Retry { reason, .. } => {
+            Err(reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map")))
+        }
+        Attempt::Halted(_) => Err(Reason::msg("halted inside a map")),
+    }
+}
+
 struct MapStep {
     map: Arc<Map>,
     returns: Name,
@@ -307,6 +356,21 @@ struct MapStep {
 
 /// The element runs a map kept for undo.
 struct ElementRuns(Mutex<Vec<CompletedRun>>);
+
+impl ElementRuns {
+    /// Undoes the kept runs, newest first, and forgets them; the first
+    /// error, if any, after trying them all.
+    async fn undo_newest_first(&self) -> Result<(), crate::Error> {
+        let runs = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut first_error = None;
+        for run in runs.into_iter().rev() {
+            if let Err(e) = run.undo().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
 
 impl MapStep {
     /// The reactor run for each element: inputs are the element and the
@@ -412,8 +476,6 @@ impl Step for MapStep {
             }
         };
 
-        // A single plain step with plain arguments: call it for each element
-        // right here, with no reactor run around it.
         let only = &plan.steps[0];
         // A single step with plain arguments: call it for each element right
         // here, with no reactor run around it (a plain closure in turn, an
@@ -423,16 +485,7 @@ impl Step for MapStep {
             && !undoable
             && only.arg_from.iter().all(|f| !matches!(f, ArgFrom::Step(_)));
         if direct {
-            let scope = Arc::new(RunScope {
-                plan: plan.clone(),
-                run_id: ctx.run.run_id.clone(),
-                reactor: plan.name.clone(),
-                values: ctx.run.values.clone(),
-                slots: ctx.run.slots.clone(),
-                pool: ctx.run.pool.clone(),
-                async_run: self.map.allow_async && ctx.is_async(),
-                events: ctx.run.events.clone(),
-            });
+            let scope = element_scope(&ctx, &plan, self.map.allow_async && ctx.is_async());
             let ctx = Context {
                 run: scope,
                 step: StepRef::Planned(0),
@@ -449,13 +502,10 @@ impl Step for MapStep {
                     only.arg_from
                         .iter()
                         .enumerate()
-                        .map(|(k, from)| match from {
+                        .map(|(a, from)| match from {
                             ArgFrom::Input(0) => element.clone(),
-                            ArgFrom::Input(i) => inputs[*i as usize].clone(),
-                            _ => match &only.spec.def().arguments[k].source.origin {
-                                crate::argument::Origin::Value(v) => v.clone(),
-                                _ => unreachable!("direct element steps read inputs and constants"),
-                            },
+                            // No step results: checked above.
+                            _ => plain_argument(only, a, from, &inputs, &[]),
                         }),
                 );
                 Arguments::from_parts(ArgNames::Planned(plan.clone(), 0), values)
@@ -510,19 +560,9 @@ impl Step for MapStep {
                 }
             };
             while let Some((index, attempt)) = attempts.next().await {
-                let reason = match attempt {
-                    Attempt::Completed { value, .. } | Attempt::Skipped(value) => match emit(value)
-                    {
-                        Ok(()) => continue,
-                        Err(e) => e,
-                    },
-                    Attempt::Failed { kind, .. } => Reason::new(*kind),
-                    Attempt::Retry { reason, .. } => {
-                        reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map"))
-                    }
-                    Attempt::Halted(_) => Reason::msg("halted inside a map"),
-                };
-                return self.fail(index, reason);
+                if let Err(reason) = attempt_value(attempt).and_then(&mut emit) {
+                    return self.fail(index, reason);
+                }
             }
         } else if plan
             .steps
@@ -533,16 +573,7 @@ impl Step for MapStep {
             // Plain closures only: run the element's steps one after another,
             // in dependency order, with no reactor run around them.
             let n = plan.steps.len();
-            let scope = Arc::new(RunScope {
-                plan: plan.clone(),
-                run_id: ctx.run.run_id.clone(),
-                reactor: plan.name.clone(),
-                values: ctx.run.values.clone(),
-                slots: ctx.run.slots.clone(),
-                pool: ctx.run.pool.clone(),
-                async_run: false,
-                events: ctx.run.events.clone(),
-            });
+            let scope = element_scope(&ctx, &plan, false);
             let contexts: Vec<Context> = (0..n)
                 .map(|k| Context {
                     run: scope.clone(),
@@ -565,32 +596,18 @@ impl Step for MapStep {
                     let st = &plan.steps[k];
                     let values = Values::collect(
                         st.arg_from.len(),
-                        st.arg_from.iter().enumerate().map(|(a, from)| match from {
-                            ArgFrom::Input(i) => inputs[*i as usize].clone(),
-                            ArgFrom::Step(j) => results[*j as usize]
-                                .clone()
-                                .expect("steps run in dependency order"),
-                            ArgFrom::Constant => match &st.spec.def().arguments[a].source.origin {
-                                crate::argument::Origin::Value(v) => v.clone(),
-                                _ => unreachable!("constant arguments hold a value"),
-                            },
-                        }),
+                        st.arg_from
+                            .iter()
+                            .enumerate()
+                            .map(|(a, from)| plain_argument(st, a, from, &inputs, &results)),
                     );
                     let args =
                         Arguments::from_parts(ArgNames::Planned(plan.clone(), k as u32), values);
                     let run = st.plain.as_ref().expect("checked above");
-                    let reason = match run_plain(run, &args, &contexts[k]) {
-                        Attempt::Completed { value, .. } | Attempt::Skipped(value) => {
-                            results[k] = Some(value);
-                            continue;
-                        }
-                        Attempt::Failed { kind, .. } => Reason::new(*kind),
-                        Attempt::Retry { reason, .. } => {
-                            reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map"))
-                        }
-                        Attempt::Halted(_) => Reason::msg("halted inside a map"),
-                    };
-                    return self.fail(index, reason);
+                    match attempt_value(run_plain(run, &args, &contexts[k])) {
+                        Ok(value) => results[k] = Some(value),
+                        Err(reason) => return self.fail(index, reason),
+                    }
                 }
                 let value = results[plan.return_step]
                     .take()
@@ -654,12 +671,9 @@ impl Step for MapStep {
             }
             drop(results);
             if let Some((index, reason)) = failure {
-                // Undo the elements that completed, newest first.
-                let runs =
-                    std::mem::take(&mut *undo_runs.0.lock().unwrap_or_else(|p| p.into_inner()));
-                for run in runs.into_iter().rev() {
-                    let _ = run.undo().await;
-                }
+                // Undo the elements that completed; the element's failure
+                // is the one to report.
+                let _ = undo_runs.undo_newest_first().await;
                 return self.fail(index, reason);
             }
         }
@@ -685,16 +699,9 @@ impl Step for MapStep {
         let Some(runs) = value.downcast_ref::<ElementRuns>() else {
             return UndoOutcome::Done;
         };
-        let runs = std::mem::take(&mut *runs.0.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut first_error = None;
-        for run in runs.into_iter().rev() {
-            if let Err(e) = run.undo().await {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            None => UndoOutcome::Done,
-            Some(e) => UndoOutcome::Error(Reason::new(e)),
+        match runs.undo_newest_first().await {
+            Ok(()) => UndoOutcome::Done,
+            Err(e) => UndoOutcome::Error(Reason::new(e)),
         }
     }
 }
