@@ -16,7 +16,6 @@ use crate::value::{Value, ValueMap};
 pub(crate) struct RunScope {
     pub(crate) plan: Arc<Plan>,
     pub(crate) run_id: Name,
-    pub(crate) reactor: Name,
     pub(crate) values: ValueMap,
     /// The pool the coordinator takes slots from.
     pub(crate) slots: ConcurrencyPool,
@@ -78,7 +77,7 @@ impl Context {
 
     /// The reactor's name.
     pub fn reactor_name(&self) -> &str {
-        &self.run.reactor
+        &self.run.plan.name
     }
 
     /// The current step's name.

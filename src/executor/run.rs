@@ -262,7 +262,6 @@ impl RunRequest {
         let scope = Arc::new(RunScope {
             plan: plan.clone(),
             run_id,
-            reactor: plan.name.clone(),
             values: context,
             pool: pool.held_by_step(),
             slots: pool,
@@ -405,13 +404,14 @@ impl CompletedRun {
 
 async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
     let plan = reactor.plan();
+    // Undo runs one step at a time, outside any shared pool.
+    let pool = ConcurrencyPool::new(1);
     let scope = Arc::new(RunScope {
         plan: plan.clone(),
         run_id: state.run_id.clone().into(),
-        reactor: plan.name.clone(),
         values: state.context.clone(),
-        slots: ConcurrencyPool::new(1),
-        pool: ConcurrencyPool::new(1).held_by_step(),
+        pool: pool.held_by_step(),
+        slots: pool,
         async_run: false,
         events: Emitter::new(plan.middleware.clone()),
     });

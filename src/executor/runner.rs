@@ -90,13 +90,19 @@ async fn guarded<F: std::future::Future>(make: impl FnOnce() -> F) -> Result<F::
     }
 }
 
-fn emit<'a>(ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
+/// Emits a step event of `ctx`'s step, when any middleware listens.
+pub(crate) fn emit<'a>(ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
     if !ctx.events {
         return;
     }
     let run = &*ctx.run;
     run.events
-        .emit(&run.run_id, &run.reactor, Some(ctx.step_name()), kind);
+        .emit(&run.run_id, &run.plan.name, Some(ctx.step_name()), kind);
+}
+
+/// The outcome of a step whose callback panicked.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Outcome {
+    Outcome::Error(Reason::new(StepPanicked(panic_message(payload))))
 }
 
 /// The time since `started`, when event timing is on.
@@ -176,7 +182,7 @@ impl StepTask {
 pub(crate) fn run_plain(run: &SyncRunFn, args: &Arguments, ctx: &Context) -> Attempt {
     let started = begin(args, ctx);
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(args, ctx)))
-        .unwrap_or_else(|panic| Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))));
+        .unwrap_or_else(|panic| panicked(&*panic));
     match settle(false, outcome, ctx, started) {
         Settled::Done(attempt) => attempt,
         Settled::Compensate(_) => unreachable!("plain steps cannot compensate"),
@@ -206,17 +212,7 @@ pub(crate) fn start_attempt(
         Runner::Plain(run) if span.is_none() => return Ok(run_plain(run, args, ctx)),
         Runner::Plain(run) => {
             let (run, args, ctx) = (run.clone(), args.clone(), ctx.clone());
-            let fut = async move {
-                let started = begin(&args, &ctx);
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&args, &ctx)))
-                    .unwrap_or_else(|panic| {
-                        Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic))))
-                    });
-                match settle(false, outcome, &ctx, started) {
-                    Settled::Done(attempt) => attempt,
-                    Settled::Compensate(_) => unreachable!("plain runners cannot compensate"),
-                }
-            };
+            let fut = async move { run_plain(&run, &args, &ctx) };
             let span = span.expect("matched above");
             return Err(Box::pin(fut.instrument(span)));
         }
@@ -239,7 +235,7 @@ pub(crate) fn start_attempt(
                 settle_awaiting(&*step, outcome, args, ctx, started).await
             }));
         }
-        Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
+        Err(panic) => panicked(&*panic),
     };
     match settle(step.can_compensate(), outcome, ctx, started) {
         Settled::Done(attempt) => Ok(attempt),
@@ -424,7 +420,7 @@ async fn attempt_awaiting(step: StepImp, args: Arguments, ctx: Context) -> Attem
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| step.run_now(&args, &ctx))) {
         Ok(Some(outcome)) => outcome,
         Ok(None) => run_awaiting(step, &args, &ctx).await,
-        Err(panic) => Outcome::Error(Reason::new(StepPanicked(panic_message(&*panic)))),
+        Err(panic) => panicked(&*panic),
     };
     settle_awaiting(step, outcome, args, ctx, started).await
 }

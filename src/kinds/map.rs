@@ -307,7 +307,6 @@ fn element_scope(ctx: &Context, plan: &Arc<Plan>, async_run: bool) -> Arc<RunSco
     Arc::new(RunScope {
         plan: plan.clone(),
         run_id: ctx.run.run_id.clone(),
-        reactor: plan.name.clone(),
         values: ctx.run.values.clone(),
         slots: ctx.run.slots.clone(),
         pool: ctx.run.pool.clone(),

@@ -49,12 +49,14 @@ impl Coordinator {
                 run_id: scope.run_id.to_string(),
                 errors: std::mem::take(&mut self.errors),
             };
-            scope.events.emit(&scope.run_id, &scope.reactor, None, || {
-                EventKind::RunError {
-                    duration,
-                    error: &error,
-                }
-            });
+            scope
+                .events
+                .emit(&scope.run_id, &scope.plan.name, None, || {
+                    EventKind::RunError {
+                        duration,
+                        error: &error,
+                    }
+                });
             return Finish::Failed(error);
         }
         if self.unfinished == 0 && !self.halting {
@@ -62,12 +64,14 @@ impl Coordinator {
                 .result
                 .clone()
                 .expect("the return step's result is kept");
-            scope.events.emit(&scope.run_id, &scope.reactor, None, || {
-                EventKind::RunComplete {
-                    duration,
-                    value: &value,
-                }
-            });
+            scope
+                .events
+                .emit(&scope.run_id, &scope.plan.name, None, || {
+                    EventKind::RunComplete {
+                        duration,
+                        value: &value,
+                    }
+                });
             let state = if self.settings.keep_state {
                 self.into_state()
             } else {
@@ -77,8 +81,8 @@ impl Coordinator {
         }
         scope
             .events
-            .emit(&scope.run_id, &scope.reactor, None, || EventKind::RunHalt {
-                duration,
+            .emit(&scope.run_id, &scope.plan.name, None, || {
+                EventKind::RunHalt { duration }
             });
         Finish::Halted {
             state: self.into_state(),

@@ -226,11 +226,13 @@ impl Coordinator {
     /// Runs the loop to the end.
     pub(crate) async fn drive(mut self: Box<Self>) -> Finish {
         let scope = self.scope.clone();
-        scope.events.emit(&scope.run_id, &scope.reactor, None, || {
-            EventKind::RunStart {
-                resumed: self.settings.resumed,
-            }
-        });
+        scope
+            .events
+            .emit(&scope.run_id, &scope.plan.name, None, || {
+                EventKind::RunStart {
+                    resumed: self.settings.resumed,
+                }
+            });
         let deadline = self.settings.timeout.map(|t| self.started + t);
         let mut count = true;
         loop {
@@ -433,13 +435,13 @@ impl Coordinator {
         self.errors.is_empty()
     }
 
-    /// A step's arguments (resolved once; retries reuse them) and context.
+    /// A step's arguments (resolved once: a retry, or a step a chunk left
+    /// unrun, reuses the kept ones) and context.
     fn prepare(
         &mut self,
         i: usize,
         def: &PlannedStep,
     ) -> Result<(Arguments, Context), StepErrorKind> {
-        // A retry reuses the arguments of the first attempt.
         let kept = if self.retry_args.is_empty() {
             None
         } else {
@@ -649,15 +651,11 @@ impl Coordinator {
                     runner::backoff(&*def.imp(), reason.as_ref(), &report.args, &report.ctx);
                 if !from_compensation {
                     let ctx = &report.ctx;
-                    let run = &*ctx.run;
-                    run.events
-                        .emit(&run.run_id, &run.reactor, Some(ctx.step_name()), || {
-                            EventKind::StepRetry {
-                                attempt: ctx.current_try + 1,
-                                reason: reason.as_ref(),
-                                backoff,
-                            }
-                        });
+                    runner::emit(ctx, || EventKind::StepRetry {
+                        attempt: ctx.current_try + 1,
+                        reason: reason.as_ref(),
+                        backoff,
+                    });
                 }
                 drop(def);
                 self.retry_args.insert(i, report.args);
@@ -712,7 +710,7 @@ impl Coordinator {
         let scope = &self.scope;
         scope
             .events
-            .emit(&scope.run_id, &scope.reactor, Some(&error.step), || {
+            .emit(&scope.run_id, &scope.plan.name, Some(&error.step), || {
                 EventKind::StepFailed { error: &error }
             });
         self.errors.push(error);
