@@ -37,18 +37,14 @@ async fn run_nested(
         builder.input(arg);
         inputs.insert(arg, value.clone());
     }
-    let mut gather = step(GATHER).max_retries(0);
+    let mut gather = super::collect(GATHER).max_retries(0);
     for s in &steps {
         gather = gather.argument(s.name_arc().clone(), result(s.name_arc().clone()));
     }
     for s in steps {
         builder.add(s);
     }
-    builder.add(gather.run_sync(|a, _| {
-        Ok(a.iter()
-            .map(|(n, v)| (n.to_string(), v.clone()))
-            .collect::<ValueMap>())
-    }));
+    builder.add(gather);
     let reactor = builder.returns(GATHER).build()?;
     let value = reactor
         .run(inputs)

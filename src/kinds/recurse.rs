@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::Reason;
-use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
 use crate::step::{step, Outcome, Step, StepSpec};
 use crate::value::{Value, ValueMap};
+use crate::Error;
 
 type ExitCondition = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
@@ -186,11 +186,10 @@ impl Step for Recurse {
                 .run(inputs)
                 .pool(ctx.pool().clone())
                 .run_async(ctx.is_async())
-                .outcome()
                 .await;
             let result = match run {
-                Ok(RunOutcome::Completed(done)) => done.into_value(),
-                Ok(RunOutcome::Halted(_)) => {
+                Ok(value) => value,
+                Err(Error::Halted(_)) => {
                     return Outcome::Error(Reason::new(RecurseError::Halted {
                         step: self.name.to_string(),
                         reactor: self.reactor.name().to_string(),
