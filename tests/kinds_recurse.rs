@@ -133,3 +133,29 @@ async fn a_result_that_is_not_the_inputs_fails_the_step() {
         Some(RecurseError::NotInputs { iteration: 1, .. })
     ));
 }
+
+#[tokio::test]
+async fn a_halt_inside_fails_the_step_naming_the_reactor() {
+    let halting = Reactor::builder("halting")
+        .input("counter")
+        .add(
+            step("pause")
+                .argument("counter", input("counter"))
+                .run_sync(|_, _| Ok(reactor::Outcome::Halt(Value::new("later")))),
+        )
+        .returns("pause")
+        .build()
+        .unwrap();
+    let err = run_error(
+        run(recurse("loop", halting)
+            .max_iterations(3)
+            .into_step()
+            .unwrap())
+        .await
+        .unwrap_err(),
+    );
+    assert!(matches!(
+        err.find_reason::<RecurseError>(),
+        Some(RecurseError::Halted { step, reactor }) if step == "loop" && reactor == "halting"
+    ));
+}
