@@ -144,7 +144,18 @@ impl Source {
         let mut current = raw;
         let path = self.sub_path();
         for (i, key) in path.iter().enumerate() {
-            current = match current.navigate(key) {
+            // `navigate` may call a user's `Navigate` impl: a panic there is
+            // an error of this argument.
+            let next =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| current.navigate(key)))
+                    .map_err(|panic| StepErrorKind::ArgumentTransform {
+                        argument: argument.to_string(),
+                        reason: Reason::msg(format!(
+                            "navigating to key {key} panicked: {}",
+                            crate::error::panic_message(&*panic)
+                        )),
+                    })?;
+            current = match next {
                 Some(next) => next,
                 None => {
                     let path: Vec<String> = path[..=i].iter().map(ToString::to_string).collect();

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::event::Emitter;
+use crate::event::{Emitter, EventKind, HookPanic};
+use crate::executor::nesting::Tracker;
 use crate::name::Name;
 use crate::planner::Plan;
-use crate::pool::ConcurrencyPool;
+use crate::pool::{ConcurrencyPool, Lender};
 use crate::step::StepSpec;
 use crate::value::{Value, ValueMap};
 
@@ -17,12 +18,22 @@ pub(crate) struct RunScope {
     pub(crate) plan: Arc<Plan>,
     pub(crate) run_id: Name,
     pub(crate) values: ValueMap,
-    /// The pool the coordinator takes slots from.
-    pub(crate) slots: ConcurrencyPool,
-    /// The same pool, marked as held by a step, for the steps' contexts.
+    /// The pool the run takes slots from.
     pub(crate) pool: ConcurrencyPool,
+    /// The slot lent to this run by the step it is nested in, if any.
+    pub(crate) lender: Option<Lender>,
     pub(crate) async_run: bool,
+    /// The run's limit of steps running at once.
+    pub(crate) max_concurrency: usize,
+    /// How long the run waits for running steps when it stops.
+    pub(crate) halt_timeout: std::time::Duration,
     pub(crate) events: Emitter,
+    /// Counts the run's tasks and those of runs nested in them.
+    pub(crate) tracker: Arc<Tracker>,
+    /// How deeply the run is nested (0: started outside any step).
+    pub(crate) depth: u32,
+    /// How many `run_async(false)` runs are stacked on the task driving it.
+    pub(crate) stacked: u32,
 }
 
 /// The context of one step attempt.
@@ -63,6 +74,13 @@ pub(crate) enum StepRef {
 }
 
 impl Context {
+    /// Emits an event of this step to the run's middleware.
+    pub(crate) fn emit<'k>(&self, kind: impl FnOnce() -> EventKind<'k>) -> Result<(), HookPanic> {
+        let run = &*self.run;
+        run.events
+            .emit(&run.run_id, &run.plan.name, Some(self.step_name()), kind)
+    }
+
     pub(crate) fn spec(&self) -> &StepSpec {
         match &self.step {
             StepRef::Planned(i) => &self.run.plan.steps[*i].spec,
@@ -107,10 +125,9 @@ impl Context {
     }
 
     /// The concurrency pool of this run: pass it to nested runs
-    /// ([`RunRequest::pool`](crate::RunRequest::pool)). The handle is marked
-    /// as held by a step, so a nested run that finds the pool exhausted runs
-    /// its step in its own coordinator rather than wait for a slot that its
-    /// caller holds.
+    /// ([`RunRequest::pool`](crate::RunRequest::pool)) to share its limit.
+    /// A step holding a slot lends it to the runs nested in it, so a nested
+    /// run never waits for a slot its caller holds.
     pub fn pool(&self) -> &ConcurrencyPool {
         &self.run.pool
     }

@@ -157,10 +157,13 @@ pub enum Error {
         dependency: String,
     },
     /// The steps' dependencies form a cycle.
-    #[error("reactor contains cyclic dependencies: {}", cycle.join(" -> "))]
+    #[error("reactor contains cyclic dependencies: {}", cycle_text(cycle, *length))]
     Cycle {
-        /// The steps of one cycle, the first repeated at the end.
+        /// The steps of one cycle in data-flow order, the first repeated at
+        /// the end; for a long cycle, only its first steps.
         cycle: Vec<String>,
+        /// How many steps the cycle has.
+        length: usize,
     },
     /// A step was given no implementation.
     #[error("step `{step}` has no implementation: give it `run` or `implementation`")]
@@ -232,6 +235,22 @@ pub enum Error {
     /// The run halted; the halted run can be resumed.
     #[error("reactor halted (run `{}`); resume it with `HaltedRun::resume`", .0.run_id())]
     Halted(Box<HaltedRun>),
+    /// A run was nested inside more runs than [`MAX_NESTING`](crate::executor::MAX_NESTING).
+    #[error("runs are nested {depth} deep, more than the limit of {limit} (a reactor composing itself without end?)")]
+    NestingTooDeep {
+        /// The depth reached.
+        depth: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A run's state does not fit the reactor it is resumed with.
+    #[error("the state of run `{run_id}` does not fit the reactor: {problem}")]
+    StateMismatch {
+        /// The run.
+        run_id: String,
+        /// What does not fit.
+        problem: String,
+    },
     /// Only a successful, fully reversible run can be undone.
     #[error("the run `{run_id}` cannot be undone: {message}")]
     State {
@@ -256,6 +275,7 @@ impl Error {
             | Error::NoImplementation { .. }
             | Error::ConflictingImplementation { .. }
             | Error::InvalidOption { .. }
+            | Error::NestingTooDeep { .. }
             | Error::MissingArgument { .. }
             | Error::ArgumentType { .. }
             | Error::ValueType { .. } => ErrorClass::Invalid,
@@ -263,6 +283,7 @@ impl Error {
             | Error::MissingReturn { .. }
             | Error::UnknownReturn { .. }
             | Error::Halted(_)
+            | Error::StateMismatch { .. }
             | Error::State { .. } => ErrorClass::Validation,
         }
     }
@@ -289,6 +310,8 @@ pub enum Phase {
     Undo,
     /// Planning steps that a step emitted.
     Plan,
+    /// Middleware, on an event of the step (or of the run).
+    Middleware,
 }
 
 impl fmt::Display for Phase {
@@ -299,6 +322,7 @@ impl fmt::Display for Phase {
             Phase::Compensate => "compensate",
             Phase::Undo => "undo",
             Phase::Plan => "plan",
+            Phase::Middleware => "middleware",
         })
     }
 }
@@ -389,16 +413,22 @@ pub enum StepErrorKind {
     /// Steps emitted by this step could not be planned.
     #[error("its emitted steps could not be planned: {0}")]
     Plan(Reason),
-    /// The step was still running when the run stopped waiting for it.
-    #[error("the step was still running after the halt timeout and was abandoned")]
+    /// The step was still running when the run stopped waiting for it, and
+    /// was cancelled.
+    #[error("the step was still running after the halt timeout; it was cancelled and is undone as if it had completed")]
     Abandoned,
+    /// Middleware panicked on an event of the step or run.
+    #[error("{0}")]
+    Middleware(String),
 }
 
 impl StepErrorKind {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            StepErrorKind::Plan(_) | StepErrorKind::Abandoned => ErrorClass::Internal,
+            StepErrorKind::Plan(_) | StepErrorKind::Abandoned | StepErrorKind::Middleware(_) => {
+                ErrorClass::Internal
+            }
             _ => ErrorClass::Invalid,
         }
     }
@@ -460,6 +490,20 @@ impl fmt::Display for RunError {
 impl StdError for RunError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.errors.first().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// The most steps of a cycle an error names.
+pub(crate) const CYCLE_SHOWN: usize = 10;
+
+fn cycle_text(cycle: &[String], length: usize) -> String {
+    if length < cycle.len() {
+        cycle.join(" -> ")
+    } else {
+        format!(
+            "{} -> ... ({length} steps in the cycle)",
+            cycle.join(" -> ")
+        )
     }
 }
 

@@ -112,6 +112,10 @@ pub enum EventKind<'a> {
         /// The outcome used instead of running the step.
         outcome: &'a crate::step::Outcome,
     },
+    /// A step still running when the run stopped waiting for it (after
+    /// `halt_timeout`) was cancelled. A halted run runs it again on resume;
+    /// a failed run undoes it as if it had completed.
+    StepAbandoned,
     /// A step failed for good (after compensation and retries).
     StepFailed {
         /// The final error.
@@ -193,6 +197,7 @@ impl EventKind<'_> {
             EventKind::StepError { .. } => "step.run.error",
             EventKind::StepRetry { .. } => "step.run.retry",
             EventKind::StepHalt { .. } => "step.run.halt",
+            EventKind::StepAbandoned => "step.abandoned",
             EventKind::StepFailed { .. } => "step.failed",
             EventKind::GuardStart { .. } => "step.guard.start",
             EventKind::GuardPass => "step.guard.pass",
@@ -232,6 +237,24 @@ pub trait Middleware: Send + Sync + 'static {
     fn on_event(&self, event: &Event<'_>);
 }
 
+/// A middleware's panic on an event: it fails the run (or, on a step's
+/// start event, the step, which then does not run).
+#[derive(Clone, Debug)]
+pub(crate) struct HookPanic {
+    pub(crate) event: &'static str,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for HookPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "middleware panicked on `{}`: {}",
+            self.event, self.message
+        )
+    }
+}
+
 /// Delivers events to a run's middleware.
 #[derive(Clone, Default)]
 pub(crate) struct Emitter {
@@ -250,17 +273,18 @@ impl Emitter {
         !self.middleware.is_empty()
     }
 
-    /// Emits an event built only when someone listens.
+    /// Emits an event built only when someone listens. Every middleware
+    /// sees it, even after one panicked; the first panic is returned.
     #[inline]
-    pub(crate) fn emit<'a>(
+    pub(crate) fn emit<'k>(
         &self,
-        run_id: &'a str,
-        reactor: &'a str,
-        step: Option<&'a str>,
-        kind: impl FnOnce() -> EventKind<'a>,
-    ) {
+        run_id: &str,
+        reactor: &str,
+        step: Option<&str>,
+        kind: impl FnOnce() -> EventKind<'k>,
+    ) -> Result<(), HookPanic> {
         if self.middleware.is_empty() {
-            return;
+            return Ok(());
         }
         let event = Event {
             run_id,
@@ -269,8 +293,17 @@ impl Emitter {
             at: Instant::now(),
             kind: kind(),
         };
+        let mut first = None;
         for m in self.middleware.iter() {
-            m.on_event(&event);
+            let delivered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.on_event(&event)));
+            if let Err(panic) = delivered {
+                first.get_or_insert_with(|| HookPanic {
+                    event: event.kind.name(),
+                    message: crate::error::panic_message(&*panic),
+                });
+            }
         }
+        first.map_or(Ok(()), Err)
     }
 }

@@ -63,7 +63,9 @@ pub use builder::Builder;
 pub use context::Context;
 pub use error::{BoxError, Error, ErrorClass, Phase, Reason, RunError, StepError, StepErrorKind};
 pub use event::{Event, EventKind, Middleware};
-pub use executor::{CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord};
+pub use executor::{
+    CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord, Unfinished, MAX_NESTING,
+};
 pub use name::Name;
 pub use pool::{ConcurrencyPool, Permit};
 pub use reactor::{Inputs, Reactor};

@@ -15,9 +15,8 @@ use smallvec::SmallVec;
 use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::event::Middleware;
-use crate::executor::runner::Runner;
 use crate::name::Name;
-use crate::step::{Implementation, RunFn, StepImp, StepSpec, SyncRunFn};
+use crate::step::{Implementation, RunFn, Runner, StepImp, StepSpec, SyncRunFn};
 
 /// A planned reactor: immutable, shared by all of its runs.
 ///
@@ -180,6 +179,7 @@ pub(crate) fn plan_step(
     let mut reads: SmallVec<[usize; 2]> = SmallVec::new();
     let self_read = || Error::Cycle {
         cycle: vec![def.name.to_string(), def.name.to_string()],
+        length: 1,
     };
     for arg in &def.arguments {
         let from = match &arg.source.origin {
@@ -482,11 +482,16 @@ fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
             .find(|&&d| indegree[d] > 0)
             .expect("a leftover step waits for a leftover step");
     }
-    let mut cycle: Vec<String> = path[position[current]..]
+    let members = &path[position[current]..];
+    let length = members.len();
+    let mut cycle: Vec<String> = members
         .iter()
         .rev()
+        .take(crate::error::CYCLE_SHOWN)
         .map(|&i| steps[i].name().to_string())
         .collect();
-    cycle.push(cycle[0].clone());
-    Err(Error::Cycle { cycle })
+    if length <= crate::error::CYCLE_SHOWN {
+        cycle.push(cycle[0].clone());
+    }
+    Err(Error::Cycle { cycle, length })
 }

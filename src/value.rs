@@ -192,6 +192,9 @@ impl Value {
     }
 }
 
+/// The standard scalar types, strings, `Name`, JSON, `Value` itself, and
+/// `Vec`s and `Option`s of those, `ValueMap`s and `HashMap<String, Value>`s
+/// show their `Debug` form; any other type shows as `<its type name>`.
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         macro_rules! try_debug {
@@ -199,21 +202,36 @@ impl fmt::Debug for Value {
                 if let Some(v) = self.downcast_ref::<$t>() { return fmt::Debug::fmt(v, f); }
             )*};
         }
-        try_debug!(
+        macro_rules! with_containers {
+            ($($t:ty),*) => {
+                try_debug!($($t, Vec<$t>, Option<$t>),*);
+            };
+        }
+        with_containers!(
             (),
             bool,
+            char,
+            i8,
+            i16,
             i32,
             i64,
+            i128,
+            isize,
+            u8,
+            u16,
             u32,
             u64,
+            u128,
             usize,
+            f32,
             f64,
             String,
             &'static str,
+            Name,
             serde_json::Value,
-            ValueMap,
-            Vec<Value>
+            Value
         );
+        try_debug!(ValueMap, HashMap<String, Value>);
         write!(f, "<{}>", self.type_name())
     }
 }

@@ -81,7 +81,7 @@ fn cycles_name_their_steps() {
         .returns("end")
         .build()
         .unwrap_err();
-    let Error::Cycle { cycle } = &err else {
+    let Error::Cycle { cycle, .. } = &err else {
         panic!("expected a cycle, got {err:?}")
     };
     assert_eq!(cycle.len(), 4, "{cycle:?}");

@@ -8,56 +8,87 @@
 //!
 //! 1. If the iteration budget (`max_iterations`) is spent or the `timeout`
 //!    has passed, **halt**.
-//! 2. Start ready steps, oldest first. An async step needs a slot of the
-//!    run's [`ConcurrencyPool`](crate::ConcurrencyPool) and a place under
-//!    `max_concurrency`; it then runs in its own task (CPU-bound steps on the
-//!    blocking pool). A non-async step, or any step of a `run_async(false)`
-//!    run, runs in the coordinator, one at a time. When the pool is empty,
-//!    nothing of this run is running and the run is nested inside a step
-//!    holding a slot of the same pool, the step runs in the coordinator
-//!    instead of waiting for itself.
-//!
-//!    Plain closure steps (`run_sync`, no compensation) are cheaper to run
-//!    than to hand to a task, so, holding their slot as any step does:
-//!    several ready ones share a task (a *chunk*, run one after another,
-//!    at most a fair share of the ready steps per free slot and at most
-//!    200 µs before it hands the rest back), and one that is the only step
-//!    that could run at all runs in the coordinator. Neither changes how
-//!    many steps run at once.
+//! 2. Start ready steps, oldest first (for a map, first admit elements of
+//!    its source, up to its batch size).
 //! 3. If every step is done, **succeed** with the return step's result.
-//! 4. Wait, without spinning, for the first of: a step finishing (then
-//!    handle every step that has finished), the earliest backoff expiring
-//!    (then its step is ready again), the timeout, or a pool slot freed by
-//!    another run. Only waking for a finished step spends an iteration.
+//! 4. Wait, without spinning, for the first of: an attempt finishing (then
+//!    handle every attempt that has finished), the earliest backoff
+//!    expiring (then its step is ready again), the timeout, a pool slot
+//!    freed, or a map element arriving. Only a finished attempt spends an
+//!    iteration.
 //!
-//! Handling a finished attempt:
+//! # Where an attempt runs
 //!
-//! - **ok**: the result is kept while a pending step or the return still
-//!   reads it, and pushed on the undo stack if the step can undo. Its
-//!   dependents' counts drop. Emitted steps join the run; a step emitted
-//!   under the emitter's own name *replaces* it (its dependents wait for the
-//!   replacement, which reads the emitter's value as its own result).
-//! - **retry** (from `run`, or from `compensate`): the retry count rises; past
-//!   `max_retries` the step fails (with the retry reason, or
-//!   `RetriesExceeded`). Otherwise it is ready again, at once or after its
-//!   backoff.
+//! One attempt of a step ([`attempt`]) is the same wherever it runs; the
+//! coordinator only chooses where ([`coordinator`]'s `launch`):
+//!
+//! - **a task of its own**, holding a slot of the run's pool and a place
+//!   under `max_concurrency` (CPU-bound steps on the blocking pool);
+//! - **a chunk**: several ready plain closure steps (`run_sync`, no guard,
+//!   no compensation) run one after another in one task, holding one slot,
+//!   at most a fair share of the ready steps per free slot and at most
+//!   200 µs before it hands the rest back;
+//! - **the coordinator**: a non-async step, or any step of a
+//!   `run_async(false)` run, one at a time (raced against the run's
+//!   deadline, like any running step); and a plain step that is the only
+//!   step that could run at all (holding its slot, so the limit holds);
+//! - **a map element**: a map runs its elements as instances of its nested
+//!   steps in a coordinator of its own, so every rule below holds there too.
+//!
+//! A step holding a slot lends it to runs nested in it ([`crate::pool`]).
+//!
+//! # What an attempt comes to
+//!
+//! - **done**: the result is kept while a pending step or the return still
+//!   reads it, and pushed on the undo stack (with the step's own
+//!   definition) if the step can undo. Its dependents' counts drop.
+//!   Emitted steps join the run; a step emitted under the emitter's own
+//!   name *replaces* it (its dependents wait for the replacement, which
+//!   reads the emitter's value as its own result). A guard's skip is done
+//!   with the guard's outcome, never undone.
+//! - **retry** (from `run`, a guard, or `compensate`): a retry event, then
+//!   the retry count rises; past `max_retries` the step fails (with the
+//!   retry reason, or `RetriesExceeded`). Otherwise it is ready again, at
+//!   once or after its backoff.
 //! - **halt**: the step completes with its value and the run halts.
 //! - **error**: `compensate` (if the step can) may continue with a value,
 //!   retry, accept the failure or fail itself; a failure fails the run.
 //!
-//! Ending a run: running steps are awaited (up to `halt_timeout`; steps
-//! still running then are abandoned and will run again on resume). A failed
-//! run then undoes every completed undoable step, one at a time, newest
-//! first; each undo may retry up to 5 attempts, and every error, of the
-//! failure and of the undos, is reported together. A halted run returns its
-//! [`RunState`], which resumes with the same results.
+//! A panic in user code is an error of the step (or, for middleware, of
+//! the run); it never escapes the run.
+//!
+//! # The end of a run
+//!
+//! Every exit (success, failure, halt, timeout, iteration limit) goes
+//! through one routine ([`coordinator`]'s `finish`): running attempts are
+//! awaited up to `halt_timeout`; those still running are cancelled, and
+//! the run waits until they, and the tasks of runs nested in them, have
+//! stopped. A halted run sets them back to run again on resume; a failed
+//! run reports them and treats an undoable one as possibly completed.
+//! A failed run then undoes every completed undoable step, one at a time,
+//! newest first; each undo may retry up to 5 attempts, and every error, of
+//! the failure and of the undos, is reported together. A halted run
+//! returns its [`RunState`], which resumes with the same results.
+//!
+//! A step that blocks its thread (rather than awaiting) cannot be cut
+//! short by a timeout or a cancellation: mark such steps
+//! [`cpu_bound`](crate::StepSpec::cpu_bound), which runs them on tokio's
+//! blocking pool where they block no other step.
 
+pub(crate) mod attempt;
 mod coordinator;
+mod elements;
+pub(crate) mod nesting;
+mod places;
 mod run;
-pub(crate) mod runner;
 mod state;
 mod tasks;
+mod undo;
 
+pub use attempt::StepPanicked;
+pub(crate) use elements::{run_elements, Elements, ElementsFailed};
+pub use nesting::MAX_NESTING;
 pub use run::{CompletedRun, HaltedRun, RunOutcome, RunRequest};
-pub use runner::StepPanicked;
 pub use state::{RunState, UndoRecord};
+pub(crate) use undo::UndoStack;
+pub use undo::Unfinished;

@@ -8,12 +8,14 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::coordinator::{Coordinator, Finish, Settings};
-use super::runner;
+use super::nesting::{self, Inherited, Tracker, MAX_NESTING, STACK_HOP};
 use super::state::RunState;
-use crate::context::{Context, RunScope};
+use super::undo::UndoStack;
+use crate::context::RunScope;
 use crate::error::{panic_message, Error, Reason, RunError};
 use crate::event::{Emitter, Middleware};
 use crate::name::Name;
+use crate::planner::Plan;
 use crate::pool::ConcurrencyPool;
 use crate::reactor::Reactor;
 use crate::value::{Value, ValueMap};
@@ -152,7 +154,10 @@ impl RunRequest {
     /// # Cancel safety
     ///
     /// Dropping the future stops the run: its running steps are cancelled
-    /// and nothing is undone.
+    /// (CPU-bound ones at their next await) and nothing is undone. A run
+    /// that ends by itself (success, failure, halt, timeout) returns only
+    /// once every step it started, in it or in runs nested in it, has
+    /// stopped.
     pub async fn outcome(self) -> Result<RunOutcome, Error> {
         self.execute(true).await
     }
@@ -160,39 +165,23 @@ impl RunRequest {
     async fn execute(self, keep_state: bool) -> Result<RunOutcome, Error> {
         let reactor = self.reactor.clone();
         let fully_reversible = self.fully_reversible;
-        let run_async = self.run_async;
-        let (coordinator, span) = self.into_coordinator(keep_state || fully_reversible)?;
-        let finish = if run_async {
-            let task = AbortOnDrop(tokio::spawn(coordinator.drive().instrument(span)));
-            match (&mut *Box::pin(task)).await {
-                Ok(finish) => finish,
-                Err(e) if e.is_panic() => {
-                    panic!(
-                        "the reactor coordinator panicked: {}",
-                        panic_message(&*e.into_panic())
-                    )
-                }
-                Err(_) => unreachable!("the coordinator task is only aborted when dropped"),
-            }
-        } else {
-            coordinator.drive().instrument(span).await
-        };
-        match finish {
-            Finish::Completed { value, state } => Ok(RunOutcome::Completed(CompletedRun {
+        let started = self.into_coordinator(keep_state || fully_reversible)?;
+        match started.drive().await {
+            Finish::Completed { value, state, undo } => Ok(RunOutcome::Completed(CompletedRun {
                 value,
+                state,
+                undo: fully_reversible.then_some(undo),
+            })),
+            Finish::Halted { state, undo } => Ok(RunOutcome::Halted(HaltedRun {
                 reactor,
                 state,
-                reversible: fully_reversible,
+                undo,
             })),
-            Finish::Halted { state } => Ok(RunOutcome::Halted(HaltedRun { reactor, state })),
-            Finish::Failed(error) => Err(Error::Run(error)),
+            Finish::Failed(error, _) => Err(Error::Run(error)),
         }
     }
 
-    fn into_coordinator(
-        self,
-        keep_state: bool,
-    ) -> Result<(Box<Coordinator>, tracing::Span), Error> {
+    fn into_coordinator(self, keep_state: bool) -> Result<Started, Error> {
         let plan = self.reactor.plan().clone();
         let mut state = self.resume.unwrap_or_default();
         let resumed = !state.run_id.is_empty();
@@ -213,31 +202,19 @@ impl RunRequest {
             return Err(Error::MissingInputs { inputs: missing });
         }
         inputs.retain(|k, _| plan.input_index.contains_key(k.as_str()));
-        let mut values = Vec::with_capacity(plan.inputs.len());
-        for def in &plan.inputs {
-            let raw = inputs[&*def.name].clone();
-            let value = match &def.transform {
-                None => raw,
-                Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(&raw)))
-                {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
-                        return Err(Error::InputTransform {
-                            input: def.name.to_string(),
-                            reason: Reason::from(e),
-                        })
-                    }
-                    Err(p) => {
-                        return Err(Error::InputTransform {
-                            input: def.name.to_string(),
-                            reason: Reason::msg(format!("panicked: {}", panic_message(&*p))),
-                        })
-                    }
-                },
-            };
-            values.push(value);
+        let values = transformed_inputs(&plan, &inputs)?;
+        if self.pool.as_ref().is_some_and(|p| p.limit() == 0) {
+            return Err(Error::InvalidOption {
+                option: "pool",
+                message: "a pool of 0 slots can never run a step".to_string(),
+            });
         }
-        let max_concurrency = self.max_concurrency.unwrap_or_else(available_cores);
+        // A run given a pool may use all of its slots, unless told less.
+        let max_concurrency = self.max_concurrency.unwrap_or_else(|| {
+            self.pool
+                .as_ref()
+                .map_or_else(available_cores, ConcurrencyPool::limit)
+        });
         if max_concurrency == 0 && self.run_async {
             return Err(Error::InvalidOption {
                 option: "max_concurrency",
@@ -246,7 +223,7 @@ impl RunRequest {
         }
         let pool = self
             .pool
-            .unwrap_or_else(|| ConcurrencyPool::new(max_concurrency));
+            .unwrap_or_else(|| ConcurrencyPool::new(max_concurrency.max(1)));
         let run_id: Name = if resumed {
             std::mem::take(&mut state.run_id).into()
         } else {
@@ -259,14 +236,20 @@ impl RunRequest {
         let mut middleware = plan.middleware.clone();
         middleware.extend(self.middleware);
         let span = tracing::info_span!("reactor.run", reactor = %plan.name, run_id = %run_id);
-        let scope = Arc::new(RunScope {
+        let placed = Placement::new(&pool, self.run_async)?;
+        let scope = placed.scope(RunScope {
             plan: plan.clone(),
             run_id,
             values: context,
-            pool: pool.held_by_step(),
-            slots: pool,
+            pool,
+            lender: None,
             async_run: self.run_async,
+            max_concurrency: max_concurrency.max(1),
+            halt_timeout: self.halt_timeout,
             events: Emitter::new(middleware),
+            tracker: Tracker::new(None),
+            depth: 0,
+            stacked: 0,
         });
         state.inputs = inputs;
         let settings = Settings {
@@ -278,8 +261,111 @@ impl RunRequest {
             resumed,
             keep_state,
         };
-        let coordinator = Coordinator::new(plan, scope, settings, values, state, span.clone())?;
-        Ok((coordinator, span))
+        let coordinator =
+            Coordinator::new(plan, scope, settings, values, state, None, span.clone())?;
+        Ok(Started {
+            coordinator,
+            span,
+            placed,
+        })
+    }
+}
+
+/// The inputs after their transforms, in declaration order.
+fn transformed_inputs(plan: &Plan, inputs: &ValueMap) -> Result<Vec<Value>, Error> {
+    let mut values = Vec::with_capacity(plan.inputs.len());
+    for def in &plan.inputs {
+        let raw = inputs[&*def.name].clone();
+        let value = match &def.transform {
+            None => raw,
+            Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(&raw))) {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    return Err(Error::InputTransform {
+                        input: def.name.to_string(),
+                        reason: Reason::from(e),
+                    })
+                }
+                Err(p) => {
+                    return Err(Error::InputTransform {
+                        input: def.name.to_string(),
+                        reason: Reason::msg(format!("panicked: {}", panic_message(&*p))),
+                    })
+                }
+            },
+        };
+        values.push(value);
+    }
+    Ok(values)
+}
+
+/// Where a run is driven, and what it inherits from the attempt it was
+/// started in: a run nested in a step holding a slot of its pool may use
+/// that slot, and its tasks count towards the step's run.
+pub(crate) struct Placement {
+    inherited: Inherited,
+    /// Whether the run's loop gets a task of its own (async runs, and every
+    /// few levels of nested `run_async(false)` runs, so that nesting is not
+    /// bounded by the caller's stack).
+    own_task: bool,
+}
+
+impl Placement {
+    pub(crate) fn new(pool: &ConcurrencyPool, run_async: bool) -> Result<Placement, Error> {
+        let inherited = nesting::inherited(pool);
+        if inherited.depth > MAX_NESTING {
+            return Err(Error::NestingTooDeep {
+                depth: inherited.depth,
+                limit: MAX_NESTING,
+            });
+        }
+        let own_task = run_async || inherited.stacked >= STACK_HOP;
+        Ok(Placement {
+            inherited,
+            own_task,
+        })
+    }
+
+    /// `scope` with what the run inherits.
+    pub(crate) fn scope(&self, mut scope: RunScope) -> Arc<RunScope> {
+        scope.lender = self.inherited.lender.clone();
+        scope.tracker = Tracker::new(self.inherited.parent.clone());
+        scope.depth = self.inherited.depth;
+        scope.stacked = if self.own_task {
+            0
+        } else {
+            self.inherited.stacked
+        };
+        Arc::new(scope)
+    }
+}
+
+/// A run ready to be driven.
+pub(crate) struct Started {
+    pub(crate) coordinator: Box<Coordinator>,
+    pub(crate) span: tracing::Span,
+    pub(crate) placed: Placement,
+}
+
+impl Started {
+    /// Drives the run to its end, in a task of its own if placed so.
+    pub(crate) async fn drive(self) -> Finish {
+        let fut = self.coordinator.drive().instrument(self.span);
+        if !self.placed.own_task {
+            return fut.await;
+        }
+        // The loop's task counts towards the run the new run is nested in.
+        let live = self.placed.inherited.parent.as_ref().map(|p| p.enter());
+        let task = AbortOnDrop(tokio::spawn(async move {
+            let finish = fut.await;
+            drop(live);
+            finish
+        }));
+        match task.await {
+            Ok(finish) => finish,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => unreachable!("the coordinator task is only aborted when dropped"),
+        }
     }
 }
 
@@ -357,9 +443,9 @@ impl RunOutcome {
 /// A successful run.
 pub struct CompletedRun {
     value: Value,
-    reactor: Reactor,
     state: RunState,
-    reversible: bool,
+    /// The undo stack, kept when the run is fully reversible.
+    undo: Option<UndoStack>,
 }
 
 impl std::fmt::Debug for CompletedRun {
@@ -367,7 +453,7 @@ impl std::fmt::Debug for CompletedRun {
         f.debug_struct("CompletedRun")
             .field("value", &self.value)
             .field("run_id", &self.state.run_id)
-            .field("reversible", &self.reversible)
+            .field("reversible", &self.undo.is_some())
             .finish()
     }
 }
@@ -388,75 +474,39 @@ impl CompletedRun {
         &self.state
     }
 
+    /// Whether undoing the run has anything to do.
+    pub(crate) fn has_undo(&self) -> bool {
+        self.undo.as_ref().is_some_and(|u| !u.is_empty())
+    }
+
     /// Undoes the whole run, newest step first. Only for runs started with
     /// [`RunRequest::fully_reversible`]. Every undo is attempted; all errors
     /// are reported together.
     pub async fn undo(self) -> Result<(), Error> {
-        if !self.reversible {
+        let Some(mut undo) = self.undo else {
             return Err(Error::State {
                 run_id: self.state.run_id,
                 message: "it was not started with `fully_reversible`".to_string(),
             });
+        };
+        let errors = undo.unwind().await;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Run(RunError {
+                run_id: self.state.run_id,
+                errors,
+            }))
         }
-        undo_state(&self.reactor, self.state).await
     }
 }
 
-async fn undo_state(reactor: &Reactor, state: RunState) -> Result<(), Error> {
-    let plan = reactor.plan();
-    // Undo runs one step at a time, outside any shared pool.
-    let pool = ConcurrencyPool::new(1);
-    let scope = Arc::new(RunScope {
-        plan: plan.clone(),
-        run_id: state.run_id.clone().into(),
-        values: state.context.clone(),
-        pool: pool.held_by_step(),
-        slots: pool,
-        async_run: false,
-        events: Emitter::new(plan.middleware.clone()),
-    });
-    let mut errors = Vec::new();
-    for record in state.undo_stack.into_iter().rev() {
-        let spec = state
-            .emitted
-            .iter()
-            .find(|s| s.name() == record.step)
-            .cloned()
-            .or_else(|| {
-                plan.step_named(&record.step)
-                    .map(|i| plan.steps[i].spec.clone())
-            });
-        let Some(spec) = spec else { continue };
-        let step = match spec.resolve() {
-            Ok(step) => step,
-            Err(_) => continue,
-        };
-        let ctx = Context {
-            run: scope.clone(),
-            step: crate::context::StepRef::Emitted(spec),
-            current_try: 0,
-            retries_remaining: None,
-            events: scope.events.is_active(),
-        };
-        let undo = runner::undo(step, record.value, record.arguments, ctx);
-        if let Err(e) = undo.await {
-            errors.push(e);
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Run(RunError {
-            run_id: state.run_id,
-            errors,
-        }))
-    }
-}
-
-/// A halted run: resume it with [`HaltedRun::resume`].
+/// A halted run: resume it with [`HaltedRun::resume`], or undo what it
+/// did with [`HaltedRun::undo`].
 pub struct HaltedRun {
     reactor: Reactor,
     state: RunState,
+    undo: UndoStack,
 }
 
 impl std::fmt::Debug for HaltedRun {
@@ -500,6 +550,21 @@ impl HaltedRun {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect()
+    }
+
+    /// Undoes every completed undoable step of the run, newest first,
+    /// instead of resuming it. Every undo is attempted; all errors are
+    /// reported together.
+    pub async fn undo(mut self) -> Result<(), Error> {
+        let errors = self.undo.unwind().await;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Run(RunError {
+                run_id: self.state.run_id,
+                errors,
+            }))
+        }
     }
 
     /// Resumes the run with its stored inputs and results; completed steps

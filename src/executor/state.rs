@@ -1,8 +1,10 @@
 //! [`RunState`]: a halted or finished run as plain data, apart from the
 //! reactor's definition and from any live task.
 //!
-//! A run can be rebuilt from its state and its reactor: resuming a halted
-//! run, or undoing a finished one, needs nothing else.
+//! A halted run can be rebuilt from its state and its reactor: resuming it
+//! needs nothing else. A state that does not fit the reactor (a step it
+//! does not have, a step completed twice, a result a pending step needs
+//! and the state lacks) is refused before anything runs.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,10 @@ use crate::value::{Value, ValueMap};
 pub struct UndoRecord {
     /// The step's name.
     pub step: String,
+    /// The definition it ran with, when it was emitted at run time (`None`:
+    /// the reactor's own step of that name). A step replaced by a step of
+    /// the same name is undone by its own definition, not the replacement's.
+    pub emitted: Option<StepSpec>,
     /// The value it completed with (or what its step kept for undo, see
     /// [`Outcome::OkWithUndo`](crate::Outcome::OkWithUndo)).
     pub value: Value,
@@ -41,6 +47,10 @@ pub struct RunState {
     pub emitted: Vec<StepSpec>,
     /// Retries made so far, by step.
     pub retries: BTreeMap<String, u32>,
+    /// Steps that were still running when the run halted and were
+    /// cancelled after its `halt_timeout`: they run again on resume (and
+    /// may have done part of their work before).
+    pub abandoned: Vec<String>,
 }
 
 impl RunState {

@@ -1,32 +1,68 @@
-//! The running step tasks of one run: spawned on tokio, reporting back
-//! through a channel, aborted if the run is dropped.
+//! The running tasks of one run: spawned on tokio (CPU-bound ones on the
+//! blocking pool), reporting back through a channel, and cancelled when
+//! the run abandons them or is dropped.
 //!
-//! A channel rather than a `JoinSet`: finishing a step then costs one
-//! lock-free push and a wake, not a mutex-guarded move between lists.
+//! Every task reports exactly once: what it finished with, or that it was
+//! *lost* (aborted, or stopped by an engine bug) with the steps it held.
+//! The report of a lost task is sent when its future is dropped, so once
+//! every task has reported none of them runs any more. Each task is also
+//! counted by the run's [`Tracker`], which counts the tasks of the runs
+//! nested in it too.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::runner::{BoxedTask, ChunkTask, Finished};
+use super::coordinator::Key;
+use super::nesting::{Live, Tracker};
+use super::places::{BoxedTask, ChunkTask, Finished};
+
+/// The steps a task runs.
+pub(crate) type Keys = SmallVec<[Key; 1]>;
+
+type Message = (usize, Option<Finished>);
+
+/// What a task came to.
+pub(crate) enum TaskReport {
+    Finished(Finished),
+    /// The task was dropped before it finished: these steps did not end.
+    Lost(Keys),
+}
 
 pub(crate) struct Tasks {
-    sender: mpsc::UnboundedSender<(usize, Finished)>,
-    reports: mpsc::UnboundedReceiver<(usize, Finished)>,
-    /// The running tasks by slot, to abort them if the run is dropped.
-    handles: Vec<Option<JoinHandle<()>>>,
+    sender: mpsc::UnboundedSender<Message>,
+    reports: mpsc::UnboundedReceiver<Message>,
+    /// The running tasks by slot.
+    slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     running: usize,
+    tracker: Arc<Tracker>,
+    /// Stops CPU-bound tasks (aborting does not reach the blocking pool).
+    cancel: CancellationToken,
+}
+
+struct Slot {
+    handle: JoinHandle<()>,
+    keys: Keys,
 }
 
 impl Tasks {
-    pub(crate) fn new() -> Tasks {
+    pub(crate) fn new(tracker: Arc<Tracker>) -> Tasks {
         let (sender, reports) = mpsc::unbounded_channel();
         Tasks {
             sender,
             reports,
-            handles: Vec::new(),
+            slots: Vec::new(),
             free: Vec::new(),
             running: 0,
+            tracker,
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -35,52 +71,71 @@ impl Tasks {
         self.running
     }
 
+    /// The tracker counting this run's tasks.
+    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+
     /// Spawns one step's task (on the blocking pool if CPU-bound).
-    pub(crate) fn spawn(&mut self, task: BoxedTask, cpu_bound: bool) {
+    pub(crate) fn spawn(&mut self, key: Key, task: BoxedTask, cpu_bound: bool) {
         let slot = self.slot();
-        let sender = self.sender.clone();
-        let send = async move {
-            let finished = task.await;
-            // The receiver is gone only when the run was dropped.
-            let _ = sender.send((slot, finished));
-        };
+        let reporting = self.reporting(slot, task);
         let handle = if cpu_bound {
             let runtime = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || runtime.block_on(send))
+            let cancel = self.cancel.clone();
+            tokio::task::spawn_blocking(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => {}
+                        _ = reporting => {}
+                    }
+                })
+            })
         } else {
-            tokio::spawn(send)
+            tokio::spawn(reporting)
         };
-        self.started(slot, handle);
+        self.started(slot, handle, SmallVec::from_elem(key, 1));
     }
 
     /// Spawns a chunk of plain steps.
-    pub(crate) fn spawn_chunk(&mut self, chunk: Box<ChunkTask>) {
+    pub(crate) fn spawn_chunk(&mut self, keys: Keys, chunk: Box<ChunkTask>) {
         let slot = self.slot();
-        let sender = self.sender.clone();
-        let handle = tokio::spawn(async move {
-            let _ = sender.send((slot, chunk.run()));
-        });
-        self.started(slot, handle);
+        let reporting = self.reporting(slot, ChunkFuture(Some(chunk)));
+        let handle = tokio::spawn(reporting);
+        self.started(slot, handle, keys);
+    }
+
+    fn reporting<F>(&self, slot: usize, task: F) -> Reporting<F> {
+        Reporting {
+            task,
+            guard: ReportGuard {
+                slot,
+                sender: self.sender.clone(),
+                sent: false,
+                _live: self.tracker.enter(),
+            },
+        }
     }
 
     fn slot(&mut self) -> usize {
         self.free.pop().unwrap_or_else(|| {
-            self.handles.push(None);
-            self.handles.len() - 1
+            self.slots.push(None);
+            self.slots.len() - 1
         })
     }
 
-    fn started(&mut self, slot: usize, handle: JoinHandle<()>) {
-        self.handles[slot] = Some(handle);
+    fn started(&mut self, slot: usize, handle: JoinHandle<()>, keys: Keys) {
+        self.slots[slot] = Some(Slot { handle, keys });
         self.running += 1;
     }
 
-    /// The next finished task, waiting for one; `None` when nothing runs.
+    /// The next report, waiting for one; `None` when nothing runs.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a task is only taken when the future completes.
-    pub(crate) async fn next(&mut self) -> Option<Finished> {
+    /// Cancel safe: a report is only taken when the future completes.
+    pub(crate) async fn next(&mut self) -> Option<TaskReport> {
         if self.running == 0 {
             return None;
         }
@@ -88,8 +143,8 @@ impl Tasks {
         Some(self.taken(slot, finished))
     }
 
-    /// A task already finished, if any.
-    pub(crate) fn try_next(&mut self) -> Option<Finished> {
+    /// A report already sent, if any.
+    pub(crate) fn try_next(&mut self) -> Option<TaskReport> {
         if self.running == 0 {
             return None;
         }
@@ -97,25 +152,75 @@ impl Tasks {
         Some(self.taken(slot, finished))
     }
 
-    fn taken(&mut self, slot: usize, finished: Finished) -> Finished {
+    fn taken(&mut self, slot: usize, finished: Option<Finished>) -> TaskReport {
+        let Slot { keys, .. } = self.slots[slot]
+            .take()
+            .expect("a running task reports once");
         self.running -= 1;
-        self.handles[slot] = None;
         self.free.push(slot);
-        finished
+        match finished {
+            Some(f) => TaskReport::Finished(f),
+            None => TaskReport::Lost(keys),
+        }
     }
 
-    /// Lets the running tasks go on without waiting for them.
-    pub(crate) fn detach_all(&mut self) {
-        self.handles.clear();
-        self.free.clear();
-        self.running = 0;
+    /// Stops every running task; each still reports (mostly as lost).
+    pub(crate) fn abort_all(&mut self) {
+        self.cancel.cancel();
+        for slot in self.slots.iter().flatten() {
+            slot.handle.abort();
+        }
     }
 }
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for handle in self.handles.iter().flatten() {
-            handle.abort();
+        self.abort_all();
+    }
+}
+
+/// A task's future with the guard that reports it, dropped after it.
+struct Reporting<F> {
+    task: F,
+    guard: ReportGuard,
+}
+
+struct ReportGuard {
+    slot: usize,
+    sender: mpsc::UnboundedSender<Message>,
+    sent: bool,
+    _live: Live,
+}
+
+impl Drop for ReportGuard {
+    fn drop(&mut self) {
+        if !self.sent {
+            // The receiver is gone only when the run was dropped.
+            let _ = self.sender.send((self.slot, None));
         }
+    }
+}
+
+impl<F: Future<Output = Finished> + Unpin> Future for Reporting<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let finished = std::task::ready!(Pin::new(&mut this.task).poll(cx));
+        this.guard.sent = true;
+        let _ = this.guard.sender.send((this.guard.slot, Some(finished)));
+        Poll::Ready(())
+    }
+}
+
+/// A chunk as a future: it runs on its first poll.
+struct ChunkFuture(Option<Box<ChunkTask>>);
+
+impl Future for ChunkFuture {
+    type Output = Finished;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Finished> {
+        let chunk = self.0.take().expect("a chunk runs once");
+        Poll::Ready(chunk.run())
     }
 }

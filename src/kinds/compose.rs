@@ -1,14 +1,14 @@
 //! `compose`: another reactor run as one step.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use super::nested::{self, Kept};
 use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::Reason;
-use crate::executor::{CompletedRun, RunOutcome};
+use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
 use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
@@ -122,16 +122,14 @@ pub enum ComposeError {
         extra: Vec<String>,
     },
     /// The inner reactor halted (resuming it through the outer run is not
-    /// supported: run it directly to halt and resume it).
+    /// supported: run it directly to halt and resume it). Its completed
+    /// steps were undone (with `support_undo`).
     #[error("the composed reactor `{reactor}` halted")]
     Halted {
         /// The inner reactor.
         reactor: String,
     },
 }
-
-/// The inner run kept for undo.
-struct ComposedRun(Mutex<Option<CompletedRun>>);
 
 #[async_trait]
 impl Step for Compose {
@@ -151,17 +149,34 @@ impl Step for Compose {
         if self.support_undo {
             request = request.fully_reversible();
         }
-        match request.outcome().await {
-            Ok(RunOutcome::Completed(done)) if self.support_undo => Outcome::OkWithUndo {
-                value: done.value().clone(),
-                undo: Value::new(ComposedRun(Mutex::new(Some(done)))),
-            },
-            Ok(RunOutcome::Completed(done)) => Outcome::Ok(done.into_value()),
-            Ok(RunOutcome::Halted(_)) => Outcome::Error(Reason::new(ComposeError::Halted {
-                reactor: self.reactor.name().to_string(),
-            })),
+        let kept = Kept::new();
+        let outcome = match request.outcome().await {
+            Ok(RunOutcome::Completed(done)) => {
+                let value = done.value().clone();
+                kept.keep(done);
+                Outcome::Ok(value)
+            }
+            Ok(RunOutcome::Halted(halted)) => {
+                let halt = Reason::new(ComposeError::Halted {
+                    reactor: self.reactor.name().to_string(),
+                });
+                if !self.support_undo {
+                    return Outcome::Error(halt);
+                }
+                match kept.halted(halted).await {
+                    Ok(()) => Outcome::Error(halt),
+                    Err(e) => {
+                        Outcome::Error(Reason::msg(format!("{halt}; undoing it failed: {e}")))
+                    }
+                }
+            }
             Err(e) => Outcome::Error(Reason::new(e)),
-        }
+        };
+        kept.settle(outcome).await
+    }
+
+    fn can_compensate(&self) -> bool {
+        false
     }
 
     fn can_undo(&self) -> bool {
@@ -169,16 +184,6 @@ impl Step for Compose {
     }
 
     async fn undo(&self, value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
-        let run = value
-            .downcast_ref::<ComposedRun>()
-            .and_then(|r| r.0.lock().unwrap_or_else(|p| p.into_inner()).take());
-        match run {
-            Some(run) => match run.undo().await {
-                Ok(()) => UndoOutcome::Done,
-                Err(e) => UndoOutcome::Error(Reason::new(e)),
-            },
-            // Already undone (or never kept): nothing to do.
-            None => UndoOutcome::Done,
-        }
+        nested::undo(&value).await
     }
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use super::nested::{self, Kept};
 use crate::argument::{result, Arguments};
 use crate::context::Context;
 use crate::error::{BoxError, Error};
+use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
 use crate::step::{step, IntoOutcome, Outcome, StepSpec};
@@ -18,15 +20,17 @@ use crate::value::{Value, ValueMap};
 const GATHER: &str = "__nested_results__";
 
 /// Runs `steps` as an inner reactor whose inputs are `args`, and returns
-/// each top-level step's result by name. The inner run shares `ctx`'s pool
-/// and is asynchronous only if the outer run is and `allow_async` is set.
-/// Nested steps read outer values through the group's arguments only.
+/// each top-level step's result by name; the completed run is kept in
+/// `kept` for undo. The inner run shares `ctx`'s pool and is asynchronous
+/// only if the outer run is and `allow_async` is set. Nested steps read
+/// outer values through the group's arguments only.
 async fn run_nested(
     name: &str,
     args: &Arguments,
     steps: Vec<StepSpec>,
     ctx: &Context,
     allow_async: bool,
+    kept: &Kept,
 ) -> Result<ValueMap, Error> {
     if steps.is_empty() {
         return Ok(ValueMap::new());
@@ -46,12 +50,28 @@ async fn run_nested(
     }
     builder.add(gather);
     let reactor = builder.returns(GATHER).build()?;
-    let value = reactor
+    let outcome = reactor
         .run(inputs)
         .pool(ctx.pool().clone())
         .run_async(ctx.is_async() && allow_async)
+        .fully_reversible()
+        .outcome()
         .await?;
-    value.take::<ValueMap>()
+    match outcome {
+        RunOutcome::Completed(done) => {
+            let value = done.value().clone();
+            kept.keep(done);
+            value.take::<ValueMap>()
+        }
+        RunOutcome::Halted(halted) => {
+            let run_id = halted.run_id().to_string();
+            kept.halted(halted).await?;
+            Err(Error::State {
+                run_id,
+                message: format!("the steps nested in `{name}` halted, which they cannot"),
+            })
+        }
+    }
 }
 
 type BeforeAll = Arc<
@@ -161,20 +181,30 @@ impl Group {
         }
         let this = Arc::new(self);
         let name = this.name.clone();
-        Ok(step(name).max_retries(0).run(move |args, ctx| {
-            let this = this.clone();
-            async move {
-                let (args, steps) = match &this.before {
-                    Some(before) => before(args, this.steps.clone())?,
-                    None => (args, this.steps.clone()),
-                };
-                let results = run_nested(&this.name, &args, steps, &ctx, this.allow_async).await?;
-                match &this.after {
-                    Some(after) => after(results),
-                    None => Ok(Value::new(results)),
+        Ok(step(name)
+            .max_retries(0)
+            .run(move |args, ctx| {
+                let this = this.clone();
+                async move {
+                    let kept = Kept::new();
+                    let run = async {
+                        let (args, steps) = match &this.before {
+                            Some(before) => before(args, this.steps.clone())?,
+                            None => (args, this.steps.clone()),
+                        };
+                        let results =
+                            run_nested(&this.name, &args, steps, &ctx, this.allow_async, &kept)
+                                .await?;
+                        match &this.after {
+                            Some(after) => after(results),
+                            None => Ok(Value::new(results)),
+                        }
+                    };
+                    let outcome = run.await.into_outcome();
+                    kept.settle(outcome).await
                 }
-            }
-        }))
+            })
+            .undo(|token, _, _| async move { nested::undo(&token).await }))
     }
 }
 
@@ -183,13 +213,22 @@ pub struct Nested {
     name: Name,
     ctx: Context,
     allow_async: bool,
+    kept: Arc<Kept>,
 }
 
 impl Nested {
     /// Runs `steps` as an inner reactor with `args` as its inputs, and
     /// returns each step's result by name (an empty map for no steps).
     pub async fn run(&self, args: &Arguments, steps: Vec<StepSpec>) -> Result<ValueMap, Error> {
-        run_nested(&self.name, args, steps, &self.ctx, self.allow_async).await
+        run_nested(
+            &self.name,
+            args,
+            steps,
+            &self.ctx,
+            self.allow_async,
+            &self.kept,
+        )
+        .await
     }
 }
 
@@ -279,11 +318,15 @@ where
         .max_retries(0)
         .run_async(allow_async)
         .run(move |args, ctx| {
+            let kept = Kept::new();
             let nested = Nested {
                 name: inner_name.clone(),
                 ctx: ctx.clone(),
                 allow_async,
+                kept: kept.clone(),
             };
-            f(args, ctx, steps.clone(), nested)
-        }))
+            let outcome = f(args, ctx, steps.clone(), nested);
+            async move { kept.settle(outcome.await).await }
+        })
+        .undo(|token, _, _| async move { nested::undo(&token).await }))
 }

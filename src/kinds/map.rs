@@ -1,18 +1,17 @@
 //! `map`: nested steps run once per element of a collection or stream.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::argument::{input, result, ArgNames, Arguments, Origin, Source, Values};
-use crate::context::{Context, RunScope, StepRef};
-use crate::error::{BoxError, Reason};
-use crate::executor::runner::{backoff, run_plain, start_attempt, Attempt};
-use crate::executor::{CompletedRun, RunOutcome};
+use crate::argument::{input, result, Arguments, Origin, Source};
+use crate::context::Context;
+use crate::error::{BoxError, Error, Reason, RunError};
+use crate::executor::{run_elements, Elements, ElementsFailed, UndoStack};
 use crate::name::Name;
-use crate::planner::{ArgFrom, Plan, PlannedStep};
-use crate::reactor::{Inputs, Reactor};
+use crate::reactor::Reactor;
 use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
 use crate::value::Value;
 
@@ -94,7 +93,7 @@ pub enum MapError {
         step: String,
     },
     /// The source is not something to map over.
-    #[error("map `{map}` cannot iterate a `{type_name}`: use a Vec, a JSON array or a MapSource")]
+    #[error("map `{map}` cannot iterate a `{type_name}`: declare the type of its elements with `.items::<T>()` for a `Vec<T>`, or give a `Vec<Value>`, a JSON array or a `MapSource`")]
     NotIterable {
         /// The map.
         map: String,
@@ -107,35 +106,62 @@ pub enum MapError {
         /// The map.
         map: String,
     },
-    /// An element failed.
+    /// An element failed; every completed undoable step of every element
+    /// was undone.
     #[error("map `{map}`: element {index} failed: {reason}")]
     Element {
         /// The map.
         map: String,
         /// The element's position in the source, from 0.
         index: u64,
+        /// Why (the run error of the map's elements).
+        reason: Reason,
+    },
+    /// The map's elements failed, not in an element of their own (a
+    /// middleware panic, say); every completed undoable step was undone.
+    #[error("map `{map}` failed: {reason}")]
+    Failed {
+        /// The map.
+        map: String,
         /// Why.
         reason: Reason,
+    },
+    /// A step inside the map halted: elements cannot halt the run.
+    #[error("map `{map}`: a step of its elements halted, which a map does not support")]
+    Halted {
+        /// The map.
+        map: String,
     },
 }
 
 type Sink = Arc<dyn Fn(Value) -> Result<(), BoxError> + Send + Sync>;
 
+/// Turns a source value into elements, for a declared element type.
+type Items = Arc<dyn Fn(&Value) -> Option<BoxStream<'static, Value>> + Send + Sync>;
+
 /// A map under construction; [`Map::into_step`] makes the step.
 ///
-/// For each element of the source (a `Vec`, a JSON array, or a
-/// [`MapSource`] iterator or stream), the nested steps run as a small
-/// reactor whose inputs are the element ([`element`]) and the map's other
-/// arguments; the `returns` step's result is the element's output. At most
-/// `batch_size` elements are in flight at once and the source is pulled
-/// lazily. Outputs are collected in source order (`strict_ordering`, the
-/// default) or in completion order; or, with [`Map::sink`], handed to a
-/// sink one by one instead of collected, so memory stays bounded by the
-/// batch size whatever the size of the data.
+/// For each element of the source (a `Vec<Value>`, a `Vec<T>` of a type
+/// declared with [`Map::items`], a JSON array, or a [`MapSource`] iterator
+/// or stream), the nested steps run with the element ([`element`]) and the
+/// map's other arguments as inputs; the `returns` step's result is the
+/// element's output. Nested steps may also read results of steps outside
+/// the map (`result("outer")`): they become arguments of the map.
 ///
-/// A failing element fails the map (naming the element); elements whose
-/// steps can undo are undone, newest first, when the map or a later step
-/// fails.
+/// The elements' steps run in a run of their own nested in the map's,
+/// under exactly the rules of a reactor's steps (retries, backoff,
+/// compensation, guards, emitted steps and switches, timeouts), sharing
+/// the run's concurrency limit, pool (and the map step's own slot),
+/// context and middleware. At most `batch_size` elements are in flight at
+/// once and the source is pulled lazily. Outputs are collected in source
+/// order (`strict_ordering`, the default) or in completion order; or, with
+/// [`Map::sink`], handed to a sink one by one instead of collected, so
+/// memory stays bounded by the batch size whatever the size of the data.
+///
+/// A failing element fails the map (naming the element) after the
+/// elements in flight have finished; every completed undoable step of
+/// every element is undone, newest first. A completed map is undone the
+/// same way when a later step fails.
 ///
 /// # Examples
 ///
@@ -145,6 +171,7 @@ type Sink = Arc<dyn Fn(Value) -> Result<(), BoxError> + Send + Sync>;
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let doubled = map("double_all", input("numbers"))
+///     .items::<i64>()
 ///     .steps([step("double")
 ///         .argument("n", element("double_all"))
 ///         .argument("by", input("multiplier"))
@@ -168,6 +195,7 @@ pub struct Map {
     strict_ordering: bool,
     allow_async: bool,
     sink: Option<Sink>,
+    items: Option<Items>,
 }
 
 /// Starts a map named `name` over `source`.
@@ -179,8 +207,9 @@ pub fn map(name: impl Into<Name>, source: Source) -> Map {
         returns: None,
         batch_size: 100,
         strict_ordering: true,
-        allow_async: false,
+        allow_async: true,
         sink: None,
+        items: None,
     }
 }
 
@@ -198,7 +227,7 @@ impl Map {
         self
     }
 
-    /// How many elements may be in flight at once (default 100).
+    /// How many elements may be in flight at once (default 100; at least 1).
     pub fn batch_size(mut self, n: usize) -> Map {
         self.batch_size = n.max(1);
         self
@@ -210,9 +239,37 @@ impl Map {
         self
     }
 
-    /// Whether the nested steps may run asynchronously (default: no).
+    /// Whether the nested steps may run off the map's coordinator, in
+    /// tasks of their own or in chunks, so that elements run concurrently
+    /// (default: yes, when the run is async). `false` runs them one at a
+    /// time in the map's coordinator.
     pub fn allow_async(mut self, allow: bool) -> Map {
         self.allow_async = allow;
+        self
+    }
+
+    /// Declares the source a `Vec<T>` (of any clonable type): each element
+    /// is a clone of one item.
+    ///
+    /// ```
+    /// use reactor::kinds::{element, map};
+    /// use reactor::{input, step};
+    ///
+    /// #[derive(Clone)]
+    /// struct Record { id: u64 }
+    ///
+    /// let m = map("ids", input("records"))
+    ///     .items::<Record>()
+    ///     .steps([step("id").argument("r", element("ids")).run_sync(|a, _| Ok(a.get::<Record>("r")?.id))]);
+    /// # let _ = m;
+    /// ```
+    pub fn items<T: Clone + Send + Sync + 'static>(mut self) -> Map {
+        self.items = Some(Arc::new(|source: &Value| {
+            if !source.is::<Vec<T>>() {
+                return None;
+            }
+            Some(shared_items::<T>(source.clone()))
+        }));
         self
     }
 
@@ -247,14 +304,17 @@ impl Map {
             (None, _) => return Err(MapError::MissingReturn { map }),
         };
         // Results of steps outside the map that nested steps read become
-        // arguments of the map, passed to each element as inputs.
-        let inner: std::collections::BTreeSet<Name> =
-            self.steps.iter().map(|s| s.name_arc().clone()).collect();
+        // arguments of the map, passed to each element as inputs; outside
+        // steps they wait for, the map waits for.
+        let inner: BTreeSet<Name> = self.steps.iter().map(|s| s.name_arc().clone()).collect();
         let mut outer: Vec<Name> = Vec::new();
+        let mut waits: BTreeSet<Name> = BTreeSet::new();
         let mut map = self;
         map.steps = std::mem::take(&mut map.steps)
             .into_iter()
             .map(|s| {
+                let (s, outside) = s.without_waits_outside(&inner);
+                waits.extend(outside);
                 s.rewrite_sources(|source| {
                     if let Origin::Result(n) = &source.origin {
                         if !inner.contains(n) {
@@ -279,73 +339,22 @@ impl Map {
         for n in outer {
             spec = spec.argument(outer_input(&n), result(n));
         }
+        for n in waits {
+            spec = spec.wait_for(n);
+        }
         Ok(spec)
     }
 }
 
-/// The steps' indices in an order where each comes after its dependencies.
-fn dependency_order(steps: &[PlannedStep]) -> Vec<usize> {
-    let mut waiting: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
-    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut order = Vec::with_capacity(steps.len());
-    while let Some(i) = ready.pop() {
-        order.push(i);
-        for &d in &steps[i].dependents {
-            waiting[d] -= 1;
-            if waiting[d] == 0 {
-                ready.push(d);
-            }
-        }
-    }
-    order
-}
-
-/// The scope of an element's steps when the map calls them itself: the
-/// element plan's, sharing the map's run id, context values, pool and
-/// listeners.
-fn element_scope(ctx: &Context, plan: &Arc<Plan>, async_run: bool) -> Arc<RunScope> {
-    Arc::new(RunScope {
-        plan: plan.clone(),
-        run_id: ctx.run.run_id.clone(),
-        values: ctx.run.values.clone(),
-        slots: ctx.run.slots.clone(),
-        pool: ctx.run.pool.clone(),
-        async_run,
-        events: ctx.run.events.clone(),
-    })
-}
-
-/// The value of argument `a` of a step the map calls itself: an element
-/// plan input, the result of an earlier step of the element, or a constant.
-fn plain_argument(
-    st: &PlannedStep,
-    a: usize,
-    from: &ArgFrom,
-    inputs: &[Value],
-    results: &[Option<Value>],
-) -> Value {
-    match from {
-        ArgFrom::Input(i) => inputs[*i as usize].clone(),
-        ArgFrom::Step(j) => results[*j as usize]
-            .clone()
-            .expect("steps run in dependency order"),
-        ArgFrom::Constant => match &st.spec.def().arguments[a].source.origin {
-            Origin::Value(v) => v.clone(),
-            _ => unreachable!("constant arguments hold a value"),
-        },
-    }
-}
-
-/// An element step's attempt as its value, or the reason the element failed.
-fn attempt_value(attempt: Attempt) -> Result<Value, Reason> {
-    match attempt {
-        Attempt::Completed { value, .. } | Attempt::Skipped(value) => Ok(value),
-        Attempt::Failed { kind, .. } => Err(Reason::new(*kind)),
-        Attempt::Retry { reason, .. } => {
-            Err(reason.unwrap_or_else(|| Reason::msg("asked to retry inside a map")))
-        }
-        Attempt::Halted(_) => Err(Reason::msg("halted inside a map")),
-    }
+/// The items of a shared `Vec<T>`, cloned one at a time.
+fn shared_items<T: Clone + Send + Sync + 'static>(shared: Value) -> BoxStream<'static, Value> {
+    let len = shared.get::<Vec<T>>().map(Vec::len).unwrap_or(0);
+    stream::iter(
+        (0..len).map(move |i| {
+            Value::new(shared.get::<Vec<T>>().expect("checked when made")[i].clone())
+        }),
+    )
+    .boxed()
 }
 
 struct MapStep {
@@ -353,26 +362,11 @@ struct MapStep {
     returns: Name,
 }
 
-/// The element runs a map kept for undo.
-struct ElementRuns(Mutex<Vec<CompletedRun>>);
-
-impl ElementRuns {
-    /// Undoes the kept runs, newest first, and forgets them; the first
-    /// error, if any, after trying them all.
-    async fn undo_newest_first(&self) -> Result<(), crate::Error> {
-        let runs = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut first_error = None;
-        for run in runs.into_iter().rev() {
-            if let Err(e) = run.undo().await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-}
+/// The undo stack of a completed map's elements.
+struct MapUndo(Mutex<Option<UndoStack>>);
 
 impl MapStep {
-    /// The reactor run for each element: inputs are the element and the
+    /// The reactor of each element: its inputs are the element and the
     /// map's other arguments.
     fn element_reactor(&self, args: &Arguments) -> Result<Reactor, crate::Error> {
         let mut b = Reactor::builder(format!("{}/element", self.map.name));
@@ -392,9 +386,11 @@ impl MapStep {
             let taken = s.0.lock().unwrap_or_else(|p| p.into_inner()).take();
             return taken.ok_or(MapError::SourceUsed { map });
         }
-        if let Some(list) = source.downcast_ref::<Vec<Value>>() {
-            let list = list.clone();
-            return Ok(stream::iter(list).boxed());
+        if let Some(items) = self.map.items.as_ref().and_then(|items| items(source)) {
+            return Ok(items);
+        }
+        if source.is::<Vec<Value>>() {
+            return Ok(shared_items::<Value>(source.clone()));
         }
         if let Some(serde_json::Value::Array(items)) = source.downcast_ref::<serde_json::Value>() {
             let items = items.clone();
@@ -403,12 +399,7 @@ impl MapStep {
         macro_rules! typed_vec {
             ($($t:ty),*) => {$(
                 if source.is::<Vec<$t>>() {
-                    let shared = source.clone();
-                    let len = shared.get::<Vec<$t>>().map(Vec::len).unwrap_or(0);
-                    return Ok(stream::iter((0..len).map(move |i| {
-                        Value::new(shared.get::<Vec<$t>>().expect("checked above")[i].clone())
-                    }))
-                    .boxed());
+                    return Ok(shared_items::<$t>(source.clone()));
                 }
             )*};
         }
@@ -430,277 +421,83 @@ impl MapStep {
         })
     }
 
-    fn fail(&self, index: u64, reason: Reason) -> Outcome {
-        Outcome::Error(Reason::new(MapError::Element {
-            map: self.map.name.to_string(),
-            index,
-            reason,
-        }))
+    fn error(&self, e: MapError) -> Outcome {
+        Outcome::Error(Reason::new(e))
     }
 }
 
 #[async_trait]
 impl Step for MapStep {
     async fn run(&self, args: Arguments, ctx: Context) -> Outcome {
+        let map = self.map.name.to_string();
         let source = args
             .value("source")
             .expect("a map reads its source")
             .clone();
-        let elements = match self.elements(&source) {
+        let stream = match self.elements(&source) {
             Ok(e) => e,
-            Err(e) => return Outcome::Error(Reason::new(e)),
+            Err(e) => return self.error(e),
         };
         let reactor = match self.element_reactor(&args) {
             Ok(r) => r,
             Err(e) => return Outcome::Error(Reason::new(e)),
         };
-        let extras: Vec<(String, Value)> = args
-            .iter()
-            .filter(|(n, _)| *n != "source")
-            .map(|(n, v)| (n.to_string(), v.clone()))
-            .collect();
+        // The element plan's inputs: the element (first, filled per
+        // element), then the map's other arguments.
+        let mut inputs = vec![Value::unit()];
+        inputs.extend(
+            args.iter()
+                .filter(|(n, _)| *n != "source")
+                .map(|(_, v)| v.clone()),
+        );
+        let elements = Elements {
+            stream,
+            batch: self.map.batch_size,
+            ordered: self.map.strict_ordering,
+            sink: self.map.sink.clone(),
+            element_input: 0,
+        };
+        let run_async = self.map.allow_async && ctx.is_async();
         let plan = reactor.plan().clone();
-        let undoable = plan.steps.iter().any(|s| s.can_undo);
-        let mut outputs: Vec<Value> = Vec::new();
-        let mut count: u64 = 0;
-        let undo_runs = ElementRuns(Mutex::new(Vec::new()));
-        let mut emit = |value: Value| -> Result<(), Reason> {
-            count += 1;
-            match &self.map.sink {
-                Some(sink) => sink(value).map_err(Reason::from),
-                None => {
-                    outputs.push(value);
-                    Ok(())
-                }
-            }
-        };
-
-        let only = &plan.steps[0];
-        // A single step with plain arguments: call it for each element right
-        // here, with no reactor run around it (a plain closure in turn, an
-        // awaiting step with up to `batch_size` elements in flight).
-        let direct = plan.steps.len() == 1
-            && only.plain_args
-            && !undoable
-            && only.arg_from.iter().all(|f| !matches!(f, ArgFrom::Step(_)));
-        if direct {
-            let scope = element_scope(&ctx, &plan, self.map.allow_async && ctx.is_async());
-            let ctx = Context {
-                run: scope,
-                step: StepRef::Planned(0),
-                current_try: 0,
-                retries_remaining: only.max_retries,
-                events: ctx.events,
-            };
-            let mut inputs: Vec<Value> = Vec::with_capacity(plan.inputs.len());
-            inputs.push(Value::unit());
-            inputs.extend(extras.iter().map(|(_, v)| v.clone()));
-            let args_for = |element: Value| {
-                let values = Values::collect(
-                    only.arg_from.len(),
-                    only.arg_from
-                        .iter()
-                        .enumerate()
-                        .map(|(a, from)| match from {
-                            ArgFrom::Input(0) => element.clone(),
-                            // No step results: checked above.
-                            _ => plain_argument(only, a, from, &inputs, &[]),
-                        }),
-                );
-                Arguments::from_parts(ArgNames::Planned(plan.clone(), 0), values)
-            };
-            let mut attempts = match &only.plain {
-                Some(run) => {
-                    let run = run.clone();
-                    let ctx = ctx.clone();
-                    elements
-                        .enumerate()
-                        .map(move |(i, element)| {
-                            (i as u64, run_plain(&run, &args_for(element), &ctx))
-                        })
-                        .boxed()
-                }
-                None => {
-                    let runner = only.runner();
-                    let imp = only.imp();
-                    let max_retries = only.max_retries;
-                    let attempts = elements.enumerate().map(move |(i, element)| {
-                        let (runner, imp, args) = (runner.clone(), imp.clone(), args_for(element));
-                        let mut ctx = ctx.clone();
-                        async move {
-                            loop {
-                                let attempt = match start_attempt(&runner, &args, &ctx, None) {
-                                    Ok(attempt) => attempt,
-                                    Err(slow) => slow.await,
-                                };
-                                // Retries as a step's: counted, after the
-                                // step's backoff.
-                                let Attempt::Retry { reason, .. } = &attempt else {
-                                    return (i as u64, attempt);
-                                };
-                                if max_retries.is_some_and(|m| ctx.current_try >= m) {
-                                    return (i as u64, attempt);
-                                }
-                                let wait = backoff(&*imp, reason.as_ref(), &args, &ctx);
-                                if let crate::step::Backoff::After(d) = wait {
-                                    tokio::time::sleep(d).await;
-                                }
-                                ctx.current_try += 1;
-                                ctx.retries_remaining =
-                                    max_retries.map(|m| m.saturating_sub(ctx.current_try));
-                            }
-                        }
-                    });
-                    if self.map.strict_ordering {
-                        attempts.buffered(self.map.batch_size).boxed()
-                    } else {
-                        attempts.buffer_unordered(self.map.batch_size).boxed()
-                    }
-                }
-            };
-            while let Some((index, attempt)) = attempts.next().await {
-                if let Err(reason) = attempt_value(attempt).and_then(&mut emit) {
-                    return self.fail(index, reason);
-                }
-            }
-        } else if plan
-            .steps
-            .iter()
-            .all(|st| st.plain.is_some() && st.plain_args)
-            && !undoable
-        {
-            // Plain closures only: run the element's steps one after another,
-            // in dependency order, with no reactor run around them.
-            let n = plan.steps.len();
-            let scope = element_scope(&ctx, &plan, false);
-            let contexts: Vec<Context> = (0..n)
-                .map(|k| Context {
-                    run: scope.clone(),
-                    step: StepRef::Planned(k),
-                    current_try: 0,
-                    retries_remaining: plan.steps[k].max_retries,
-                    events: ctx.events,
-                })
-                .collect();
-            let order = dependency_order(&plan.steps);
-            let mut inputs: Vec<Value> = Vec::with_capacity(plan.inputs.len());
-            inputs.push(Value::unit());
-            inputs.extend(extras.iter().map(|(_, v)| v.clone()));
-            let mut results: Vec<Option<Value>> = vec![None; n];
-            let mut elements = elements;
-            let mut index: u64 = 0;
-            while let Some(element) = elements.next().await {
-                inputs[0] = element;
-                for &k in &order {
-                    let st = &plan.steps[k];
-                    let values = Values::collect(
-                        st.arg_from.len(),
-                        st.arg_from
-                            .iter()
-                            .enumerate()
-                            .map(|(a, from)| plain_argument(st, a, from, &inputs, &results)),
-                    );
-                    let args =
-                        Arguments::from_parts(ArgNames::Planned(plan.clone(), k as u32), values);
-                    let run = st.plain.as_ref().expect("checked above");
-                    match attempt_value(run_plain(run, &args, &contexts[k])) {
-                        Ok(value) => results[k] = Some(value),
-                        Err(reason) => return self.fail(index, reason),
-                    }
-                }
-                let value = results[plan.return_step]
-                    .take()
-                    .expect("the return step ran");
-                results.iter_mut().for_each(|r| *r = None);
-                if let Err(e) = emit(value) {
-                    return self.fail(index, e);
-                }
-                index += 1;
-            }
-        } else {
-            let run_async = self.map.allow_async && ctx.is_async();
-            let run_element = |(index, element): (usize, Value)| {
-                let mut inputs = Inputs::new();
-                inputs.insert(element_input(&self.map.name), element);
-                for (n, v) in &extras {
-                    inputs.insert(n.clone(), v.clone());
-                }
-                // Elements are part of the map's run: they carry its id
-                // (which also spares a fresh id per element).
-                let mut request = reactor
-                    .run(inputs)
-                    .pool(ctx.pool().clone())
-                    .run_id(ctx.run_id())
-                    .run_async(run_async);
-                if undoable {
-                    request = request.fully_reversible();
-                }
-                // Boxed: a run's future is large, and the window moves it about.
-                let run = Box::pin(request.outcome());
-                async move { (index as u64, run.await) }
-            };
-            let results = elements.enumerate().map(run_element);
-            let mut results = if self.map.strict_ordering {
-                results.buffered(self.map.batch_size).boxed()
-            } else {
-                results.buffer_unordered(self.map.batch_size).boxed()
-            };
-            let mut failure = None;
-            while let Some((index, outcome)) = results.next().await {
-                let reason = match outcome {
-                    Ok(RunOutcome::Completed(done)) => {
-                        let value = done.value().clone();
-                        if undoable {
-                            undo_runs
-                                .0
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(done);
-                        }
-                        match emit(value) {
-                            Ok(()) => continue,
-                            Err(e) => e,
-                        }
-                    }
-                    Ok(RunOutcome::Halted(_)) => Reason::msg("halted inside a map"),
-                    Err(e) => Reason::new(e),
-                };
-                failure = Some((index, reason));
-                break;
-            }
-            drop(results);
-            if let Some((index, reason)) = failure {
-                // Undo the elements that completed; the element's failure
-                // is the one to report.
-                let _ = undo_runs.undo_newest_first().await;
-                return self.fail(index, reason);
-            }
-        }
-        let value = match &self.map.sink {
-            Some(_) => Value::new(count),
-            None => Value::new(outputs),
-        };
-        if undoable {
-            Outcome::OkWithUndo {
+        match run_elements(&ctx, plan, inputs, elements, run_async).await {
+            Ok((value, undo)) if undo.is_empty() => Outcome::Ok(value),
+            Ok((value, undo)) => Outcome::OkWithUndo {
                 value,
-                undo: Value::new(undo_runs),
-            }
-        } else {
-            Outcome::Ok(value)
+                undo: Value::new(MapUndo(Mutex::new(Some(undo)))),
+            },
+            Err(ElementsFailed::Run(error, Some(index))) => self.error(MapError::Element {
+                map,
+                index,
+                reason: Reason::new(Error::Run(error)),
+            }),
+            Err(ElementsFailed::Run(error, None)) => self.error(MapError::Failed {
+                map,
+                reason: Reason::new(Error::Run(error)),
+            }),
+            Err(ElementsFailed::Halted(None)) => self.error(MapError::Halted { map }),
+            Err(ElementsFailed::Halted(Some(error))) => self.error(MapError::Failed {
+                map: map.clone(),
+                reason: Reason::msg(format!("{}; {}", MapError::Halted { map }, error)),
+            }),
+            Err(ElementsFailed::Start(e)) => Outcome::Error(Reason::new(e)),
         }
     }
 
-    fn can_undo(&self) -> bool {
-        true
-    }
-
-    async fn undo(&self, value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
-        let Some(runs) = value.downcast_ref::<ElementRuns>() else {
+    async fn undo(&self, value: Value, _args: Arguments, ctx: Context) -> UndoOutcome {
+        let undo = value
+            .downcast_ref::<MapUndo>()
+            .and_then(|u| u.0.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let Some(mut undo) = undo else {
             return UndoOutcome::Done;
         };
-        match runs.undo_newest_first().await {
-            Ok(()) => UndoOutcome::Done,
-            Err(e) => UndoOutcome::Error(Reason::new(e)),
+        let errors = undo.unwind().await;
+        if errors.is_empty() {
+            UndoOutcome::Done
+        } else {
+            UndoOutcome::Error(Reason::new(Error::Run(RunError {
+                run_id: ctx.run_id().to_string(),
+                errors,
+            })))
         }
     }
 }

@@ -24,6 +24,7 @@
 mod compose;
 mod group;
 mod map;
+mod nested;
 mod recurse;
 mod switch;
 mod template;
@@ -42,7 +43,8 @@ pub use template::{Template, TemplateError};
 
 /// A step rendering `text`, whose `{{ name }}` placeholders are replaced
 /// by the step's arguments (strings as they are, numbers and booleans as
-/// printed, anything else as its debug form). Whitespace around the
+/// printed, lists, options and maps of those in their debug form, as
+/// [`Value`]'s `Debug` shows them). Whitespace around the
 /// placeholders is kept. A placeholder naming no argument fails the step,
 /// naming the placeholder.
 pub fn template(name: impl Into<Name>, text: &str) -> StepSpec {

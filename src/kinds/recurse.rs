@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::nested::{self, Kept};
 use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::Reason;
+use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
-use crate::step::{step, Outcome, Step, StepSpec};
+use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
 use crate::value::{Value, ValueMap};
-use crate::Error;
 
 type ExitCondition = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
@@ -87,6 +88,14 @@ pub enum RecurseError {
         /// The recurse step.
         step: String,
     },
+    /// `max_iterations(0)`: the reactor runs at least once.
+    #[error(
+        "recursion `{step}`: max_iterations must be at least 1 (the reactor runs at least once)"
+    )]
+    ZeroIterations {
+        /// The recurse step.
+        step: String,
+    },
     /// A result to run on is not a map with every input of the reactor.
     #[error("recursion `{step}`: the result of iteration {iteration} is not a map with the inputs {inputs:?} of `{reactor}`")]
     NotInputs {
@@ -110,7 +119,7 @@ pub enum RecurseError {
 }
 
 impl Recurse {
-    /// Stops after at most `n` runs.
+    /// Stops after at most `n` runs (at least 1).
     pub fn max_iterations(mut self, n: u64) -> Recurse {
         self.max_iterations = Some(n);
         self
@@ -125,8 +134,14 @@ impl Recurse {
         self
     }
 
-    /// The recursion as a step; an error if it has no way to stop.
+    /// The recursion as a step; an error if it has no way to stop, or a
+    /// limit of 0 iterations.
     pub fn into_step(self) -> Result<StepSpec, RecurseError> {
+        if self.max_iterations == Some(0) {
+            return Err(RecurseError::ZeroIterations {
+                step: self.name.to_string(),
+            });
+        }
         if self.max_iterations.is_none() && self.until.is_none() {
             return Err(RecurseError::MissingConstraints {
                 step: self.name.to_string(),
@@ -178,35 +193,57 @@ impl Step for Recurse {
                 inputs.insert(name, value.clone());
             }
         }
+        let kept = Kept::new();
         let mut iteration = 0;
-        loop {
+        let outcome = loop {
             iteration += 1;
             let run = self
                 .reactor
                 .run(inputs)
                 .pool(ctx.pool().clone())
                 .run_async(ctx.is_async())
+                .fully_reversible()
+                .outcome()
                 .await;
             let result = match run {
-                Ok(value) => value,
-                Err(Error::Halted(_)) => {
-                    return Outcome::Error(Reason::new(RecurseError::Halted {
+                Ok(RunOutcome::Completed(done)) => {
+                    let value = done.value().clone();
+                    kept.keep(done);
+                    value
+                }
+                Ok(RunOutcome::Halted(halted)) => {
+                    let error = Reason::new(RecurseError::Halted {
                         step: self.name.to_string(),
                         reactor: self.reactor.name().to_string(),
-                    }))
+                    });
+                    break match kept.halted(halted).await {
+                        Ok(()) => Outcome::Error(error),
+                        Err(e) => {
+                            Outcome::Error(Reason::msg(format!("{error}; undoing it failed: {e}")))
+                        }
+                    };
                 }
-                Err(e) => return Outcome::Error(Reason::new(e)),
+                Err(e) => break Outcome::Error(Reason::new(e)),
             };
             if self.until.as_ref().is_some_and(|exit| exit(&result)) {
-                return Outcome::Ok(result);
+                break Outcome::Ok(result);
             }
             if self.max_iterations.is_some_and(|max| iteration >= max) {
-                return Outcome::Ok(result);
+                break Outcome::Ok(result);
             }
             inputs = match self.next_inputs(&result, iteration) {
                 Ok(inputs) => inputs,
-                Err(e) => return Outcome::Error(Reason::new(e)),
+                Err(e) => break Outcome::Error(Reason::new(e)),
             };
-        }
+        };
+        kept.settle(outcome).await
+    }
+
+    fn can_compensate(&self) -> bool {
+        false
+    }
+
+    async fn undo(&self, value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
+        nested::undo(&value).await
     }
 }

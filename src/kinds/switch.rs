@@ -17,6 +17,11 @@ struct Branch {
     returns: Option<Name>,
 }
 
+/// The switch's argument carrying an outside result its branches read.
+fn nested_argument(step: &str) -> String {
+    format!("__nested__{step}")
+}
+
 /// A switch under construction; [`Switch::into_step`] makes the step.
 ///
 /// The switch evaluates `on`, tries each branch's predicate in order, and
@@ -108,14 +113,17 @@ impl Switch {
     pub fn into_step(self) -> StepSpec {
         let name = self.name.clone();
         // Results the branches read from outside the switch: the switch
-        // reads them too, so they are kept until its branch has started.
+        // reads them (so it waits for them), and hands them to the branch
+        // steps it emits as values, so branch steps never look outside the
+        // run they join (inside a map, say). Outside steps a branch step
+        // waits for, the switch waits for.
         let inner: BTreeSet<Name> = self
             .branches
             .iter()
             .chain(&self.default)
             .flat_map(|b| b.steps.iter().map(|s| s.name_arc().clone()))
             .collect();
-        let outer: BTreeSet<Name> = self
+        let mut outer: BTreeSet<Name> = self
             .branches
             .iter()
             .chain(&self.default)
@@ -126,14 +134,32 @@ impl Switch {
                 _ => None,
             })
             .collect();
+        let mut waits: BTreeSet<Name> = BTreeSet::new();
+        let strip = |b: Branch, waits: &mut BTreeSet<Name>| Branch {
+            steps: b
+                .steps
+                .into_iter()
+                .map(|s| {
+                    let (s, outside) = s.without_waits_outside(&inner);
+                    waits.extend(outside);
+                    s
+                })
+                .collect(),
+            ..b
+        };
+        let branches: Vec<Branch> = self
+            .branches
+            .into_iter()
+            .map(|b| strip(b, &mut waits))
+            .collect();
+        let default = self.default.map(|b| strip(b, &mut waits));
+        outer.extend(waits.iter().filter(|n| **n != name).cloned());
         let mut spec = step(name.clone())
             .max_retries(0)
             .argument("on", self.on.clone());
-        for dep in outer {
-            spec = spec.argument(format!("__nested__{dep}"), result(dep));
+        for dep in &outer {
+            spec = spec.argument(nested_argument(dep), result(dep.clone()));
         }
-        let branches = self.branches;
-        let default = self.default;
         spec.run_sync(move |args, _| {
             let on = args.value("on").expect("the switch reads `on`");
             let chosen = branches
@@ -143,7 +169,22 @@ impl Switch {
             let Some(branch) = chosen else {
                 return Ok(Outcome::Ok(Value::unit()));
             };
-            let mut emitted = branch.steps.clone();
+            let outside = |source: &mut crate::argument::Source| {
+                if let Origin::Result(n) = &source.origin {
+                    if outer.contains(n) {
+                        let v = args
+                            .value(&nested_argument(n))
+                            .expect("the switch reads what its branches read")
+                            .clone();
+                        source.origin = Origin::Value(v);
+                    }
+                }
+            };
+            let mut emitted: Vec<StepSpec> = branch
+                .steps
+                .iter()
+                .map(|s| s.clone().rewrite_sources(&outside))
+                .collect();
             // The switch's replacement waits for the branch and carries its
             // result, so the switch's dependents see the branch's outcome.
             let mut done = step(name.clone()).max_retries(0);

@@ -4,9 +4,10 @@
 //! A step is written either as a type implementing [`Step`] (for reusable
 //! steps with compensation, undo and backoff) or with closures on a
 //! [`StepSpec`] (`step("x").run(|args, ctx| async move { ... })`).
-//! The engine asks [`Step::can_compensate`] and [`Step::can_undo`] to know
-//! whether to call those callbacks: a step that cannot undo is never kept
-//! on the undo stack.
+//! Defining [`Step::compensate`] or [`Step::undo`] is enough for the engine
+//! to call it. [`Step::can_compensate`] and [`Step::can_undo`] only let a
+//! step say it has nothing to do there: a step that cannot undo is never
+//! kept on the undo stack, which frees its result sooner.
 
 mod closure;
 mod spec;
@@ -17,6 +18,16 @@ use async_trait::async_trait;
 
 pub use closure::{IntoOutcome, IntoUndoOutcome};
 pub(crate) use closure::{RunFn, SyncRunFn};
+
+/// How a step is called.
+#[derive(Clone)]
+pub(crate) enum Runner {
+    /// A plain closure with nothing to compensate: called directly, which
+    /// touches nothing but the closure itself.
+    Plain(SyncRunFn),
+    /// Any other step, through the [`Step`] trait.
+    Step(StepImp),
+}
 pub(crate) use spec::Implementation;
 pub(crate) use spec::StepImp;
 pub use spec::{step, Guard, StepSpec};
@@ -132,8 +143,11 @@ impl Backoff {
 
 /// A unit of work in a reactor.
 ///
-/// Only [`Step::run`] is required. Override [`Step::compensate`] together
-/// with [`Step::can_compensate`], and [`Step::undo`] with [`Step::can_undo`].
+/// Only [`Step::run`] is required. Define [`Step::compensate`] to handle a
+/// failed run, [`Step::undo`] to undo a completed one when the saga
+/// unwinds, [`Step::backoff`] to delay retries: defining the method is
+/// enough. A step that does not undo may say so with [`Step::can_undo`],
+/// so that its result is not kept for an undo that does nothing.
 ///
 /// # Examples
 ///
@@ -150,7 +164,6 @@ impl Backoff {
 ///             Err(e) => Outcome::error(e),
 ///         }
 ///     }
-///     fn can_undo(&self) -> bool { true }
 ///     async fn undo(&self, _value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
 ///         UndoOutcome::Done
 ///     }
@@ -169,9 +182,12 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
-    /// Whether [`Step::compensate`] should be called when `run` fails.
+    /// Whether [`Step::compensate`] should be called when `run` fails
+    /// (default: yes; the default `compensate` accepts the failure). Return
+    /// `false` only to skip the compensation events of a step that does
+    /// not compensate.
     fn can_compensate(&self) -> bool {
-        false
+        true
     }
 
     /// Decides what to do about a failed `run`.
@@ -179,9 +195,12 @@ pub trait Step: Send + Sync + 'static {
         Compensation::Fail
     }
 
-    /// Whether the step can be undone, and so is kept on the undo stack.
+    /// Whether the step is kept on the undo stack, to have [`Step::undo`]
+    /// called when the saga unwinds (default: yes; the default `undo` does
+    /// nothing). Return `false` from a step that does not undo, so that its
+    /// result is not kept for it.
     fn can_undo(&self) -> bool {
-        false
+        true
     }
 
     /// Undoes a successful run whose result was `value`.

@@ -369,6 +369,29 @@ impl StepSpec {
         })
     }
 
+    /// This step without the `wait_for` names that are not in `inner`, and
+    /// those names (a container waits for them on its steps' behalf).
+    pub(crate) fn without_waits_outside(
+        mut self,
+        inner: &std::collections::BTreeSet<Name>,
+    ) -> (StepSpec, Vec<Name>) {
+        let outside: Vec<Name> = self
+            .def
+            .extras()
+            .wait_for
+            .iter()
+            .filter(|n| !inner.contains(*n))
+            .cloned()
+            .collect();
+        if !outside.is_empty() {
+            self.edit()
+                .extras_mut()
+                .wait_for
+                .retain(|n| inner.contains(n));
+        }
+        (self, outside)
+    }
+
     /// Rewrites the sources of the step's arguments.
     pub(crate) fn rewrite_sources(mut self, mut f: impl FnMut(&mut Source)) -> StepSpec {
         for arg in self.edit().arguments.iter_mut() {

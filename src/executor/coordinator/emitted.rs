@@ -1,99 +1,172 @@
 //! Steps emitted at run time, and a run rebuilt from its state: both add
 //! or replace step definitions while the run is under way.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{def_of, Coordinator, Node, Status, UndoEntry};
+use super::{def_of, Coordinator, Key, Node, Status};
+use crate::context::{Context, StepRef};
 use crate::error::{Error, Phase, Reason, StepErrorKind};
-use crate::executor::state::UndoRecord;
+use crate::executor::state::RunState;
+use crate::executor::undo::UndoEntry;
 use crate::planner::{plan_step, PlannedStep};
 use crate::step::StepSpec;
-use crate::value::{Value, ValueMap};
+use crate::value::Value;
 
 impl Coordinator {
-    pub(super) fn restore(
-        &mut self,
-        completed: Vec<String>,
-        mut results: ValueMap,
-        undo_stack: Vec<UndoRecord>,
-        emitted: Vec<StepSpec>,
-        retries: std::collections::BTreeMap<String, u32>,
-    ) -> Result<(), Error> {
+    /// Rebuilds instance `k` from a halted run's `state`. A state that does
+    /// not fit the reactor is an error naming the mismatch, found before
+    /// anything runs.
+    pub(super) fn restore(&mut self, k: usize, state: RunState) -> Result<(), Error> {
+        let run_id = self.scope.run_id.to_string();
+        let mismatch = |problem: String| Error::StateMismatch {
+            run_id: run_id.clone(),
+            problem,
+        };
         // Give emitted steps their places, then plan them all.
-        for spec in &emitted {
-            if self.index_of(spec.name()).is_none() {
-                let i = self.push_node();
-                self.dynamic_names.insert(spec.name_arc().clone(), i);
+        let mut seen = BTreeSet::new();
+        for spec in &state.emitted {
+            if !seen.insert(spec.name()) {
+                return Err(mismatch(format!(
+                    "the emitted step `{}` is listed twice",
+                    spec.name()
+                )));
+            }
+            if self.index_of(k, spec.name()).is_none() {
+                let i = self.push_node(k);
+                self.instances[k]
+                    .dynamic_names
+                    .insert(spec.name_arc().clone(), i);
             }
         }
-        for spec in emitted {
-            let i = self.index_of(spec.name()).expect("placed above");
-            let planned = self.plan_dynamic(spec, i)?;
-            self.nodes[i].def = Some(Arc::new(planned));
+        for spec in state.emitted {
+            let i = self.index_of(k, spec.name()).expect("placed above");
+            let name = spec.name().to_string();
+            let planned = self.plan_dynamic(k, spec, i).map_err(|e| {
+                mismatch(format!("the emitted step `{name}` cannot be planned: {e}"))
+            })?;
+            self.instances[k].nodes[i].def = Some(Arc::new(planned));
         }
-        for name in &completed {
-            if let Some(i) = self.index_of(name) {
-                self.nodes[i].status = Status::Done;
-                self.unfinished -= 1;
-                self.completed.push(i);
+        let known = |c: &Coordinator, name: &str, what: &str| {
+            c.index_of(k, name).ok_or_else(|| {
+                mismatch(format!(
+                    "{what} `{name}` is not a step of the reactor `{}`",
+                    c.plan.name
+                ))
+            })
+        };
+        for name in &state.completed {
+            let i = known(self, name, "the completed step")?;
+            let inst = &mut self.instances[k];
+            if inst.nodes[i].status == Status::Done {
+                return Err(mismatch(format!("the step `{name}` is completed twice")));
             }
+            inst.nodes[i].status = Status::Done;
+            inst.unfinished -= 1;
+            inst.completed.push(i);
         }
-        for (name, value) in std::mem::take(&mut results) {
-            if let Some(i) = self.index_of(&name) {
-                self.nodes[i].result = Some(value);
-            }
+        for (name, value) in state.results {
+            let i = known(self, &name, "the result of")?;
+            self.instances[k].nodes[i].result = Some(value);
         }
-        for (name, n) in retries {
-            if let Some(i) = self.index_of(&name) {
-                self.nodes[i].retries = n;
-            }
+        for (name, n) in state.retries {
+            let i = known(self, &name, "the retry count of")?;
+            self.instances[k].nodes[i].retries = n;
         }
-        for rec in undo_stack {
-            if let Some(index) = self.index_of(&rec.step) {
-                self.undo.push(UndoEntry {
-                    index,
-                    value: rec.value,
-                    args: rec.arguments,
-                });
-            }
+        for rec in state.undo_stack {
+            let (spec, step_ref) = match &rec.emitted {
+                Some(spec) => (spec.clone(), StepRef::Emitted(spec.clone())),
+                None => {
+                    let i = self.plan.step_named(&rec.step).ok_or_else(|| {
+                        mismatch(format!(
+                            "the undo stack holds `{}`, which is not a step of the reactor `{}`",
+                            rec.step, self.plan.name
+                        ))
+                    })?;
+                    (self.plan.steps[i].spec.clone(), StepRef::Planned(i))
+                }
+            };
+            let step = spec
+                .resolve()
+                .map_err(|e| mismatch(format!("the undo stack's `{}`: {e}", rec.step)))?;
+            let ctx = Context {
+                run: self.scope.clone(),
+                step: step_ref,
+                current_try: 0,
+                retries_remaining: None,
+                events: self.scope.events.is_active(),
+            };
+            self.undo.push(UndoEntry {
+                step,
+                ctx,
+                value: rec.value,
+                args: rec.arguments,
+            });
         }
         let plan = self.plan.clone();
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].status == Status::Done {
+        let ret = plan.return_step;
+        let inst = &self.instances[k];
+        if inst.nodes[ret].status == Status::Done && inst.nodes[ret].result.is_none() {
+            return Err(mismatch(format!(
+                "the return step `{}` completed, but the state holds no result for it",
+                plan.steps[ret].name()
+            )));
+        }
+        for i in 0..self.instances[k].nodes.len() {
+            if self.instances[k].nodes[i].status == Status::Done {
                 continue;
             }
-            let def = def_of(&plan, &self.nodes, i);
+            let inst = &self.instances[k];
+            let def = def_of(&plan, inst, i);
+            let dynamic = i >= plan.steps.len() || inst.nodes[i].def.is_some();
             let mut remaining = 0;
+            let mut waits = Vec::new();
             for &j in &def.deps {
-                if self.nodes[j].status != Status::Done {
+                if inst.nodes[j].status != Status::Done {
                     remaining += 1;
-                    if i >= plan.steps.len() || self.nodes[i].def.is_some() {
-                        self.extra_dependents.entry(j).or_default().push(i);
+                    if dynamic {
+                        waits.push(j);
                     }
+                }
+            }
+            for &j in &def.reads {
+                let producer = &inst.nodes[j];
+                let done = j == i || producer.status == Status::Done;
+                if done && producer.result.is_none() {
+                    return Err(mismatch(format!(
+                        "the step `{}` reads the result of `{}`, which completed, but the state holds no result for it",
+                        def.name(),
+                        def_of(&plan, inst, j).name()
+                    )));
                 }
             }
             let reads = def.reads.clone();
             drop(def);
-            for j in reads.into_iter().filter(|&j| j != i) {
-                self.nodes[j].readers += 1;
+            let inst = &mut self.instances[k];
+            for j in waits {
+                inst.extra_dependents.entry(j).or_default().push(i);
             }
-            self.nodes[i].remaining = remaining;
+            for j in reads.into_iter().filter(|&j| j != i) {
+                inst.nodes[j].readers += 1;
+            }
+            inst.nodes[i].remaining = remaining;
             if remaining == 0 {
-                self.nodes[i].status = Status::Ready;
-                self.ready.push_back(i);
+                inst.nodes[i].status = Status::Ready;
+                self.ready.push_back(Key::new(k, i));
             }
         }
         Ok(())
     }
 
-    pub(super) fn push_node(&mut self) -> usize {
-        self.nodes.push(Node::pending());
-        self.unfinished += 1;
-        self.nodes.len() - 1
+    fn push_node(&mut self, k: usize) -> usize {
+        let inst = &mut self.instances[k];
+        inst.nodes.push(Node::pending());
+        inst.unfinished += 1;
+        inst.nodes.len() - 1
     }
 
-    pub(super) fn plan_dynamic(&self, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
-        let lookup = |n: &str| self.index_of(n);
+    fn plan_dynamic(&self, k: usize, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
+        let lookup = |n: &str| self.index_of(k, n);
         plan_step(
             spec,
             index,
@@ -104,21 +177,22 @@ impl Coordinator {
         )
     }
 
-    /// Adds the steps that step `i` emitted; returns whether one of them
-    /// replaces step `i` (a failure to plan them fails step `i`).
+    /// Adds the steps that step `key` emitted; returns whether one of them
+    /// replaces it (a failure to plan them fails the step).
     pub(super) fn add_emitted_by(
         &mut self,
-        i: usize,
+        key: Key,
         value: &Value,
         emitted: Vec<StepSpec>,
     ) -> bool {
-        let name = def_of(&self.plan, &self.nodes, i).name().clone();
+        let (k, i) = (key.inst as usize, key.i());
+        let name = self.name_of(key);
         let (replacement, others): (Vec<StepSpec>, Vec<StepSpec>) =
             emitted.into_iter().partition(|s| *s.name() == *name);
-        let attempt = self.nodes[i].retries + 1;
+        let attempt = self.instances[k].nodes[i].retries + 1;
         if !others.is_empty() {
-            if let Err(e) = self.add_emitted(others) {
-                self.fail(i, Phase::Plan, attempt, e);
+            if let Err(e) = self.add_emitted(k, others) {
+                self.fail(key, Phase::Plan, attempt, e);
                 return false;
             }
         }
@@ -127,69 +201,78 @@ impl Coordinator {
         };
         // The replacement takes this step's place: dependents wait for it
         // and it can read this value as its own result.
-        self.nodes[i].result = Some(value.clone());
-        self.nodes[i].retries = 0;
-        match self.plan_dynamic(spec, i) {
+        let node = &mut self.instances[k].nodes[i];
+        node.result = Some(value.clone());
+        node.retries = 0;
+        match self.plan_dynamic(k, spec, i) {
             Ok(planned) => {
-                self.nodes[i].def = Some(Arc::new(planned));
-                self.wire_dynamic(i);
+                self.instances[k].nodes[i].def = Some(Arc::new(planned));
+                self.wire_dynamic(k, i);
                 true
             }
             Err(e) => {
-                self.fail(i, Phase::Plan, attempt, StepErrorKind::Plan(Reason::new(e)));
+                self.fail(
+                    key,
+                    Phase::Plan,
+                    attempt,
+                    StepErrorKind::Plan(Reason::new(e)),
+                );
                 false
             }
         }
     }
 
-    /// Adds steps emitted under new names.
-    pub(super) fn add_emitted(&mut self, specs: Vec<StepSpec>) -> Result<(), StepErrorKind> {
+    /// Adds steps emitted under new names to instance `k`.
+    fn add_emitted(&mut self, k: usize, specs: Vec<StepSpec>) -> Result<(), StepErrorKind> {
         let mut placed = Vec::with_capacity(specs.len());
         for spec in &specs {
-            if self.index_of(spec.name()).is_some() {
+            if self.index_of(k, spec.name()).is_some() {
                 return Err(StepErrorKind::Plan(Reason::new(Error::Duplicate {
                     what: "steps",
                     name: spec.name().to_string(),
                     count: 2,
                 })));
             }
-            let i = self.push_node();
-            self.dynamic_names.insert(spec.name_arc().clone(), i);
+            let i = self.push_node(k);
+            self.instances[k]
+                .dynamic_names
+                .insert(spec.name_arc().clone(), i);
             placed.push(i);
         }
         for (spec, &i) in specs.into_iter().zip(&placed) {
             let planned = self
-                .plan_dynamic(spec, i)
+                .plan_dynamic(k, spec, i)
                 .map_err(|e| StepErrorKind::Plan(Reason::new(e)))?;
-            self.nodes[i].def = Some(Arc::new(planned));
+            self.instances[k].nodes[i].def = Some(Arc::new(planned));
         }
         for &i in &placed {
-            self.wire_dynamic(i);
+            self.wire_dynamic(k, i);
         }
         Ok(())
     }
 
     /// Counts a dynamic step's unfinished dependencies and registers it as
     /// a reader of the results it needs.
-    pub(super) fn wire_dynamic(&mut self, i: usize) {
-        let def = self.nodes[i].def.clone().expect("dynamic steps have a def");
+    fn wire_dynamic(&mut self, k: usize, i: usize) {
+        let inst = &mut self.instances[k];
+        let def = inst.nodes[i].def.clone().expect("dynamic steps have a def");
         let mut remaining = 0;
         for &j in &def.deps {
-            if self.nodes[j].status != Status::Done {
+            if inst.nodes[j].status != Status::Done {
                 remaining += 1;
-                self.extra_dependents.entry(j).or_default().push(i);
+                inst.extra_dependents.entry(j).or_default().push(i);
             }
         }
         for &j in &def.reads {
             if j != i {
-                self.nodes[j].readers += 1;
+                inst.nodes[j].readers += 1;
             }
         }
-        let node = &mut self.nodes[i];
+        let node = &mut inst.nodes[i];
         node.remaining = remaining;
         if remaining == 0 {
             node.status = Status::Ready;
-            self.ready.push_back(i);
+            self.ready.push_back(Key::new(k, i));
         } else {
             node.status = Status::Waiting;
         }

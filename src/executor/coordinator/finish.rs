@@ -1,122 +1,123 @@
-//! The end of a run: waiting for running steps, unwinding the saga, and
-//! the run's state as plain data.
-
-use std::time::Duration;
+//! The end of a run, whatever ends it (success, failure, halt, timeout,
+//! iteration limit): one routine that drains what runs, cancels what it
+//! abandons, records it, unwinds the saga when the run failed, and tells
+//! the middleware.
 
 use tokio::time::Instant;
 
-use super::{def_of, Coordinator, Finish, Status};
-use crate::context::Context;
+use super::{after, def_of, Coordinator, Finish, Inline, Status};
+use crate::context::StepRef;
 use crate::error::RunError;
 use crate::event::EventKind;
-use crate::executor::runner;
+use crate::executor::attempt::Attempt;
 use crate::executor::state::{RunState, UndoRecord};
+use crate::executor::tasks::TaskReport;
 use crate::value::ValueMap;
 
 impl Coordinator {
-    /// Waits for running steps, up to `limit`; steps still running then are
-    /// abandoned and will run again on resume.
-    pub(super) async fn drain(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.tasks.running() > 0 {
-            match tokio::time::timeout_at(deadline, self.tasks.next()).await {
-                Ok(Some(finished)) => self.on_finished(finished),
-                Ok(None) => break,
-                Err(_) => {
-                    for i in 0..self.nodes.len() {
-                        if self.nodes[i].status == Status::Running {
-                            tracing::warn!(
-                                step = %def_of(&self.plan, &self.nodes, i).name(),
-                                "step still running after the halt timeout; it is abandoned and cannot be undone"
-                            );
-                            self.nodes[i].status = Status::Ready;
-                        }
-                    }
-                    self.tasks.detach_all();
+    /// Waits for the running attempts (in tasks and in the coordinator) up
+    /// to the halt timeout; then cancels those still running and waits
+    /// until they, and every task of the runs nested in them, have stopped.
+    async fn drain(&mut self) {
+        let deadline = after(Instant::now(), self.settings.halt_timeout);
+        enum Drained {
+            Task(Option<TaskReport>),
+            Inline(Attempt),
+            TimedOut,
+        }
+        while self.tasks.running() > 0 || self.inline.is_some() {
+            let running = self.tasks.running() > 0;
+            let tasks = &mut self.tasks;
+            let inline = &mut self.inline;
+            let has_inline = inline.is_some();
+            let drained = tokio::select! {
+                biased;
+                report = tasks.next(), if running => Drained::Task(report),
+                attempt = async { inline.as_mut().expect("checked").fut.as_mut().await }, if has_inline => Drained::Inline(attempt),
+                _ = tokio::time::sleep_until(deadline) => Drained::TimedOut,
+            };
+            match drained {
+                Drained::Task(Some(report)) => self.on_task(report),
+                Drained::Task(None) => {}
+                Drained::Inline(attempt) => {
+                    let Inline { key, args, ctx, .. } = self.inline.take().expect("it ran");
+                    self.on_attempt(key, attempt, args, ctx);
                 }
+                Drained::TimedOut => break,
             }
         }
+        if self.tasks.running() == 0 && self.inline.is_none() {
+            return;
+        }
+        // Abandon what still runs: cancel it, and wait until it stopped.
+        if let Some(inline) = self.inline.take() {
+            drop(inline.fut);
+            self.lost(inline.key);
+        }
+        self.tasks.abort_all();
+        while let Some(report) = self.tasks.next().await {
+            self.on_task(report);
+        }
+        self.tasks.tracker().idle().await;
     }
 
+    /// Ends the run: drains it, then completes, halts, or unwinds the saga
+    /// and fails.
     pub(super) async fn finish(mut self: Box<Self>) -> Finish {
-        let halt_timeout = self.settings.halt_timeout;
-        self.drain(halt_timeout).await;
-        let scope = self.scope.clone();
+        self.drain().await;
         let duration = self.started.elapsed();
-        if !self.errors.is_empty() {
-            self.unwind().await;
-            let error = RunError {
-                run_id: scope.run_id.to_string(),
-                errors: std::mem::take(&mut self.errors),
+        if self.errors.is_empty() && !self.halting && self.is_done() {
+            let value = match &mut self.feed {
+                Some(feed) => feed.result(),
+                None => self.instances[0].nodes[self.plan.return_step]
+                    .result
+                    .clone()
+                    .expect("the return step's result is kept"),
             };
-            scope
-                .events
-                .emit(&scope.run_id, &scope.plan.name, None, || {
-                    EventKind::RunError {
-                        duration,
-                        error: &error,
-                    }
-                });
-            return Finish::Failed(error);
-        }
-        if self.unfinished == 0 && !self.halting {
-            let value = self.nodes[self.plan.return_step]
-                .result
-                .clone()
-                .expect("the return step's result is kept");
-            scope
-                .events
-                .emit(&scope.run_id, &scope.plan.name, None, || {
-                    EventKind::RunComplete {
-                        duration,
-                        value: &value,
-                    }
-                });
-            let state = if self.settings.keep_state {
-                self.into_state()
-            } else {
-                RunState::default()
-            };
-            return Finish::Completed { value, state };
-        }
-        scope
-            .events
-            .emit(&scope.run_id, &scope.plan.name, None, || {
-                EventKind::RunHalt { duration }
+            self.emit_run(|| EventKind::RunComplete {
+                duration,
+                value: &value,
             });
-        Finish::Halted {
-            state: self.into_state(),
-        }
-    }
-
-    /// Undoes every completed undoable step, newest first.
-    pub(super) async fn unwind(&mut self) {
-        let plan = self.plan.clone();
-        while let Some(entry) = self.undo.pop() {
-            let def = def_of(&plan, &self.nodes, entry.index);
-            let ctx = Context {
-                run: self.scope.clone(),
-                step: self.step_ref(entry.index, &def),
-                current_try: 0,
-                retries_remaining: None,
-                events: self.scope.events.is_active(),
-            };
-            let step = def.imp();
-            drop(def);
-            let undo = runner::undo(step, entry.value, entry.args, ctx);
-            if let Err(e) = undo.await {
-                self.errors.push(e);
+            if self.errors.is_empty() {
+                let state = if self.settings.keep_state && self.feed.is_none() {
+                    self.state()
+                } else {
+                    RunState::default()
+                };
+                let undo = std::mem::take(&mut self.undo);
+                return Finish::Completed { value, state, undo };
+            }
+        } else if self.errors.is_empty() {
+            self.emit_run(|| EventKind::RunHalt { duration });
+            if self.errors.is_empty() {
+                let state = self.state();
+                let undo = std::mem::take(&mut self.undo);
+                return Finish::Halted { state, undo };
             }
         }
+        let undone = self.undo.unwind().await;
+        self.errors.extend(undone);
+        let mut error = RunError {
+            run_id: self.scope.run_id.to_string(),
+            errors: std::mem::take(&mut self.errors),
+        };
+        self.emit_run(|| EventKind::RunError {
+            duration,
+            error: &error,
+        });
+        error.errors.append(&mut self.errors);
+        Finish::Failed(error, self.failed_element)
     }
 
-    pub(super) fn into_state(self: Box<Self>) -> RunState {
+    /// The run's state as plain data (of a reactor's run, not a map's).
+    fn state(&self) -> RunState {
         let plan = &self.plan;
-        let name = |i: usize| def_of(plan, &self.nodes, i).name().to_string();
+        let inst = &self.instances[0];
+        let name = |i: usize| def_of(plan, inst, i).name().to_string();
         let mut results = ValueMap::new();
         let mut retries = std::collections::BTreeMap::new();
         let mut emitted = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate() {
+        for (i, node) in inst.nodes.iter().enumerate() {
             if let Some(v) = &node.result {
                 results.insert(name(i), v.clone());
             }
@@ -131,19 +132,25 @@ impl Coordinator {
             run_id: self.scope.run_id.to_string(),
             inputs: self.raw_inputs.clone(),
             context: self.scope.values.clone(),
-            completed: self.completed.iter().map(|&i| name(i)).collect(),
+            completed: inst.completed.iter().map(|&i| name(i)).collect(),
             results,
             undo_stack: self
                 .undo
+                .entries()
                 .iter()
                 .map(|e| UndoRecord {
-                    step: name(e.index),
+                    step: e.ctx.step_name().to_string(),
+                    emitted: match &e.ctx.step {
+                        StepRef::Planned(_) => None,
+                        StepRef::Emitted(spec) => Some(spec.clone()),
+                    },
                     value: e.value.clone(),
                     arguments: e.args.clone(),
                 })
                 .collect(),
             emitted,
             retries,
+            abandoned: self.abandoned.clone(),
         }
     }
 }

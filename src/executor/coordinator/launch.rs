@@ -1,0 +1,301 @@
+//! Where ready attempts run: in the coordinator, in a task of their own,
+//! or in a chunk of plain steps. This decides where and when, never what
+//! an attempt means (that is [`attempt`](crate::executor::attempt)'s and
+//! [`outcome`](super::outcome)'s).
+
+use super::{def_of, Coordinator, Inline, Key, Status};
+use crate::argument::{ArgNames, Arguments, Values};
+use crate::context::{Context, StepRef};
+use crate::error::{panic_message, Phase, Reason, StepErrorKind};
+use crate::executor::attempt::{self, Started};
+use crate::executor::nesting::Nesting;
+use crate::executor::places::{BoxedTask, ChunkTask, StepTask, MAX_CHUNK};
+use crate::executor::tasks::Keys;
+use crate::planner::{ArgFrom, PlannedStep};
+use crate::pool::Permit;
+use crate::step::{Runner, SyncRunFn};
+
+impl Coordinator {
+    /// Whether step `key` runs off the coordinator (and so needs a slot).
+    pub(super) fn needs_slot(&self, key: Key) -> bool {
+        self.settings.run_async
+            && def_of(&self.plan, &self.instances[key.inst as usize], key.i()).run_async
+    }
+
+    /// A free slot: one taken while waiting, the pool's, or the one lent
+    /// to this run.
+    fn take_slot(&mut self) -> Option<Permit> {
+        if let Some(p) = self.spare.take() {
+            return Some(p);
+        }
+        self.scope
+            .pool
+            .try_acquire()
+            .or_else(|| self.scope.lender.as_ref().and_then(|l| l.try_borrow()))
+    }
+
+    /// Admits map elements and starts ready steps until none is left or
+    /// none can start; returns `true` right after an attempt completed in
+    /// the coordinator, so that the loop checks its limits between such
+    /// attempts.
+    pub(super) fn launch_ready(&mut self) -> bool {
+        let plan = self.plan.clone();
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let Some(&key) = self.ready.front() else {
+                if self.admit() {
+                    continue;
+                }
+                return false;
+            };
+            let inst = &self.instances[key.inst as usize];
+            let def = def_of(&plan, inst, key.i());
+            if !self.settings.run_async || !def.run_async {
+                // In the coordinator, one at a time.
+                if self.inline.is_some() {
+                    return false;
+                }
+                self.ready.pop_front();
+                let Some((args, ctx)) = self.prepare_or_fail(key, &def) else {
+                    return false;
+                };
+                let runner = def.runner();
+                drop(def);
+                if self.start_inline(key, &runner, args, ctx) {
+                    return true;
+                }
+                continue;
+            }
+            if self.tasks.running() >= self.settings.max_concurrency {
+                return false;
+            }
+            let Some(permit) = self.take_slot() else {
+                return false;
+            };
+            self.ready.pop_front();
+            let Some((args, ctx)) = self.prepare_or_fail(key, &def) else {
+                return false;
+            };
+            let span = self.step_spans.then_some(&self.span);
+            if let (Some(run), None, false) = (&def.plain, span, def.cpu_bound) {
+                if self.tasks.running() == 0
+                    && self.ready.is_empty()
+                    && self.inline.is_none()
+                    && !self.feed.as_ref().is_some_and(|f| f.wants_more())
+                {
+                    // The only step that can run: nothing would run beside
+                    // it, so a task of its own would only add hand-offs (a
+                    // chain of plain steps runs here, one after another).
+                    let attempt = attempt::run_plain(run, &args, &ctx);
+                    drop(def);
+                    drop(permit);
+                    self.on_attempt(key, attempt, args, ctx);
+                    return true;
+                }
+                let first = (key, run.clone(), args, ctx);
+                drop(def);
+                self.launch_chunk(first, permit);
+                continue;
+            }
+            let cpu_bound = def.cpu_bound;
+            let task = StepTask::new(key, def.runner(), args, ctx, span, permit);
+            drop(def);
+            self.tasks.spawn(key, BoxedTask::new(task), cpu_bound);
+        }
+    }
+
+    /// Starts an attempt in the coordinator: `true` if it completed at
+    /// once (and was handled), else it runs on as the coordinator's inline
+    /// attempt.
+    fn start_inline(&mut self, key: Key, runner: &Runner, args: Arguments, ctx: Context) -> bool {
+        let span = self
+            .step_spans
+            .then(|| attempt::step_span(&self.span, &ctx));
+        match attempt::start(runner, &args, &ctx, span, || Nesting::new(&ctx.run, None)) {
+            Started::Now(attempt) => {
+                self.on_attempt(key, attempt, args, ctx);
+                true
+            }
+            Started::Later(fut) => {
+                self.inline = Some(Inline {
+                    key,
+                    fut,
+                    args,
+                    ctx,
+                });
+                false
+            }
+        }
+    }
+
+    /// Spawns `first` together with as many following ready plain steps as
+    /// a fair share of the free slots allows.
+    fn launch_chunk(&mut self, first: (Key, SyncRunFn, Arguments, Context), permit: Permit) {
+        let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
+        let share = (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK);
+        if share == 1 {
+            // Nothing to share the task with: a plain step task is lighter.
+            let (key, run, args, ctx) = first;
+            let task = StepTask::new(key, Runner::Plain(run), args, ctx, None, permit);
+            self.tasks.spawn(key, BoxedTask::new(task), false);
+            return;
+        }
+        let plan = self.plan.clone();
+        let mut keys = Keys::new();
+        keys.push(first.0);
+        let mut items = Vec::with_capacity(share);
+        items.push(first);
+        while items.len() < share {
+            let Some(&key) = self.ready.front() else {
+                break;
+            };
+            let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+            let Some(run) = &def.plain else { break };
+            if !def.run_async || def.cpu_bound {
+                break;
+            }
+            let run = run.clone();
+            self.ready.pop_front();
+            match self.prepare_or_fail(key, &def) {
+                Some((args, ctx)) => {
+                    keys.push(key);
+                    items.push((key, run, args, ctx));
+                }
+                None => break,
+            }
+        }
+        self.tasks
+            .spawn_chunk(keys, Box::new(ChunkTask::new(items, permit)));
+    }
+
+    /// [`Coordinator::prepare`], failing the step if its arguments cannot
+    /// be resolved; marks it running.
+    fn prepare_or_fail(&mut self, key: Key, def: &PlannedStep) -> Option<(Arguments, Context)> {
+        match self.prepare(key, def) {
+            Ok(prepared) => {
+                let inst = &mut self.instances[key.inst as usize];
+                inst.nodes[key.i()].status = Status::Running;
+                if def.can_undo {
+                    inst.running_args.insert(key.i(), prepared.0.clone());
+                }
+                Some(prepared)
+            }
+            Err(kind) => {
+                let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
+                self.fail(key, Phase::Arguments, attempt, kind);
+                None
+            }
+        }
+    }
+
+    /// A step's arguments (resolved once: a retry, or a step a chunk left
+    /// unrun, reuses the kept ones) and context.
+    fn prepare(
+        &mut self,
+        key: Key,
+        def: &PlannedStep,
+    ) -> Result<(Arguments, Context), StepErrorKind> {
+        let inst = &mut self.instances[key.inst as usize];
+        let kept = if inst.retry_args.is_empty() {
+            None
+        } else {
+            inst.retry_args.remove(&key.i())
+        };
+        let args = match kept {
+            Some(args) => args,
+            None => self.resolve_arguments(key, def)?,
+        };
+        let retries = self.instances[key.inst as usize].nodes[key.i()].retries;
+        let ctx = Context {
+            run: self.scope.clone(),
+            step: self.step_ref(key, def),
+            current_try: retries,
+            retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
+            events: self.scope.events.is_active(),
+        };
+        Ok((args, ctx))
+    }
+
+    pub(super) fn step_ref(&self, key: Key, def: &PlannedStep) -> StepRef {
+        if self.instances[key.inst as usize].nodes[key.i()]
+            .def
+            .is_none()
+        {
+            StepRef::Planned(key.i())
+        } else {
+            StepRef::Emitted(def.spec.clone())
+        }
+    }
+
+    /// The raw value an argument reads (before its sub-path and transform).
+    fn raw_argument(&self, key: Key, def: &PlannedStep, k: usize) -> Option<crate::value::Value> {
+        let inst = &self.instances[key.inst as usize];
+        match def.arg_from[k] {
+            ArgFrom::Input(n) => Some(match &self.feed {
+                Some(feed) if feed.element_input() == n => inst.element.clone(),
+                _ => self.inputs[n as usize].clone(),
+            }),
+            ArgFrom::Step(j) => inst.nodes[j as usize].result.clone(),
+            ArgFrom::Constant => match &def.spec.def().arguments[k].source.origin {
+                crate::argument::Origin::Value(v) => Some(v.clone()),
+                _ => unreachable!("constant arguments hold a value"),
+            },
+        }
+    }
+
+    fn arg_names(&self, key: Key, def: &PlannedStep) -> ArgNames {
+        match &self.instances[key.inst as usize].nodes[key.i()].def {
+            None => ArgNames::Planned(self.plan.clone(), key.step),
+            Some(dynamic) => {
+                debug_assert!(std::ptr::eq(&**dynamic, def));
+                ArgNames::Emitted(dynamic.clone())
+            }
+        }
+    }
+
+    fn resolve_arguments(&self, key: Key, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
+        let inst = &self.instances[key.inst as usize];
+        // The common case, plain reads of available values, takes one
+        // allocation for the whole argument list and touches nothing else.
+        let available = |from: &ArgFrom| match *from {
+            ArgFrom::Step(j) => inst.nodes[j as usize].result.is_some(),
+            _ => true,
+        };
+        if def.plain_args && def.arg_from.iter().all(available) {
+            let n = def.arg_from.len();
+            let values = Values::collect(
+                n,
+                (0..n).map(|k| self.raw_argument(key, def, k).expect("checked above")),
+            );
+            return Ok(Arguments::from_parts(self.arg_names(key, def), values));
+        }
+        let spec = def.spec.def();
+        let mut values = Vec::with_capacity(def.arg_from.len());
+        for (k, arg) in spec.arguments.iter().enumerate() {
+            let raw = self.raw_argument(key, def, k).ok_or_else(|| {
+                let ArgFrom::Step(j) = def.arg_from[k] else {
+                    unreachable!("only step results can be missing")
+                };
+                StepErrorKind::MissingResult {
+                    argument: arg.name.to_string(),
+                    dependency: def_of(&self.plan, inst, j as usize).name().to_string(),
+                }
+            })?;
+            values.push(arg.source.finish(&arg.name, raw)?);
+        }
+        let args = Arguments::from_parts(self.arg_names(key, def), Values::from(values));
+        match &spec.extras().transform_arguments {
+            None => Ok(args),
+            Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(args))) {
+                Ok(Ok(args)) => Ok(args),
+                Ok(Err(e)) => Err(StepErrorKind::ArgumentsTransform(Reason::from(e))),
+                Err(p) => Err(StepErrorKind::ArgumentsTransform(Reason::msg(format!(
+                    "panicked: {}",
+                    panic_message(&*p)
+                )))),
+            },
+        }
+    }
+}

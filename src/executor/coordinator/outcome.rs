@@ -1,0 +1,263 @@
+//! What a finished attempt means for the run, wherever it ran: the result
+//! kept for readers and on the undo stack, emitted steps joining the run,
+//! retries counted against `max_retries` and delayed by the step's
+//! backoff, halts, and failures.
+
+use std::cmp::Reverse;
+
+use tokio::time::Instant;
+
+use super::{after, def_of, Coordinator, Key, Status};
+use crate::argument::Arguments;
+use crate::context::Context;
+use crate::error::{Phase, Reason, StepError, StepErrorKind};
+use crate::event::EventKind;
+use crate::executor::attempt::{self, Attempt, UndoWith, Verdict};
+use crate::executor::undo::{UndoEntry, Unfinished};
+use crate::step::{Backoff, StepSpec};
+use crate::value::Value;
+
+impl Coordinator {
+    /// Handles the end of an attempt of step `key`.
+    pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt, args: Arguments, ctx: Context) {
+        let inst = &mut self.instances[key.inst as usize];
+        if !inst.running_args.is_empty() {
+            inst.running_args.remove(&key.i());
+        }
+        if let Some(panic) = attempt.hook {
+            let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
+            self.errors.push(StepError {
+                step: ctx.step_name().to_string(),
+                phase: Phase::Middleware,
+                attempt,
+                kind: StepErrorKind::Middleware(panic.to_string()),
+            });
+        }
+        match attempt.verdict {
+            Verdict::Done {
+                value,
+                emitted,
+                undo,
+                halt,
+            } => {
+                if halt {
+                    self.instances[key.inst as usize].nodes[key.i()].keep = true;
+                    self.halting = true;
+                }
+                self.complete(key, value, emitted, args, ctx, undo);
+            }
+            Verdict::Retry { reason } => self.retry(key, reason, args, ctx),
+            Verdict::Failed { phase, kind } => {
+                let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
+                self.fail(key, phase, attempt, *kind);
+            }
+        }
+    }
+
+    /// A step retries: counted against its `max_retries` (past them it
+    /// fails, with the retry reason or `RetriesExceeded`), then ready again
+    /// at once or after its backoff.
+    fn retry(&mut self, key: Key, reason: Option<Reason>, args: Arguments, ctx: Context) {
+        let plan = self.plan.clone();
+        let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+        let backoff = attempt::backoff(&*def.imp(), reason.as_ref(), &args, &ctx);
+        let max = def.max_retries;
+        drop(def);
+        if ctx.events {
+            let attempt = ctx.current_try + 1;
+            if let Err(panic) = ctx.emit(|| EventKind::StepRetry {
+                attempt,
+                reason: reason.as_ref(),
+                backoff,
+            }) {
+                self.errors
+                    .push(hook_error(&ctx, attempt, panic.to_string()));
+            }
+        }
+        let inst = &mut self.instances[key.inst as usize];
+        inst.retry_args.insert(key.i(), args);
+        let node = &mut inst.nodes[key.i()];
+        node.retries += 1;
+        if let Some(max) = max {
+            if node.retries > max {
+                let attempt = node.retries;
+                let kind = match reason {
+                    Some(r) => StepErrorKind::Failed(r),
+                    None => StepErrorKind::RetriesExceeded {
+                        retries: attempt,
+                        max_retries: max,
+                    },
+                };
+                self.fail(key, Phase::Run, attempt, kind);
+                return;
+            }
+        }
+        match backoff {
+            Backoff::After(d) if !d.is_zero() => {
+                node.status = Status::BackingOff;
+                self.backoffs.push(Reverse((after(Instant::now(), d), key)));
+            }
+            _ => {
+                node.status = Status::Ready;
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    /// A step failed for good: the run stops starting steps and unwinds.
+    pub(super) fn fail(&mut self, key: Key, phase: Phase, attempt: u32, kind: StepErrorKind) {
+        let inst = &mut self.instances[key.inst as usize];
+        inst.nodes[key.i()].status = Status::Failed;
+        if self.feed.is_some() {
+            self.failed_element.get_or_insert(inst.index);
+        }
+        let error = StepError {
+            step: self.name_of(key).to_string(),
+            phase,
+            attempt,
+            kind,
+        };
+        let scope = self.scope.clone();
+        let emitted = scope
+            .events
+            .emit(&scope.run_id, &scope.plan.name, Some(&error.step), || {
+                EventKind::StepFailed { error: &error }
+            });
+        let step = error.step.clone();
+        self.errors.push(error);
+        if let Err(panic) = emitted {
+            self.errors.push(StepError {
+                step,
+                phase: Phase::Middleware,
+                attempt,
+                kind: StepErrorKind::Middleware(panic.to_string()),
+            });
+        }
+    }
+
+    /// A step whose task was lost (aborted after the halt timeout, or
+    /// stopped by an engine bug). A halted run runs it again on resume; a
+    /// failed run reports it and undoes it as if it had completed.
+    pub(super) fn lost(&mut self, key: Key) {
+        let plan = self.plan.clone();
+        let inst = &mut self.instances[key.inst as usize];
+        if inst.nodes[key.i()].status != Status::Running {
+            return;
+        }
+        let name = self.name_of(key);
+        let scope = self.scope.clone();
+        let _ = scope
+            .events
+            .emit(&scope.run_id, &scope.plan.name, Some(&name), || {
+                EventKind::StepAbandoned
+            });
+        if self.errors.is_empty() && self.halting {
+            tracing::warn!(step = %name, "step still running after the halt timeout: cancelled, it runs again on resume");
+            let inst = &mut self.instances[key.inst as usize];
+            inst.nodes[key.i()].status = Status::Ready;
+            self.abandoned.push(name.to_string());
+            return;
+        }
+        tracing::warn!(step = %name, "step still running after the halt timeout: cancelled, and undone as if it had completed");
+        let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
+        let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+        if def.can_undo {
+            let args = self.instances[key.inst as usize]
+                .running_args
+                .remove(&key.i())
+                .unwrap_or_else(|| Arguments::from_pairs::<&str>(&name, []));
+            let ctx = Context {
+                run: scope.clone(),
+                step: self.step_ref(key, &def),
+                current_try: attempt - 1,
+                retries_remaining: None,
+                events: scope.events.is_active(),
+            };
+            self.undo.push(UndoEntry {
+                step: def.imp(),
+                ctx,
+                value: Value::new(Unfinished),
+                args,
+            });
+        }
+        drop(def);
+        self.fail(key, Phase::Run, attempt, StepErrorKind::Abandoned);
+    }
+
+    /// Records a finished step: its undo entry, its emitted steps, its
+    /// result for its readers; its dependents' counts drop.
+    fn complete(
+        &mut self,
+        key: Key,
+        value: Value,
+        emitted: Vec<StepSpec>,
+        args: Arguments,
+        ctx: Context,
+        undo: UndoWith,
+    ) {
+        let plan = self.plan.clone();
+        let (k, i) = (key.inst as usize, key.i());
+        let def = def_of(&plan, &self.instances[k], i);
+        if def.can_undo {
+            let kept = match undo {
+                UndoWith::Value => Some(value.clone()),
+                UndoWith::Token(token) => Some(token),
+                UndoWith::Nothing => None,
+            };
+            if let Some(kept) = kept {
+                self.undo.push(UndoEntry {
+                    step: def.imp(),
+                    ctx,
+                    value: kept,
+                    args,
+                });
+            }
+        }
+        let replaced = !emitted.is_empty() && self.add_emitted_by(key, &value, emitted);
+        // Its readings are done (emitted steps were wired first, so results
+        // they read stay): producers nobody else reads free their results.
+        for &j in &def.reads {
+            if j != i {
+                self.instances[k].release_read(j);
+            }
+        }
+        drop(def);
+        let inst = &mut self.instances[k];
+        if replaced || inst.nodes[i].status == Status::Failed {
+            return;
+        }
+        let node = &mut inst.nodes[i];
+        node.status = Status::Done;
+        if node.readers > 0 || node.keep {
+            node.result = Some(value);
+        }
+        inst.unfinished -= 1;
+        if self.feed.is_none() {
+            inst.completed.push(i);
+        }
+        if i < plan.steps.len() {
+            for &d in &plan.steps[i].dependents {
+                self.dependency_done(k, d);
+            }
+        }
+        if !self.instances[k].extra_dependents.is_empty() {
+            if let Some(extra) = self.instances[k].extra_dependents.remove(&i) {
+                for d in extra {
+                    self.dependency_done(k, d);
+                }
+            }
+        }
+        if self.feed.is_some() && self.instances[k].unfinished == 0 {
+            self.element_done(k);
+        }
+    }
+}
+
+fn hook_error(ctx: &Context, attempt: u32, message: String) -> StepError {
+    StepError {
+        step: ctx.step_name().to_string(),
+        phase: Phase::Middleware,
+        attempt,
+        kind: StepErrorKind::Middleware(message),
+    }
+}

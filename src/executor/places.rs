@@ -1,0 +1,236 @@
+//! The places an attempt runs off the coordinator: a task of its own
+//! ([`StepTask`]) or a chunk of plain steps sharing a task
+//! ([`ChunkTask`]). Both only carry attempts made by [`attempt`]; neither
+//! decides anything.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{ready, Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use super::attempt::{self, Attempt, SlowAttempt, Started};
+use super::coordinator::Key;
+use super::nesting::Nesting;
+use crate::argument::Arguments;
+use crate::context::Context;
+use crate::error::{panic_message, Phase, StepErrorKind};
+use crate::pool::Permit;
+use crate::step::{Runner, SyncRunFn};
+
+/// One attempt's end: the step, what the attempt came to, and its
+/// arguments and context (kept for retries and undo).
+pub(crate) struct Ended {
+    pub(crate) key: Key,
+    pub(crate) attempt: Attempt,
+    pub(crate) args: Arguments,
+    pub(crate) ctx: Context,
+    /// Handed back so that its reference count is released on the
+    /// coordinator's thread.
+    pub(crate) _runner: Option<Runner>,
+}
+
+/// One attempt of a step, as a future: a task of its own.
+///
+/// A step that answers at once completes on the first poll without any
+/// further future, so the task stays small (it is copied into and out of
+/// tokio's task cell); one that awaits continues in a boxed future, inside
+/// the nesting scope that lends its slot to nested runs.
+pub(crate) struct StepTask {
+    key: Key,
+    held: Option<(Runner, Arguments, Context)>,
+    span: Option<Box<tracing::Span>>,
+    slow: Option<SlowAttempt>,
+    permit: Option<Permit>,
+    /// Where a boxed task leaves its report.
+    ended: Option<Ended>,
+}
+
+impl StepTask {
+    /// `span` is the run's span, when step spans are wanted.
+    pub(crate) fn new(
+        key: Key,
+        step: Runner,
+        args: Arguments,
+        ctx: Context,
+        span: Option<&tracing::Span>,
+        permit: Permit,
+    ) -> StepTask {
+        let span = span.map(|parent| Box::new(attempt::step_span(parent, &ctx)));
+        StepTask {
+            key,
+            held: Some((step, args, ctx)),
+            span,
+            slow: None,
+            permit: Some(permit),
+            ended: None,
+        }
+    }
+
+    fn start(&mut self) -> Started {
+        let (step, args, ctx) = self.held.as_ref().expect("a task runs once");
+        let permit = &mut self.permit;
+        attempt::start(step, args, ctx, self.span.take().map(|s| *s), || {
+            Nesting::new(&ctx.run, permit.take())
+        })
+    }
+}
+
+impl Future for StepTask {
+    type Output = Ended;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Ended> {
+        let this = &mut *self;
+        let attempt = match &mut this.slow {
+            Some(fut) => ready!(fut.as_mut().poll(cx)),
+            None => match this.start() {
+                Started::Now(attempt) => attempt,
+                Started::Later(mut fut) => match fut.as_mut().poll(cx) {
+                    Poll::Ready(attempt) => attempt,
+                    Poll::Pending => {
+                        this.slow = Some(fut);
+                        return Poll::Pending;
+                    }
+                },
+            },
+        };
+        let (runner, args, ctx) = this.held.take().expect("a task reports once");
+        Poll::Ready(Ended {
+            key: this.key,
+            attempt,
+            args,
+            ctx,
+            _runner: Some(runner),
+        })
+    }
+}
+
+/// A [`StepTask`] as a spawned task: boxed, and handing back its box with
+/// the report inside. Tokio copies a task's future and output in and out of
+/// its cell several times; a pointer each way keeps that cheap.
+pub(crate) struct BoxedTask(Option<Box<StepTask>>);
+
+impl BoxedTask {
+    pub(crate) fn new(task: StepTask) -> BoxedTask {
+        BoxedTask(Some(Box::new(task)))
+    }
+}
+
+impl Future for BoxedTask {
+    type Output = Finished;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Finished> {
+        let task = self.0.as_mut().expect("polled after completion");
+        // User code is guarded inside; this guard keeps an engine bug from
+        // losing the attempt.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut **task).poll(cx)));
+        let ended = match polled {
+            Ok(poll) => ready!(poll),
+            Err(panic) => {
+                let (runner, args, ctx) = task.held.take().expect("a task reports once");
+                Ended {
+                    key: task.key,
+                    attempt: Attempt::failed(
+                        Phase::Run,
+                        StepErrorKind::Panicked(panic_message(&*panic)),
+                    ),
+                    args,
+                    ctx,
+                    _runner: Some(runner),
+                }
+            }
+        };
+        let mut task = self.0.take().expect("checked above");
+        task.slow = None;
+        task.permit = None;
+        task.ended = Some(ended);
+        Poll::Ready(Finished::One(task))
+    }
+}
+
+/// What a spawned task hands back.
+pub(crate) enum Finished {
+    /// One step's attempt (its box, with the report inside).
+    One(Box<StepTask>),
+    /// A chunk of plain steps.
+    Chunk(Box<ChunkTask>),
+}
+
+impl Finished {
+    /// The attempts made, and the chunk's steps it left unrun (with their
+    /// arguments).
+    pub(crate) fn into_ended(self) -> (Vec<Ended>, Vec<(Key, Arguments)>) {
+        match self {
+            Finished::One(mut task) => {
+                let ended = task.ended.take().expect("a finished task holds its report");
+                (vec![ended], Vec::new())
+            }
+            Finished::Chunk(chunk) => {
+                let chunk = *chunk;
+                let unrun = chunk
+                    .items
+                    .into_iter()
+                    .map(|(key, _, args, _)| (key, args))
+                    .collect();
+                (chunk.ended, unrun)
+            }
+        }
+    }
+}
+
+/// Several ready plain steps run one after another in one task, holding
+/// one concurrency slot: for fan-outs of cheap closures, one task (and one
+/// report) per step would cost more than the steps.
+///
+/// The chunk stops early, leaving the rest unrun for the coordinator to
+/// start again, once it has run for [`CHUNK_TIME`], so a chunk of slow
+/// closures does not hold a worker much longer than one of them would.
+pub(crate) struct ChunkTask {
+    /// The steps still to run, last first.
+    items: Vec<(Key, SyncRunFn, Arguments, Context)>,
+    ended: Vec<Ended>,
+    _permit: Permit,
+}
+
+/// The most steps a chunk takes.
+pub(crate) const MAX_CHUNK: usize = 32;
+/// How long a chunk runs before it hands its remaining steps back.
+const CHUNK_TIME: Duration = Duration::from_micros(200);
+
+impl ChunkTask {
+    /// `items` in the order to run them.
+    pub(crate) fn new(
+        mut items: Vec<(Key, SyncRunFn, Arguments, Context)>,
+        permit: Permit,
+    ) -> ChunkTask {
+        items.reverse();
+        let ended = Vec::with_capacity(items.len());
+        ChunkTask {
+            items,
+            ended,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the steps (no step awaits).
+    pub(crate) fn run(mut self: Box<Self>) -> Finished {
+        let started = Instant::now();
+        let mut ran = 0;
+        while let Some((key, run, args, ctx)) = self.items.pop() {
+            let attempt = attempt::run_plain(&run, &args, &ctx);
+            self.ended.push(Ended {
+                key,
+                attempt,
+                args,
+                ctx,
+                _runner: None,
+            });
+            ran += 1;
+            // A clock read every few steps keeps the check cheap.
+            if ran % 4 == 0 && !self.items.is_empty() && started.elapsed() >= CHUNK_TIME {
+                break;
+            }
+        }
+        Finished::Chunk(self)
+    }
+}

@@ -1,0 +1,171 @@
+//! The undo stack of a run, and undoing one step: the saga's unwinding,
+//! written once for a failed run, a fully reversible run undone later, and
+//! the nested runs a compose or a map keeps for undo.
+//!
+//! Each entry carries what undoing its step needs (the step's own
+//! implementation, its context, the value it completed with and its
+//! arguments), so an entry is undone on its own value by its own step even
+//! if a replacement took the step's name later, and a stack can be
+//! unwound after the run that built it is gone.
+
+use std::time::Instant;
+
+use super::attempt::guarded;
+use crate::argument::Arguments;
+use crate::context::Context;
+use crate::error::{Phase, Reason, StepError, StepErrorKind};
+use crate::event::EventKind;
+use crate::step::{StepImp, UndoOutcome};
+use crate::value::Value;
+
+/// How many times an undo is attempted before it fails.
+pub(crate) const MAX_UNDO_ATTEMPTS: u32 = 5;
+
+/// The value an abandoned step's undo receives: the step was cancelled
+/// part-way (after the run's `halt_timeout`), so it may have done some of
+/// its work, and its undo is called as if it had completed.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{step, Unfinished, Value};
+///
+/// let s = step("reserve")
+///     .run(|_, _| async { Ok(42_u32) })
+///     .undo(|value: Value, _args, _ctx| async move {
+///         if value.is::<Unfinished>() {
+///             // Look the reservation up instead: the step never said which.
+///         }
+///         Ok(())
+///     });
+/// # let _ = s;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unfinished;
+
+/// A completed (or possibly completed) undoable step.
+pub(crate) struct UndoEntry {
+    pub(crate) step: StepImp,
+    pub(crate) ctx: Context,
+    pub(crate) value: Value,
+    pub(crate) args: Arguments,
+}
+
+/// Completed undoable steps, oldest first.
+#[derive(Default)]
+pub(crate) struct UndoStack(Vec<UndoEntry>);
+
+impl UndoStack {
+    pub(crate) fn push(&mut self, entry: UndoEntry) {
+        self.0.push(entry);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn entries(&self) -> &[UndoEntry] {
+        &self.0
+    }
+
+    /// Undoes every entry, newest first, one at a time; every error (of
+    /// the undos and of middleware) is returned, after all were tried.
+    pub(crate) async fn unwind(&mut self) -> Vec<StepError> {
+        let mut errors = Vec::new();
+        while let Some(entry) = self.0.pop() {
+            undo(entry, &mut errors).await;
+        }
+        errors
+    }
+}
+
+impl std::fmt::Debug for UndoStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|e| e.ctx.step_name()))
+            .finish()
+    }
+}
+
+/// Undoes one step, trying at most [`MAX_UNDO_ATTEMPTS`] times; its
+/// errors (and middleware panics) go to `errors`.
+async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) {
+    let UndoEntry {
+        step,
+        ctx,
+        value,
+        args,
+    } = entry;
+    let failure = |attempt, kind| StepError {
+        step: ctx.step_name().to_string(),
+        phase: Phase::Undo,
+        attempt,
+        kind,
+    };
+    for attempt in 1..=MAX_UNDO_ATTEMPTS {
+        emit(&ctx, errors, attempt, || EventKind::UndoStart { attempt });
+        let started = ctx.events.then(Instant::now);
+        let outcome = guarded(|| step.undo(value.clone(), args.clone(), ctx.clone()))
+            .await
+            .unwrap_or_else(|panic| {
+                UndoOutcome::Error(Reason::msg(format!("undo panicked: {panic}")))
+            });
+        let duration = started.map_or(std::time::Duration::ZERO, |s| s.elapsed());
+        match outcome {
+            UndoOutcome::Done => {
+                emit(&ctx, errors, attempt, || EventKind::UndoComplete {
+                    attempt,
+                    duration,
+                });
+                return;
+            }
+            UndoOutcome::Retry(reason) => {
+                emit(&ctx, errors, attempt, || EventKind::UndoRetry {
+                    attempt,
+                    duration,
+                    reason: reason.as_ref(),
+                });
+            }
+            UndoOutcome::Error(reason) => {
+                let error = failure(attempt, StepErrorKind::Undo(reason));
+                emit(&ctx, errors, attempt, || EventKind::UndoError {
+                    attempt,
+                    error: &error,
+                });
+                errors.push(error);
+                return;
+            }
+        }
+    }
+    let error = failure(
+        MAX_UNDO_ATTEMPTS,
+        StepErrorKind::UndoRetriesExceeded {
+            attempts: MAX_UNDO_ATTEMPTS,
+        },
+    );
+    emit(&ctx, errors, MAX_UNDO_ATTEMPTS, || EventKind::UndoError {
+        attempt: MAX_UNDO_ATTEMPTS,
+        error: &error,
+    });
+    errors.push(error);
+}
+
+/// Emits an undo event; a middleware panic is an error of the undo.
+fn emit<'k>(
+    ctx: &Context,
+    errors: &mut Vec<StepError>,
+    attempt: u32,
+    kind: impl FnOnce() -> EventKind<'k>,
+) {
+    if !ctx.events {
+        return;
+    }
+    if let Err(panic) = ctx.emit(kind) {
+        errors.push(StepError {
+            step: ctx.step_name().to_string(),
+            phase: Phase::Middleware,
+            attempt,
+            kind: StepErrorKind::Middleware(panic.to_string()),
+        });
+    }
+}
