@@ -471,6 +471,15 @@ impl RunError {
     }
 }
 
+/// How many nested run errors are written out; deeper ones (a run nested
+/// hundreds deep) are summarised, so that writing an error never needs a
+/// stack deeper than that.
+const SHOWN_NESTING: u32 = 16;
+
+thread_local! {
+    static WRITING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -480,10 +489,14 @@ impl fmt::Display for RunError {
             self.class(),
             self.errors.len()
         )?;
-        for e in &self.errors {
-            write!(f, "\n- {e}")?;
+        let depth = WRITING.with(|w| w.get());
+        if depth >= SHOWN_NESTING {
+            return write!(f, " (nested too deep to show)");
         }
-        Ok(())
+        WRITING.with(|w| w.set(depth + 1));
+        let written = self.errors.iter().try_for_each(|e| write!(f, "\n- {e}"));
+        WRITING.with(|w| w.set(depth));
+        written
     }
 }
 

@@ -131,3 +131,38 @@ async fn events_carry_the_run_id_the_step_and_timings() {
     assert!(step_time >= Duration::from_millis(5));
     assert!(step_time <= run_time);
 }
+
+#[tokio::test]
+async fn a_retry_chosen_by_compensation_has_its_retry_event() {
+    let rec = Recorder::new();
+    let reactor = Reactor::builder("r")
+        .add(
+            step("flaky")
+                .run_sync(|_, ctx| {
+                    if ctx.current_try() == 0 {
+                        Err("transient".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .compensate(|_, _, _| async { reactor::Compensation::Retry(None) })
+                .backoff(|_, _, _| reactor::Backoff::Now),
+        )
+        .returns("flaky")
+        .middleware_arc(rec.clone())
+        .build()
+        .unwrap();
+    reactor.run(Inputs::new()).await.unwrap();
+    assert_eq!(
+        rec.of("flaky"),
+        [
+            "step.run.start",
+            "step.run.error",
+            "step.compensate.start",
+            "step.compensate.retry",
+            "step.run.retry",
+            "step.run.start",
+            "step.run.complete"
+        ]
+    );
+}

@@ -135,3 +135,96 @@ async fn nested_runs_on_an_exhausted_shared_pool_do_not_deadlock() {
     }
     assert_eq!(pool.available(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_runs_given_the_pools_own_handle_do_not_deadlock() {
+    let pool = ConcurrencyPool::new(1);
+    let inner = inner();
+    for nested_async in [true, false] {
+        let (inner, handle) = (inner.clone(), pool.clone());
+        let outer = Reactor::builder("outer")
+            .add(step("outer").run(move |_, _| {
+                let (inner, handle) = (inner.clone(), handle.clone());
+                async move {
+                    // The pool the user has, not the step's context's.
+                    let v = inner
+                        .run(Inputs::new().with("n", 21_u64))
+                        .pool(handle)
+                        .run_async(nested_async)
+                        .await?;
+                    Ok(*v.get::<u64>()?)
+                }
+            }))
+            .returns("outer")
+            .build()
+            .unwrap();
+        let v = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            outer.run(Inputs::new()).pool(pool.clone()),
+        )
+        .await
+        .expect("no deadlock")
+        .unwrap();
+        assert_eq!(*v.get::<u64>().unwrap(), 42);
+        assert_eq!(pool.available(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_given_a_pool_may_use_all_of_its_slots() {
+    let slots = 8;
+    let pool = ConcurrencyPool::new(slots);
+    let meet = Arc::new(tokio::sync::Barrier::new(slots));
+    let mut b = Reactor::builder("wide");
+    let mut end = step("end");
+    for i in 0..slots {
+        let m = meet.clone();
+        b.add(step(format!("s{i}")).run(move |_, _| {
+            let m = m.clone();
+            async move {
+                // Passes only if all of them run at once.
+                m.wait().await;
+                Ok(())
+            }
+        }));
+        end = end.wait_for(format!("s{i}"));
+    }
+    b.add(end.run_sync(|_, _| Ok(())));
+    let reactor = b.returns("end").build().unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        reactor.run(Inputs::new()).pool(pool.clone()),
+    )
+    .await
+    .expect("all slots used")
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_runs_borrowing_their_callers_slot_keep_the_limit() {
+    let gauge = Arc::new(Gauge::default());
+    let pool = ConcurrencyPool::new(3);
+    let leaf = fanout(4, gauge.clone());
+    let mut b = Reactor::builder("outer");
+    let mut end = step("end");
+    for i in 0..6 {
+        let leaf = leaf.clone();
+        b.add(step(format!("o{i}")).run(move |_, ctx| {
+            let leaf = leaf.clone();
+            async move {
+                leaf.run(Inputs::new().with("x", 1_i64))
+                    .pool(ctx.pool().clone())
+                    .await?;
+                Ok(())
+            }
+        }));
+        end = end.wait_for(format!("o{i}"));
+    }
+    b.add(end.run_sync(|_, _| Ok(())));
+    let outer = b.returns("end").build().unwrap();
+    outer.run(Inputs::new()).pool(pool.clone()).await.unwrap();
+    // The outer steps only wait for their nested runs: the leaves, which
+    // run on the outer steps' slots, never exceed the pool.
+    assert!(gauge.max() <= 3, "{}", gauge.max());
+    assert_eq!(pool.available(), 3);
+}

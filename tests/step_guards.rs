@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{run_error, Recorder};
+use std::future::IntoFuture;
+
 use reactor::{input, result, step, Compensation, Guard, Inputs, Outcome, Reactor, Reason};
 
 #[tokio::test]
@@ -178,4 +180,115 @@ async fn a_skipped_step_is_not_undone() {
     let err = run_error(reactor.run(Inputs::new()).await.unwrap_err());
     assert!(err.to_string().contains("abort"));
     assert_eq!(undone.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn guards_run_once_per_attempt_with_a_debug_subscriber() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let rec = Recorder::new();
+    let reactor = Reactor::builder("traced")
+        .add(
+            step("guarded")
+                .guard(move |_, _| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Guard::Continue
+                })
+                .run(|_, _| async { Ok(1_i64) }),
+        )
+        .returns("guarded")
+        .middleware_arc(rec.clone())
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for run_async in [true, false] {
+            rt.block_on(
+                reactor
+                    .run(Inputs::new())
+                    .run_async(run_async)
+                    .into_future(),
+            )
+            .unwrap();
+        }
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        rec.of("guarded")
+            .iter()
+            .filter(|e| *e == "step.guard.start")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_guard_skipping_with_a_halt_halts_the_run() {
+    let reactor = Reactor::builder("halting")
+        .add(
+            step("pause")
+                .guard(|_, ctx| {
+                    if ctx.get::<bool>("resumed").is_some() {
+                        Guard::Continue
+                    } else {
+                        Guard::Skip(Outcome::Halt(reactor::Value::new("paused")))
+                    }
+                })
+                .run_sync(|_, _| Ok("never reached")),
+        )
+        .add(
+            step("after")
+                .argument("p", result("pause"))
+                .run_sync(|a, _| Ok(format!("after {}", a.get::<&str>("p")?))),
+        )
+        .returns("after")
+        .build()
+        .unwrap();
+    let halted = reactor
+        .run(Inputs::new())
+        .outcome()
+        .await
+        .unwrap()
+        .halted()
+        .expect("a skip with a halt halts the run");
+    assert_eq!(
+        *halted.result("pause").unwrap().get::<&str>().unwrap(),
+        "paused"
+    );
+    let out = halted.resume().await.unwrap();
+    assert_eq!(out.get::<String>().unwrap(), "after paused");
+}
+
+#[tokio::test]
+async fn a_guard_skipping_with_steps_adds_them() {
+    let reactor = Reactor::builder("emitting")
+        .add(
+            step("plan")
+                .guard(|_, _| {
+                    Guard::Skip(Outcome::with_steps(
+                        (),
+                        vec![step("extra").run_sync(|_, _| Ok(7_i64))],
+                    ))
+                })
+                .run_sync(|_, _| Ok(())),
+        )
+        .add(step("end").wait_for("plan").run_sync(|_, _| Ok(())))
+        .returns("end")
+        .build()
+        .unwrap();
+    let done = reactor
+        .run(Inputs::new())
+        .outcome()
+        .await
+        .unwrap()
+        .completed()
+        .unwrap();
+    assert!(done.state().is_completed("extra"));
 }

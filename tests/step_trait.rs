@@ -167,3 +167,63 @@ async fn non_async_steps_run_in_the_coordinator() {
     assert_ne!(id("async_c"), id("sync_a"));
     assert_ne!(id("async_c"), id("async_d"));
 }
+
+/// Defines `compensate` and `undo`, and neither `can_*` switch.
+struct Forgetful {
+    log: Arc<Mutex<Vec<String>>>,
+    fail: bool,
+}
+
+#[async_trait]
+impl Step for Forgetful {
+    async fn run(&self, _args: Arguments, _ctx: Context) -> Outcome {
+        if self.fail {
+            Outcome::error("boom")
+        } else {
+            Outcome::ok(1_i64)
+        }
+    }
+
+    async fn compensate(&self, _error: Reason, _args: Arguments, _ctx: Context) -> Compensation {
+        self.log.lock().unwrap().push("compensated".to_string());
+        Compensation::Fail
+    }
+
+    async fn undo(
+        &self,
+        _value: reactor::Value,
+        _args: Arguments,
+        _ctx: Context,
+    ) -> reactor::UndoOutcome {
+        self.log.lock().unwrap().push("undone".to_string());
+        reactor::UndoOutcome::Done
+    }
+}
+
+#[tokio::test]
+async fn defining_compensate_or_undo_is_enough() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let reactor = Reactor::builder("r")
+        .add(StepSpec::new(
+            "ok",
+            Forgetful {
+                log: log.clone(),
+                fail: false,
+            },
+        ))
+        .add(
+            StepSpec::new(
+                "bad",
+                Forgetful {
+                    log: log.clone(),
+                    fail: true,
+                },
+            )
+            .wait_for("ok"),
+        )
+        .returns("bad")
+        .build()
+        .unwrap();
+    reactor.run(Inputs::new()).await.unwrap_err();
+    assert_eq!(*log.lock().unwrap(), ["compensated", "undone"]);
+}

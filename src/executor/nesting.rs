@@ -24,7 +24,7 @@ tokio::task_local! {
 
 /// How many runs may be nested inside one another. Deeper nesting is an
 /// [`Error::NestingTooDeep`](crate::Error::NestingTooDeep).
-pub const MAX_NESTING: u32 = 10_000;
+pub const MAX_NESTING: u32 = 1_000;
 
 /// A `run_async(false)` run nested this many levels below the last one
 /// driven from a task of its own gets a task of its own, so that nesting
