@@ -34,6 +34,9 @@ pub(crate) struct RunScope {
     pub(crate) depth: u32,
     /// How many `run_async(false)` runs are stacked on the task driving it.
     pub(crate) stacked: u32,
+    /// The undo stacks of runs nested in this run's steps that were dropped
+    /// before they ended: the run undoes them with its own.
+    pub(crate) orphans: std::sync::Mutex<Vec<crate::executor::UndoStack>>,
 }
 
 /// The context of one step attempt.

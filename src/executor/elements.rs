@@ -54,6 +54,7 @@ pub(crate) async fn run_elements(
         tracker: Tracker::new(None),
         depth: 0,
         stacked: 0,
+        orphans: Default::default(),
     });
     let settings = Settings {
         run_async,

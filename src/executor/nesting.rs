@@ -33,11 +33,8 @@ pub(crate) const STACK_HOP: u32 = 8;
 
 /// The scope of one awaiting attempt.
 pub(crate) struct Nesting {
-    /// The depth of the attempt's run (0 for a run started outside any step).
-    depth: u32,
-    /// Levels since the last run driven from a task of its own.
-    stacked: u32,
-    tracker: Arc<Tracker>,
+    /// The attempt's run.
+    run: Arc<RunScope>,
     slot: RefCell<Lend>,
 }
 
@@ -54,16 +51,14 @@ enum Lend {
 impl Nesting {
     /// The scope of an attempt of the run `run`: it lends `permit` if it
     /// holds one, else the slot lent to its run, if any.
-    pub(crate) fn new(run: &RunScope, permit: Option<Permit>) -> Nesting {
+    pub(crate) fn new(run: &Arc<RunScope>, permit: Option<Permit>) -> Nesting {
         let slot = match (permit, &run.lender) {
             (Some(p), _) => Lend::Held(p),
             (None, Some(l)) => Lend::Inherited(l.clone()),
             (None, None) => Lend::None,
         };
         Nesting {
-            depth: run.depth,
-            stacked: run.stacked,
-            tracker: run.tracker.clone(),
+            run: run.clone(),
             slot: RefCell::new(slot),
         }
     }
@@ -81,8 +76,10 @@ pub(crate) struct Inherited {
     pub(crate) depth: u32,
     /// Levels of `run_async(false)` runs stacked on the current task.
     pub(crate) stacked: u32,
-    /// The tracker of the run the attempt belongs to.
-    pub(crate) parent: Option<Arc<Tracker>>,
+    /// The run the attempt belongs to: it counts the new run's tasks, and
+    /// takes over the new run's undo stack if the new run is dropped
+    /// before it ends (the attempt was cancelled).
+    pub(crate) parent: Option<Arc<RunScope>>,
     /// The slot the attempt lends, if it is of `pool`.
     pub(crate) lender: Option<Lender>,
 }
@@ -97,9 +94,9 @@ pub(crate) fn inherited(pool: &ConcurrencyPool) -> Inherited {
                 _ => None,
             };
             Inherited {
-                depth: n.depth + 1,
-                stacked: n.stacked + 1,
-                parent: Some(n.tracker.clone()),
+                depth: n.run.depth + 1,
+                stacked: n.run.stacked + 1,
+                parent: Some(n.run.clone()),
                 lender,
             }
         })

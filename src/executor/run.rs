@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::coordinator::{Coordinator, Finish, Settings};
-use super::nesting::{self, Inherited, Tracker, MAX_NESTING, STACK_HOP};
+use super::nesting::{self, Inherited, Live, Tracker, MAX_NESTING, STACK_HOP};
 use super::state::RunState;
 use super::undo::UndoStack;
 use crate::context::RunScope;
@@ -167,11 +167,21 @@ impl RunRequest {
         let fully_reversible = self.fully_reversible;
         let started = self.into_coordinator(keep_state || fully_reversible)?;
         match started.drive().await {
-            Finish::Completed { value, state, undo } => Ok(RunOutcome::Completed(CompletedRun {
+            Finish::Completed {
                 value,
                 state,
-                undo: fully_reversible.then_some(undo),
-            })),
+                mut undo,
+            } => {
+                if !fully_reversible {
+                    // Not to be undone later: nothing is kept for it.
+                    undo.release();
+                }
+                Ok(RunOutcome::Completed(CompletedRun {
+                    value,
+                    state,
+                    undo: fully_reversible.then_some(undo),
+                }))
+            }
             Finish::Halted { state, undo } => Ok(RunOutcome::Halted(HaltedRun {
                 reactor,
                 state,
@@ -250,6 +260,7 @@ impl RunRequest {
             tracker: Tracker::new(None),
             depth: 0,
             stacked: 0,
+            orphans: Default::default(),
         });
         state.inputs = inputs;
         let settings = Settings {
@@ -329,7 +340,7 @@ impl Placement {
     /// `scope` with what the run inherits.
     pub(crate) fn scope(&self, mut scope: RunScope) -> Arc<RunScope> {
         scope.lender = self.inherited.lender.clone();
-        scope.tracker = Tracker::new(self.inherited.parent.clone());
+        scope.tracker = Tracker::new(self.inherited.parent.as_ref().map(|p| p.tracker.clone()));
         scope.depth = self.inherited.depth;
         scope.stacked = if self.own_task {
             0
@@ -349,17 +360,19 @@ pub(crate) struct Started {
 
 impl Started {
     /// Drives the run to its end, in a task of its own if placed so.
-    pub(crate) async fn drive(self) -> Finish {
+    pub(crate) async fn drive(mut self) -> Finish {
+        let parent = self.placed.inherited.parent.take();
+        self.coordinator.nested_in(parent.clone());
         let fut = self.coordinator.drive().instrument(self.span);
         if !self.placed.own_task {
             return fut.await;
         }
-        // The loop's task counts towards the run the new run is nested in.
-        let live = self.placed.inherited.parent.as_ref().map(|p| p.enter());
-        let task = AbortOnDrop(tokio::spawn(async move {
-            let finish = fut.await;
-            drop(live);
-            finish
+        // The loop's task counts towards the run the new run is nested in
+        // (until the loop, and what it owns, is dropped).
+        let live = parent.as_ref().map(|p| p.tracker.enter());
+        let task = AbortOnDrop(tokio::spawn(Counted {
+            fut: Box::pin(fut),
+            _live: live,
         }));
         match task.await {
             Ok(finish) => finish,
@@ -393,6 +406,23 @@ fn available_cores() -> usize {
             .map(|n| n.get())
             .unwrap_or(1)
     })
+}
+
+/// A future counted by a tracker until it is dropped (fields drop in
+/// order: the future first).
+struct Counted<F> {
+    fut: Pin<Box<F>>,
+    _live: Option<Live>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.fut.as_mut().poll(cx)
+    }
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -529,9 +559,11 @@ impl HaltedRun {
         &self.state
     }
 
-    /// The state, by value (for example to store it).
-    pub fn into_state(self) -> RunState {
-        self.state
+    /// The state, by value (for example to store it): whoever holds it
+    /// answers for resuming or undoing the run.
+    pub fn into_state(mut self) -> RunState {
+        self.undo.release();
+        std::mem::take(&mut self.state)
     }
 
     /// A kept result.
@@ -570,6 +602,7 @@ impl HaltedRun {
     /// Resumes the run with its stored inputs and results; completed steps
     /// do not run again.
     pub fn resume(self) -> RunRequest {
-        RunRequest::new(self.reactor, ValueMap::new(), Some(self.state))
+        let reactor = self.reactor.clone();
+        RunRequest::new(reactor, ValueMap::new(), Some(self.into_state()))
     }
 }

@@ -8,11 +8,12 @@
 //! if a replacement took the step's name later, and a stack can be
 //! unwound after the run that built it is gone.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::attempt::guarded;
 use crate::argument::Arguments;
-use crate::context::Context;
+use crate::context::{Context, RunScope};
 use crate::error::{Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::step::{StepImp, UndoOutcome};
@@ -52,37 +53,79 @@ pub(crate) struct UndoEntry {
 }
 
 /// Completed undoable steps, oldest first.
+///
+/// The stack of a run nested in a step of another run belongs to that
+/// run until it is unwound: dropped with entries left (the step was
+/// cancelled before it could keep or undo them), it hands them to that
+/// run, which undoes them if it fails.
 #[derive(Default)]
-pub(crate) struct UndoStack(Vec<UndoEntry>);
+pub(crate) struct UndoStack {
+    entries: Vec<UndoEntry>,
+    nested_in: Option<Arc<RunScope>>,
+}
 
 impl UndoStack {
     pub(crate) fn push(&mut self, entry: UndoEntry) {
-        self.0.push(entry);
+        self.entries.push(entry);
+    }
+
+    /// Makes this the stack of a run nested in `parent`'s.
+    pub(crate) fn nest_in(&mut self, parent: Option<Arc<RunScope>>) {
+        self.nested_in = parent;
+    }
+
+    /// Whoever holds the stack now answers for it alone.
+    pub(crate) fn release(&mut self) {
+        self.nested_in = None;
+    }
+
+    /// Moves `other`'s entries on top of this stack's.
+    pub(crate) fn append(&mut self, other: &mut UndoStack) {
+        self.entries.append(&mut other.entries);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     pub(crate) fn entries(&self) -> &[UndoEntry] {
-        &self.0
+        &self.entries
     }
 
     /// Undoes every entry, newest first, one at a time; every error (of
     /// the undos and of middleware) is returned, after all were tried.
     pub(crate) async fn unwind(&mut self) -> Vec<StepError> {
         let mut errors = Vec::new();
-        while let Some(entry) = self.0.pop() {
+        while let Some(entry) = self.entries.pop() {
             undo(entry, &mut errors).await;
         }
         errors
     }
 }
 
+impl Drop for UndoStack {
+    fn drop(&mut self) {
+        if self.entries.is_empty() {
+            return;
+        }
+        if let Some(parent) = self.nested_in.take() {
+            let orphan = UndoStack {
+                entries: std::mem::take(&mut self.entries),
+                nested_in: None,
+            };
+            parent
+                .orphans
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(orphan);
+        }
+    }
+}
+
 impl std::fmt::Debug for UndoStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|e| e.ctx.step_name()))
+            .entries(self.entries.iter().map(|e| e.ctx.step_name()))
             .finish()
     }
 }

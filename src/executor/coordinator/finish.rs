@@ -6,12 +6,14 @@
 use tokio::time::Instant;
 
 use super::{after, def_of, Coordinator, Finish, Inline, Status};
-use crate::context::StepRef;
+use crate::context::{Context, StepRef};
 use crate::error::RunError;
 use crate::event::EventKind;
 use crate::executor::attempt::Attempt;
 use crate::executor::state::{RunState, UndoRecord};
 use crate::executor::tasks::TaskReport;
+use crate::executor::undo::{UndoEntry, Unfinished};
+use crate::value::Value;
 use crate::value::ValueMap;
 
 impl Coordinator {
@@ -19,6 +21,17 @@ impl Coordinator {
     /// to the halt timeout; then cancels those still running and waits
     /// until they, and every task of the runs nested in them, have stopped.
     async fn drain(&mut self) {
+        self.wait_for_running().await;
+        // Runs nested in this run's steps that were dropped before they
+        // ended left what they did to undo: it is this run's now.
+        let orphans =
+            std::mem::take(&mut *self.scope.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        for mut stack in orphans {
+            self.undo.append(&mut stack);
+        }
+    }
+
+    async fn wait_for_running(&mut self) {
         let deadline = after(Instant::now(), self.settings.halt_timeout);
         enum Drained {
             Task(Option<TaskReport>),
@@ -152,5 +165,43 @@ impl Coordinator {
             retries,
             abandoned: self.abandoned.clone(),
         }
+    }
+}
+
+impl Drop for Coordinator {
+    /// A nested run dropped before it ended (its step was cancelled) adds
+    /// its running undoable steps, as possibly completed, to its undo
+    /// stack, which hands itself to the run it is nested in. A run that
+    /// ended has nothing left.
+    fn drop(&mut self) {
+        if !self.nested {
+            return;
+        }
+        let plan = self.plan.clone();
+        for k in 0..self.instances.len() {
+            for i in 0..self.instances[k].nodes.len() {
+                if self.instances[k].nodes[i].status != Status::Running {
+                    continue;
+                }
+                let def = def_of(&plan, &self.instances[k], i);
+                let Some(args) = self.instances[k].running_args.remove(&i) else {
+                    continue;
+                };
+                let key = super::Key::new(k, i);
+                self.undo.push(UndoEntry {
+                    step: def.imp(),
+                    ctx: Context {
+                        run: self.scope.clone(),
+                        step: self.step_ref(key, &def),
+                        current_try: self.instances[k].nodes[i].retries,
+                        retries_remaining: None,
+                        events: self.scope.events.is_active(),
+                    },
+                    value: Value::new(Unfinished),
+                    args,
+                });
+            }
+        }
+        // The stack hands itself to the parent run when dropped.
     }
 }

@@ -196,6 +196,8 @@ pub(crate) struct Coordinator {
     started: Instant,
     deadline: Option<Instant>,
     iterations: u64,
+    /// Nested in a step of another run (its undo stack then belongs to it).
+    nested: bool,
 }
 
 /// `now + d`, saturated: a deadline too far to represent is 30 years away
@@ -248,6 +250,7 @@ impl Coordinator {
             started,
             deadline,
             iterations: 0,
+            nested: false,
         });
         if c.feed.is_some() {
             return Ok(c);
@@ -259,6 +262,14 @@ impl Coordinator {
             c.wire_fresh(k);
         }
         Ok(c)
+    }
+
+    /// Nests this run in a step of `parent`: what this run leaves to undo
+    /// if it is dropped before it ends (its step was cancelled), including
+    /// its running steps, goes to `parent`.
+    pub(crate) fn nested_in(&mut self, parent: Option<Arc<RunScope>>) {
+        self.nested = parent.is_some();
+        self.undo.nest_in(parent);
     }
 
     // ----- the loop ------------------------------------------------------
