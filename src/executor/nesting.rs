@@ -150,6 +150,20 @@ impl Tracker {
     }
 }
 
+impl Drop for Tracker {
+    /// Unlinks the chain of parents one by one: a run nested hundreds deep
+    /// must not need a stack that deep to be dropped.
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        while let Some(parent) = next {
+            match Arc::try_unwrap(parent) {
+                Ok(mut last) => next = last.parent.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// A counted task; see [`Tracker::enter`].
 pub(crate) struct Live(Arc<Tracker>);
 
