@@ -31,17 +31,14 @@ use crate::event::{EventKind, HookPanic};
 use crate::step::{Backoff, Compensation, Guard, Outcome, Runner, Step, SyncRunFn};
 use crate::value::Value;
 
-/// What an attempt came to.
+/// What an attempt came to (small: every attempt's verdict is moved
+/// through a task's report).
 pub(crate) enum Verdict {
-    /// Success (directly, by compensation, or by a guard's skip).
+    /// Success (directly, by compensation, or by a guard's skip); what few
+    /// successes have besides their value is boxed.
     Done {
         value: Value,
-        /// Steps to add to the run (a step named like this one replaces it).
-        emitted: Vec<crate::step::StepSpec>,
-        /// What the undo stack keeps for this step.
-        undo: UndoWith,
-        /// The step halts the run.
-        halt: bool,
+        more: Option<Box<DoneMore>>,
     },
     /// The step asks to run again; the coordinator counts the retry and
     /// asks the step for its backoff.
@@ -52,6 +49,38 @@ pub(crate) enum Verdict {
         phase: Phase,
         kind: Box<StepErrorKind>,
     },
+}
+
+/// The rarer parts of a success.
+pub(crate) struct DoneMore {
+    /// Steps to add to the run (a step named like this one replaces it).
+    pub(crate) emitted: Vec<crate::step::StepSpec>,
+    /// What the undo stack keeps for this step.
+    pub(crate) undo: UndoWith,
+    /// The step halts the run.
+    pub(crate) halt: bool,
+}
+
+impl Verdict {
+    #[inline]
+    fn done(
+        value: Value,
+        emitted: Vec<crate::step::StepSpec>,
+        undo: UndoWith,
+        halt: bool,
+    ) -> Verdict {
+        let plain = emitted.is_empty() && matches!(undo, UndoWith::Value) && !halt;
+        Verdict::Done {
+            value,
+            more: (!plain).then(|| {
+                Box::new(DoneMore {
+                    emitted,
+                    undo,
+                    halt,
+                })
+            }),
+        }
+    }
 }
 
 /// What a completed step keeps on the undo stack.
@@ -156,6 +185,7 @@ fn later(
 
 /// An attempt of a plain closure step (no guard, no compensation, never
 /// awaits): the same rules, with nothing to box.
+#[inline]
 pub(crate) fn run_plain(run: &SyncRunFn, args: &Arguments, ctx: &Context) -> Attempt {
     let mut state = State::new(ctx);
     if !state.begin(args, ctx) {
@@ -231,18 +261,14 @@ fn failed_run(reason: Reason) -> Verdict {
 /// What an outcome means, before any compensation: the verdict, or the
 /// reason to compensate (`compensate` says whether the step may). A
 /// skipped step's outcome keeps nothing for undo and is not compensated.
+#[inline]
 fn verdict(outcome: Outcome, compensate: bool, skipped: bool) -> Result<Verdict, Reason> {
     let undo = |token: Option<Value>| match (skipped, token) {
         (true, _) => UndoWith::Nothing,
         (false, Some(t)) => UndoWith::Token(t),
         (false, None) => UndoWith::Value,
     };
-    let done = |value, emitted, undo, halt| Verdict::Done {
-        value,
-        emitted,
-        undo,
-        halt,
-    };
+    let done = Verdict::done;
     Ok(match outcome {
         Outcome::Ok(value) => done(value, Vec::new(), undo(None), false),
         Outcome::OkWithSteps(value, steps) => done(value, steps, undo(None), false),
@@ -265,6 +291,7 @@ struct State {
 }
 
 impl State {
+    #[inline]
     fn new(ctx: &Context) -> State {
         State {
             attempt: ctx.current_try + 1,
@@ -274,6 +301,7 @@ impl State {
     }
 
     /// Emits an event of the step, keeping the first middleware panic.
+    #[inline]
     fn emit<'a>(&mut self, ctx: &'a Context, kind: impl FnOnce() -> EventKind<'a>) {
         if !ctx.events {
             return;
@@ -283,10 +311,12 @@ impl State {
         }
     }
 
+    #[inline]
     fn since(&self) -> Duration {
         self.started.map_or(Duration::ZERO, |s| s.elapsed())
     }
 
+    #[inline]
     fn finish(self, verdict: Verdict) -> Attempt {
         Attempt {
             verdict,
@@ -330,6 +360,7 @@ impl State {
 
     /// Emits the start event; `false` if middleware panicked on it (the
     /// step then does not run).
+    #[inline]
     fn begin(&mut self, args: &Arguments, ctx: &Context) -> bool {
         let attempt = self.attempt;
         self.emit(ctx, || EventKind::StepStart {
@@ -355,6 +386,7 @@ impl State {
 
     /// Emits the event of `outcome` and makes it a verdict, or gives the
     /// reason to compensate.
+    #[inline]
     fn settle(
         &mut self,
         can_compensate: bool,
@@ -424,12 +456,7 @@ impl State {
                     duration,
                     value: &value,
                 });
-                Verdict::Done {
-                    value,
-                    emitted: Vec::new(),
-                    undo: UndoWith::Value,
-                    halt: false,
-                }
+                Verdict::done(value, Vec::new(), UndoWith::Value, false)
             }
             Compensation::Fail => {
                 self.emit(&ctx, || EventKind::CompensateComplete { duration });

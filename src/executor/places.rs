@@ -157,22 +157,23 @@ pub(crate) enum Finished {
 }
 
 impl Finished {
-    /// The attempts made, and the chunk's steps it left unrun (with their
-    /// arguments).
-    pub(crate) fn into_ended(self) -> (Vec<Ended>, Vec<(Key, Arguments)>) {
+    /// The attempts made, the chunk's steps it left unrun (with their
+    /// arguments), and for a chunk the time its steps took on average.
+    pub(crate) fn into_ended(self) -> (Vec<Ended>, Vec<(Key, Arguments)>, Option<Duration>) {
         match self {
             Finished::One(mut task) => {
                 let ended = task.ended.take().expect("a finished task holds its report");
-                (vec![ended], Vec::new())
+                (vec![ended], Vec::new(), None)
             }
             Finished::Chunk(chunk) => {
                 let chunk = *chunk;
+                let per_step = chunk.took / chunk.ended.len().max(1) as u32;
                 let unrun = chunk
                     .items
                     .into_iter()
                     .map(|(key, _, args, _)| (key, args))
                     .collect();
-                (chunk.ended, unrun)
+                (chunk.ended, unrun, Some(per_step))
             }
         }
     }
@@ -189,6 +190,8 @@ pub(crate) struct ChunkTask {
     /// The steps still to run, last first.
     items: Vec<(Key, SyncRunFn, Arguments, Context)>,
     ended: Vec<Ended>,
+    /// How long the steps that ran took, in all.
+    took: Duration,
     _permit: Permit,
 }
 
@@ -208,6 +211,7 @@ impl ChunkTask {
         ChunkTask {
             items,
             ended,
+            took: Duration::ZERO,
             _permit: permit,
         }
     }
@@ -231,6 +235,7 @@ impl ChunkTask {
                 break;
             }
         }
+        self.took = started.elapsed();
         Finished::Chunk(self)
     }
 }

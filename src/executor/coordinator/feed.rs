@@ -6,7 +6,7 @@
 //! earlier one to keep source order still counts). Outputs are delivered
 //! in source order or in completion order, collected or handed to a sink.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::stream::{BoxStream, StreamExt};
@@ -37,8 +37,9 @@ pub(crate) struct Feed {
     ended: bool,
     admitted: u64,
     delivered: u64,
-    /// Outputs finished ahead of an earlier element (source order only).
-    waiting: BTreeMap<u64, Value>,
+    /// Outputs of the elements in flight from the next one to deliver on,
+    /// in source order (source order only; at most `batch` of them).
+    waiting: VecDeque<Option<Value>>,
     outputs: Vec<Value>,
 }
 
@@ -49,7 +50,7 @@ impl Feed {
             ended: false,
             admitted: 0,
             delivered: 0,
-            waiting: BTreeMap::new(),
+            waiting: VecDeque::new(),
             outputs: Vec::new(),
         })
     }
@@ -88,12 +89,16 @@ impl Feed {
     /// Element `index` finished with `value`: deliver it (and those that
     /// waited for it), or keep it until the elements before it are done.
     fn finished(&mut self, index: u64, value: Value) -> Result<(), (u64, Reason)> {
-        if self.elements.ordered && index != self.delivered {
-            self.waiting.insert(index, value);
-            return Ok(());
+        if !self.elements.ordered {
+            return self.deliver(index, value);
         }
-        self.deliver(index, value)?;
-        while let Some(value) = self.waiting.remove(&self.delivered) {
+        let at = (index - self.delivered) as usize;
+        if at >= self.waiting.len() {
+            self.waiting.resize(at + 1, None);
+        }
+        self.waiting[at] = Some(value);
+        while let Some(Some(_)) = self.waiting.front() {
+            let value = self.waiting.pop_front().flatten().expect("checked above");
             self.deliver(self.delivered, value)?;
         }
         Ok(())

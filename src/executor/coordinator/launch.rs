@@ -15,6 +15,11 @@ use crate::planner::{ArgFrom, PlannedStep};
 use crate::pool::Permit;
 use crate::step::{Runner, SyncRunFn};
 
+/// Plain steps costing less than this (measured over this run's chunks)
+/// run their chunks in the coordinator: handing them to another task
+/// would cost more than running them.
+const CHEAP_STEP_NS: u64 = 1_000;
+
 impl Coordinator {
     /// Whether step `key` runs off the coordinator (and so needs a slot).
     pub(super) fn needs_slot(&self, key: Key) -> bool {
@@ -61,6 +66,13 @@ impl Coordinator {
                 let Some((args, ctx)) = self.prepare_or_fail(key, &def) else {
                     return false;
                 };
+                if let (Some(run), false) = (&def.plain, self.step_spans) {
+                    // A plain closure answers at once: no runner to build.
+                    let attempt = attempt::run_plain(run, &args, &ctx);
+                    drop(def);
+                    self.on_attempt(key, attempt, args, ctx);
+                    return true;
+                }
                 let runner = def.runner();
                 drop(def);
                 if self.start_inline(key, &runner, args, ctx) {
@@ -96,7 +108,9 @@ impl Coordinator {
                 }
                 let first = (key, run.clone(), args, ctx);
                 drop(def);
-                self.launch_chunk(first, permit);
+                if self.launch_chunk(first, permit) {
+                    return true;
+                }
                 continue;
             }
             let cpu_bound = def.cpu_bound;
@@ -130,17 +144,29 @@ impl Coordinator {
         }
     }
 
-    /// Spawns `first` together with as many following ready plain steps as
-    /// a fair share of the free slots allows.
-    fn launch_chunk(&mut self, first: (Key, SyncRunFn, Arguments, Context), permit: Permit) {
-        let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
-        let share = (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK);
-        if share == 1 {
+    /// Runs `first` together with following ready plain steps as a chunk:
+    /// in the coordinator when this run's plain steps have proven cheaper
+    /// than handing them to another task (then returns `true`), else in a
+    /// task of its own with as many steps as a fair share of the free
+    /// slots allows.
+    fn launch_chunk(
+        &mut self,
+        first: (Key, SyncRunFn, Arguments, Context),
+        permit: Permit,
+    ) -> bool {
+        let here = self.plain_step_ns.is_some_and(|ns| ns < CHEAP_STEP_NS);
+        let share = if here {
+            MAX_CHUNK
+        } else {
+            let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
+            (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK)
+        };
+        if share == 1 && !here {
             // Nothing to share the task with: a plain step task is lighter.
             let (key, run, args, ctx) = first;
             let task = StepTask::new(key, Runner::Plain(run), args, ctx, None, permit);
             self.tasks.spawn(key, BoxedTask::new(task), false);
-            return;
+            return false;
         }
         let plan = self.plan.clone();
         let mut keys = Keys::new();
@@ -160,14 +186,22 @@ impl Coordinator {
             self.ready.pop_front();
             match self.prepare_or_fail(key, &def) {
                 Some((args, ctx)) => {
-                    keys.push(key);
+                    if !here {
+                        keys.push(key);
+                    }
                     items.push((key, run, args, ctx));
                 }
                 None => break,
             }
         }
-        self.tasks
-            .spawn_chunk(keys, Box::new(ChunkTask::new(items, permit)));
+        let chunk = Box::new(ChunkTask::new(items, permit));
+        if here {
+            let finished = chunk.run();
+            self.on_finished(finished);
+            return true;
+        }
+        self.tasks.spawn_chunk(keys, chunk);
+        false
     }
 
     /// [`Coordinator::prepare`], failing the step if its arguments cannot
@@ -203,17 +237,22 @@ impl Coordinator {
         } else {
             inst.retry_args.remove(&key.i())
         };
+        let node = &inst.nodes[key.i()];
+        let retries = node.retries;
+        let step = match node.def {
+            None => StepRef::Planned(key.i()),
+            Some(_) => StepRef::Emitted(def.spec.clone()),
+        };
         let args = match kept {
             Some(args) => args,
             None => self.resolve_arguments(key, def)?,
         };
-        let retries = self.instances[key.inst as usize].nodes[key.i()].retries;
         let ctx = Context {
             run: self.scope.clone(),
-            step: self.step_ref(key, def),
+            step,
             current_try: retries,
             retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
-            events: self.scope.events.is_active(),
+            events: self.events,
         };
         Ok((args, ctx))
     }
@@ -233,10 +272,8 @@ impl Coordinator {
     fn raw_argument(&self, key: Key, def: &PlannedStep, k: usize) -> Option<crate::value::Value> {
         let inst = &self.instances[key.inst as usize];
         match def.arg_from[k] {
-            ArgFrom::Input(n) => Some(match &self.feed {
-                Some(feed) if feed.element_input() == n => inst.element.clone(),
-                _ => self.inputs[n as usize].clone(),
-            }),
+            ArgFrom::Input(n) if Some(n) == self.element_input => Some(inst.element.clone()),
+            ArgFrom::Input(n) => Some(self.inputs[n as usize].clone()),
             ArgFrom::Step(j) => inst.nodes[j as usize].result.clone(),
             ArgFrom::Constant => match &def.spec.def().arguments[k].source.origin {
                 crate::argument::Origin::Value(v) => Some(v.clone()),

@@ -177,6 +177,12 @@ pub(crate) struct Coordinator {
     free: Vec<u32>,
     /// A map's elements, admitted as instances.
     feed: Option<Box<Feed>>,
+    /// The plan's input that is each instance's element (a map's).
+    element_input: Option<u32>,
+    /// Whether any middleware listens.
+    events: bool,
+    /// What this run's plain steps cost, on average over its chunks.
+    plain_step_ns: Option<u64>,
     ready: VecDeque<Key>,
     tasks: Tasks,
     inline: Option<Inline>,
@@ -225,6 +231,7 @@ impl Coordinator {
         let started = Instant::now();
         let deadline = settings.timeout.map(|t| after(started, t));
         let tasks = Tasks::new(scope.tracker.clone());
+        let events = scope.events.is_active();
         // Boxed: the coordinator is large, and a run moves it into its future.
         let mut c = Box::new(Coordinator {
             plan,
@@ -234,6 +241,9 @@ impl Coordinator {
             inputs,
             instances: Vec::new(),
             free: Vec::new(),
+            element_input: feed.as_ref().map(|f| f.element_input()),
+            events,
+            plain_step_ns: None,
             feed,
             ready: VecDeque::new(),
             tasks,
@@ -256,6 +266,7 @@ impl Coordinator {
             return Ok(c);
         }
         let k = c.new_instance(Value::unit(), 0);
+        c.instances[k].completed.reserve(c.plan.steps.len());
         if c.settings.resumed {
             c.restore(k, state)?;
         } else {
@@ -477,7 +488,14 @@ impl Coordinator {
     }
 
     fn on_finished(&mut self, finished: Finished) {
-        let (ended, unrun) = finished.into_ended();
+        let (ended, unrun, per_step) = finished.into_ended();
+        if let Some(d) = per_step {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            self.plain_step_ns = Some(match self.plain_step_ns {
+                None => ns,
+                Some(before) => (before.saturating_mul(3).saturating_add(ns)) / 4,
+            });
+        }
         for e in ended {
             self.on_attempt(e.key, e.attempt, e.args, e.ctx);
         }

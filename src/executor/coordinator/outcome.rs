@@ -12,7 +12,7 @@ use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::{Phase, Reason, StepError, StepErrorKind};
 use crate::event::EventKind;
-use crate::executor::attempt::{self, Attempt, UndoWith, Verdict};
+use crate::executor::attempt::{self, Attempt, DoneMore, UndoWith, Verdict};
 use crate::executor::undo::{UndoEntry, Unfinished};
 use crate::step::{Backoff, StepSpec};
 use crate::value::Value;
@@ -34,12 +34,18 @@ impl Coordinator {
             });
         }
         match attempt.verdict {
+            Verdict::Done { value, more: None } => {
+                self.complete(key, value, Vec::new(), args, ctx, UndoWith::Value)
+            }
             Verdict::Done {
                 value,
-                emitted,
-                undo,
-                halt,
+                more: Some(more),
             } => {
+                let DoneMore {
+                    emitted,
+                    undo,
+                    halt,
+                } = *more;
                 if halt {
                     self.instances[key.inst as usize].nodes[key.i()].keep = true;
                     self.halting = true;
