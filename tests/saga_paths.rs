@@ -31,9 +31,9 @@ fn entries(log: &Log) -> Vec<String> {
 }
 
 /// Counts live futures: each holds a guard; the count is 0 once all were
-/// dropped (finished or cancelled).
+/// dropped (finished or cancelled). Also the most alive at once.
 #[derive(Default)]
-struct Alive(AtomicUsize, AtomicUsize);
+struct Alive(AtomicUsize, AtomicUsize, tokio::sync::Notify);
 
 struct AliveGuard(Arc<Alive>);
 
@@ -49,12 +49,37 @@ impl Alive {
     fn most(&self) -> usize {
         self.1.load(Ordering::SeqCst)
     }
+    /// Waits until none is alive.
+    async fn none(&self) {
+        loop {
+            let dropped = self.2.notified();
+            if self.now() == 0 {
+                return;
+            }
+            dropped.await;
+        }
+    }
 }
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::SeqCst);
+        self.0 .2.notify_waiters();
     }
+}
+
+/// `s` undoing itself by logging `what` and its value.
+fn undo_logged(s: reactor::StepSpec, log: &Log, what: &'static str) -> reactor::StepSpec {
+    let log = log.clone();
+    s.undo(move |v: Value, _, _| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .push(format!("{what} {}", v.get::<i64>()?));
+            Ok(())
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,19 +111,8 @@ async fn a_failing_element_drains_the_elements_in_flight_and_undoes_them_all() {
                 n.notify_waiters();
                 Ok(i)
             }
-        })
-        .undo({
-            let l = ledger.clone();
-            move |v: Value, _, _| {
-                let l = l.clone();
-                async move {
-                    l.lock()
-                        .unwrap()
-                        .push(format!("release {}", v.get::<i64>()?));
-                    Ok(())
-                }
-            }
         });
+    let reserve = undo_logged(reserve, &ledger, "release");
     let (l, g) = (ledger.clone(), go.clone());
     let confirm = step("confirm")
         .argument("i", result("reserve"))
@@ -111,19 +125,8 @@ async fn a_failing_element_drains_the_elements_in_flight_and_undoes_them_all() {
                 l.lock().unwrap().push(format!("confirm {i}"));
                 Ok(i)
             }
-        })
-        .undo({
-            let l = ledger.clone();
-            move |v: Value, _, _| {
-                let l = l.clone();
-                async move {
-                    l.lock()
-                        .unwrap()
-                        .push(format!("unconfirm {}", v.get::<i64>()?));
-                    Ok(())
-                }
-            }
         });
+    let confirm = undo_logged(confirm, &ledger, "unconfirm");
     let g = go.clone();
     let reactor = Reactor::builder("r")
         .input("items")
@@ -389,10 +392,9 @@ async fn dropping_a_run_stops_its_cpu_bound_steps() {
     started.notified().await;
     run.abort();
     let _ = run.await;
-    // The cancellation reaches the blocking pool at the step's next await.
-    while alive.now() > 0 {
-        tokio::task::yield_now().await;
-    }
+    // The cancellation reaches the blocking pool at the step's next await
+    // (a step that never awaited would keep the thread: it cannot be cut).
+    alive.none().await;
     assert_eq!(alive.now(), 0);
 }
 

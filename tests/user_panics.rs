@@ -27,6 +27,18 @@ impl Middleware for PanicOn {
 
 type Log = Arc<Mutex<Vec<String>>>;
 
+/// A plain step `name` returning 1 and logging its undo.
+fn undoable(name: &'static str, undone: &Log) -> reactor::StepSpec {
+    let u = undone.clone();
+    step(name).run_sync(|_, _| Ok(1_i64)).undo(move |_, _, _| {
+        let u = u.clone();
+        async move {
+            u.lock().unwrap().push(name.to_string());
+            Ok(())
+        }
+    })
+}
+
 /// `n` independent plain steps, each undoable (logging its undo), then a
 /// step reading them all.
 fn fan_out(n: usize, undone: &Log) -> reactor::Builder {
@@ -92,19 +104,8 @@ async fn a_middleware_panic_in_a_chunk_fails_the_run_and_unwinds() {
 async fn a_middleware_panic_on_a_step_in_the_coordinator_unwinds_the_saga() {
     for run_async in [true, false] {
         let undone: Log = Default::default();
-        let u = undone.clone();
         let reactor = Reactor::builder("r")
-            .add(
-                step("first")
-                    .run_sync(|_, _| Ok(1_i64))
-                    .undo(move |_, _, _| {
-                        let u = u.clone();
-                        async move {
-                            u.lock().unwrap().push("first".to_string());
-                            Ok(())
-                        }
-                    }),
-            )
+            .add(undoable("first", &undone))
             .add(
                 step("second")
                     .argument("f", result("first"))
@@ -136,15 +137,8 @@ async fn a_middleware_panic_on_a_step_in_the_coordinator_unwinds_the_saga() {
 async fn a_middleware_panic_on_a_run_event_fails_the_run() {
     for (event, undone_expected) in [("run.start", false), ("run.complete", true)] {
         let undone: Log = Default::default();
-        let u = undone.clone();
         let reactor = Reactor::builder("r")
-            .add(step("a").run_sync(|_, _| Ok(1_i64)).undo(move |_, _, _| {
-                let u = u.clone();
-                async move {
-                    u.lock().unwrap().push("a".to_string());
-                    Ok(())
-                }
-            }))
+            .add(undoable("a", &undone))
             .returns("a")
             .middleware(PanicOn { event, step: None })
             .build()
@@ -175,20 +169,9 @@ impl Navigate for Exploding {
 async fn a_panicking_navigate_impl_fails_the_step_reading_it() {
     for run_async in [true, false] {
         let undone: Log = Default::default();
-        let u = undone.clone();
         let reactor = Reactor::builder("r")
             .input("x")
-            .add(
-                step("first")
-                    .run_sync(|_, _| Ok(1_i64))
-                    .undo(move |_, _, _| {
-                        let u = u.clone();
-                        async move {
-                            u.lock().unwrap().push("first".to_string());
-                            Ok(())
-                        }
-                    }),
-            )
+            .add(undoable("first", &undone))
             .add(
                 step("reader")
                     .argument("f", result("first"))

@@ -25,9 +25,11 @@
 //! - **a task of its own**, holding a slot of the run's pool and a place
 //!   under `max_concurrency` (CPU-bound steps on the blocking pool);
 //! - **a chunk**: several ready plain closure steps (`run_sync`, no guard,
-//!   no compensation) run one after another in one task, holding one slot,
-//!   at most a fair share of the ready steps per free slot and at most
-//!   200 µs before it hands the rest back;
+//!   no compensation) run one after another holding one slot, at most
+//!   200 µs before the rest go back to the ready queue: in a task of their
+//!   own (a fair share of the ready steps per free slot), or in the
+//!   coordinator once the run's chunks have shown its plain steps cost less
+//!   than handing them to another task;
 //! - **the coordinator**: a non-async step, or any step of a
 //!   `run_async(false)` run, one at a time (raced against the run's
 //!   deadline, like any running step); and a plain step that is the only

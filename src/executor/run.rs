@@ -12,7 +12,7 @@ use super::nesting::{self, Inherited, Live, Tracker, MAX_NESTING, STACK_HOP};
 use super::state::RunState;
 use super::undo::UndoStack;
 use crate::context::RunScope;
-use crate::error::{panic_message, Error, Reason, RunError};
+use crate::error::{panic_message, Error, Reason};
 use crate::event::{Emitter, Middleware};
 use crate::name::Name;
 use crate::planner::Plan;
@@ -519,15 +519,7 @@ impl CompletedRun {
                 message: "it was not started with `fully_reversible`".to_string(),
             });
         };
-        let errors = undo.unwind().await;
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Run(RunError {
-                run_id: self.state.run_id,
-                errors,
-            }))
-        }
+        undo.undo_run(&self.state.run_id).await
     }
 }
 
@@ -588,15 +580,7 @@ impl HaltedRun {
     /// instead of resuming it. Every undo is attempted; all errors are
     /// reported together.
     pub async fn undo(mut self) -> Result<(), Error> {
-        let errors = self.undo.unwind().await;
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Run(RunError {
-                run_id: self.state.run_id,
-                errors,
-            }))
-        }
+        self.undo.undo_run(&self.state.run_id).await
     }
 
     /// Resumes the run with its stored inputs and results; completed steps

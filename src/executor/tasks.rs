@@ -22,9 +22,11 @@ use tokio_util::sync::CancellationToken;
 use super::coordinator::Key;
 use super::nesting::{Live, Tracker};
 use super::places::{BoxedTask, ChunkTask, Finished};
+use crate::argument::Arguments;
 
-/// The steps a task runs.
-pub(crate) type Keys = SmallVec<[Key; 1]>;
+/// The steps a task runs, with the arguments of those that can undo (to
+/// undo them if the task is lost).
+pub(crate) type Keys = SmallVec<[(Key, Option<Arguments>); 1]>;
 
 type Message = (usize, Option<Finished>);
 
@@ -76,8 +78,15 @@ impl Tasks {
         &self.tracker
     }
 
-    /// Spawns one step's task (on the blocking pool if CPU-bound).
-    pub(crate) fn spawn(&mut self, key: Key, task: BoxedTask, cpu_bound: bool) {
+    /// Spawns one step's task (on the blocking pool if CPU-bound);
+    /// `undo_args` are its arguments if it can undo.
+    pub(crate) fn spawn(
+        &mut self,
+        key: Key,
+        undo_args: Option<Arguments>,
+        task: BoxedTask,
+        cpu_bound: bool,
+    ) {
         let slot = self.slot();
         let reporting = self.reporting(slot, task);
         let handle = if cpu_bound {
@@ -95,7 +104,9 @@ impl Tasks {
         } else {
             tokio::spawn(reporting)
         };
-        self.started(slot, handle, SmallVec::from_elem(key, 1));
+        let mut keys = Keys::new();
+        keys.push((key, undo_args));
+        self.started(slot, handle, keys);
     }
 
     /// Spawns a chunk of plain steps.
@@ -162,6 +173,15 @@ impl Tasks {
             Some(f) => TaskReport::Finished(f),
             None => TaskReport::Lost(keys),
         }
+    }
+
+    /// The steps of the running tasks, as lost (for a run dropped while
+    /// they run).
+    pub(crate) fn take_running(&mut self) -> impl Iterator<Item = (Key, Option<Arguments>)> + '_ {
+        self.slots
+            .iter_mut()
+            .flatten()
+            .flat_map(|slot| slot.keys.drain(..))
     }
 
     /// Stops every running task; each still reports (mostly as lost).

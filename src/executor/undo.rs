@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::attempt::guarded;
 use crate::argument::Arguments;
 use crate::context::{Context, RunScope};
-use crate::error::{Phase, Reason, StepError, StepErrorKind};
+use crate::error::{Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::step::{StepImp, UndoOutcome};
 use crate::value::Value;
@@ -90,6 +90,19 @@ impl UndoStack {
 
     pub(crate) fn entries(&self) -> &[UndoEntry] {
         &self.entries
+    }
+
+    /// Undoes the whole stack of run `run_id`: every undo is attempted,
+    /// and every error is reported together, as the run's.
+    pub(crate) async fn undo_run(&mut self, run_id: &str) -> Result<(), Error> {
+        let errors = self.unwind().await;
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Run(RunError {
+            run_id: run_id.to_string(),
+            errors,
+        }))
     }
 
     /// Undoes every entry, newest first, one at a time; every error (of

@@ -8,7 +8,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::argument::{input, result, Arguments, Origin, Source};
 use crate::context::Context;
-use crate::error::{BoxError, Error, Reason, RunError};
+use crate::error::{BoxError, Error, Reason};
 use crate::executor::{run_elements, Elements, ElementsFailed, UndoStack};
 use crate::name::Name;
 use crate::reactor::Reactor;
@@ -490,14 +490,9 @@ impl Step for MapStep {
         let Some(mut undo) = undo else {
             return UndoOutcome::Done;
         };
-        let errors = undo.unwind().await;
-        if errors.is_empty() {
-            UndoOutcome::Done
-        } else {
-            UndoOutcome::Error(Reason::new(Error::Run(RunError {
-                run_id: ctx.run_id().to_string(),
-                errors,
-            })))
+        match undo.undo_run(ctx.run_id()).await {
+            Ok(()) => UndoOutcome::Done,
+            Err(e) => UndoOutcome::Error(Reason::new(e)),
         }
     }
 }

@@ -65,7 +65,15 @@ impl Coordinator {
         // Abandon what still runs: cancel it, and wait until it stopped.
         if let Some(inline) = self.inline.take() {
             drop(inline.fut);
-            self.lost(inline.key);
+            let plan = self.plan.clone();
+            let def = def_of(
+                &plan,
+                &self.instances[inline.key.inst as usize],
+                inline.key.i(),
+            );
+            let undo_args = def.can_undo.then_some(inline.args);
+            drop(def);
+            self.lost(inline.key, undo_args);
         }
         self.tasks.abort_all();
         while let Some(report) = self.tasks.next().await {
@@ -177,30 +185,29 @@ impl Drop for Coordinator {
         if !self.nested {
             return;
         }
+        let mut running: Vec<(super::Key, Option<crate::argument::Arguments>)> =
+            self.tasks.take_running().collect();
+        if let Some(inline) = self.inline.take() {
+            running.push((inline.key, Some(inline.args)));
+        }
         let plan = self.plan.clone();
-        for k in 0..self.instances.len() {
-            for i in 0..self.instances[k].nodes.len() {
-                if self.instances[k].nodes[i].status != Status::Running {
-                    continue;
-                }
-                let def = def_of(&plan, &self.instances[k], i);
-                let Some(args) = self.instances[k].running_args.remove(&i) else {
-                    continue;
-                };
-                let key = super::Key::new(k, i);
-                self.undo.push(UndoEntry {
-                    step: def.imp(),
-                    ctx: Context {
-                        run: self.scope.clone(),
-                        step: self.step_ref(key, &def),
-                        current_try: self.instances[k].nodes[i].retries,
-                        retries_remaining: None,
-                        events: self.scope.events.is_active(),
-                    },
-                    value: Value::new(Unfinished),
-                    args,
-                });
-            }
+        for (key, args) in running {
+            let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+            let (true, Some(args)) = (def.can_undo, args) else {
+                continue;
+            };
+            self.undo.push(UndoEntry {
+                step: def.imp(),
+                ctx: Context {
+                    run: self.scope.clone(),
+                    step: self.step_ref(key, &def),
+                    current_try: self.instances[key.inst as usize].nodes[key.i()].retries,
+                    retries_remaining: None,
+                    events: self.events,
+                },
+                value: Value::new(Unfinished),
+                args,
+            });
         }
         // The stack hands itself to the parent run when dropped.
     }

@@ -23,9 +23,6 @@ pub(super) struct Instance {
     /// Arguments kept for steps to run again (a retry reuses them, and so
     /// does a step a chunk left unrun).
     pub(super) retry_args: FxHashMap<usize, Arguments>,
-    /// The arguments of running undoable steps, to undo them if they are
-    /// abandoned.
-    pub(super) running_args: FxHashMap<usize, Arguments>,
     pub(super) extra_dependents: FxHashMap<usize, Vec<usize>>,
     /// Completed steps in completion order (kept for the run's state).
     pub(super) completed: Vec<usize>,
@@ -56,7 +53,6 @@ impl Coordinator {
                 }
                 inst.dynamic_names.clear();
                 inst.retry_args.clear();
-                inst.running_args.clear();
                 inst.extra_dependents.clear();
                 inst.completed.clear();
                 k as usize
@@ -69,7 +65,6 @@ impl Coordinator {
                     nodes: (0..n).map(|_| Node::pending()).collect(),
                     dynamic_names: FxHashMap::default(),
                     retry_args: FxHashMap::default(),
-                    running_args: FxHashMap::default(),
                     extra_dependents: FxHashMap::default(),
                     completed: Vec::new(),
                     unfinished: 0,

@@ -107,16 +107,19 @@ impl Coordinator {
                     return true;
                 }
                 let first = (key, run.clone(), args, ctx);
+                let undoes = def.can_undo;
                 drop(def);
-                if self.launch_chunk(first, permit) {
+                if self.launch_chunk(first, undoes, permit) {
                     return true;
                 }
                 continue;
             }
             let cpu_bound = def.cpu_bound;
+            let undo_args = def.can_undo.then(|| args.clone());
             let task = StepTask::new(key, def.runner(), args, ctx, span, permit);
             drop(def);
-            self.tasks.spawn(key, BoxedTask::new(task), cpu_bound);
+            self.tasks
+                .spawn(key, undo_args, BoxedTask::new(task), cpu_bound);
         }
     }
 
@@ -152,6 +155,7 @@ impl Coordinator {
     fn launch_chunk(
         &mut self,
         first: (Key, SyncRunFn, Arguments, Context),
+        undoes: bool,
         permit: Permit,
     ) -> bool {
         let here = self.plain_step_ns.is_some_and(|ns| ns < CHEAP_STEP_NS);
@@ -164,13 +168,17 @@ impl Coordinator {
         if share == 1 && !here {
             // Nothing to share the task with: a plain step task is lighter.
             let (key, run, args, ctx) = first;
+            let undo_args = undoes.then(|| args.clone());
             let task = StepTask::new(key, Runner::Plain(run), args, ctx, None, permit);
-            self.tasks.spawn(key, BoxedTask::new(task), false);
+            self.tasks
+                .spawn(key, undo_args, BoxedTask::new(task), false);
             return false;
         }
         let plan = self.plan.clone();
         let mut keys = Keys::new();
-        keys.push(first.0);
+        if !here {
+            keys.push((first.0, undoes.then(|| first.2.clone())));
+        }
         let mut items = Vec::with_capacity(share);
         items.push(first);
         while items.len() < share {
@@ -187,7 +195,7 @@ impl Coordinator {
             match self.prepare_or_fail(key, &def) {
                 Some((args, ctx)) => {
                     if !here {
-                        keys.push(key);
+                        keys.push((key, def.can_undo.then(|| args.clone())));
                     }
                     items.push((key, run, args, ctx));
                 }
@@ -209,11 +217,7 @@ impl Coordinator {
     fn prepare_or_fail(&mut self, key: Key, def: &PlannedStep) -> Option<(Arguments, Context)> {
         match self.prepare(key, def) {
             Ok(prepared) => {
-                let inst = &mut self.instances[key.inst as usize];
-                inst.nodes[key.i()].status = Status::Running;
-                if def.can_undo {
-                    inst.running_args.insert(key.i(), prepared.0.clone());
-                }
+                self.instances[key.inst as usize].nodes[key.i()].status = Status::Running;
                 Some(prepared)
             }
             Err(kind) => {

@@ -480,8 +480,8 @@ impl Coordinator {
         match report {
             TaskReport::Finished(finished) => self.on_finished(finished),
             TaskReport::Lost(keys) => {
-                for key in keys {
-                    self.lost(key);
+                for (key, undo_args) in keys {
+                    self.lost(key, undo_args);
                 }
             }
         }

@@ -20,10 +20,6 @@ use crate::value::Value;
 impl Coordinator {
     /// Handles the end of an attempt of step `key`.
     pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt, args: Arguments, ctx: Context) {
-        let inst = &mut self.instances[key.inst as usize];
-        if !inst.running_args.is_empty() {
-            inst.running_args.remove(&key.i());
-        }
         if let Some(panic) = attempt.hook {
             let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
             self.errors.push(StepError {
@@ -144,7 +140,7 @@ impl Coordinator {
     /// A step whose task was lost (aborted after the halt timeout, or
     /// stopped by an engine bug). A halted run runs it again on resume; a
     /// failed run reports it and undoes it as if it had completed.
-    pub(super) fn lost(&mut self, key: Key) {
+    pub(super) fn lost(&mut self, key: Key, undo_args: Option<Arguments>) {
         let plan = self.plan.clone();
         let inst = &mut self.instances[key.inst as usize];
         if inst.nodes[key.i()].status != Status::Running {
@@ -168,10 +164,7 @@ impl Coordinator {
         let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
         let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
         if def.can_undo {
-            let args = self.instances[key.inst as usize]
-                .running_args
-                .remove(&key.i())
-                .unwrap_or_else(|| Arguments::from_pairs::<&str>(&name, []));
+            let args = undo_args.unwrap_or_else(|| Arguments::from_pairs::<&str>(&name, []));
             let ctx = Context {
                 run: scope.clone(),
                 step: self.step_ref(key, &def),
