@@ -151,12 +151,24 @@ pub(crate) fn start(
         Ok(Some(outcome)) => outcome,
         Ok(None) => {
             let (step, args, ctx) = (step.clone(), args.clone(), ctx.clone());
-            let fut = async move {
-                let outcome = run_awaiting(&*step, &args, &ctx).await;
-                state.settle_awaiting(&*step, outcome, args, ctx).await
-            };
+            let nesting = nesting();
             drop(entered);
-            return Started::Later(later(fut, span, nesting));
+            // One future, moved into its box once; the rare compensation
+            // is boxed apart so that it does not make every attempt larger.
+            let fut = async move {
+                nesting::scope(nesting, async move {
+                    let outcome = run_awaiting(&*step, &args, &ctx).await;
+                    match state.settle(step.can_compensate(), outcome, &ctx) {
+                        Ok(v) => state.finish(v),
+                        Err(reason) => Box::pin(state.compensate(&*step, reason, args, ctx)).await,
+                    }
+                })
+                .await
+            };
+            return Started::Later(match span {
+                Some(span) => Box::pin(fut.instrument(span)),
+                None => Box::pin(fut),
+            });
         }
         Err(panic) => panicked(&*panic),
     };
@@ -416,19 +428,6 @@ impl State {
             Outcome::Retry(_) => {}
         }
         verdict(outcome, can_compensate, false)
-    }
-
-    async fn settle_awaiting(
-        mut self,
-        step: &dyn Step,
-        outcome: Outcome,
-        args: Arguments,
-        ctx: Context,
-    ) -> Attempt {
-        match self.settle(step.can_compensate(), outcome, &ctx) {
-            Ok(v) => self.finish(v),
-            Err(reason) => self.compensate(step, reason, args, ctx).await,
-        }
     }
 
     async fn compensate(

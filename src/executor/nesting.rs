@@ -103,7 +103,9 @@ pub(crate) fn inherited(pool: &ConcurrencyPool) -> Inherited {
         .unwrap_or_default()
 }
 
-/// Counts the live tasks of a run and of every run nested in them.
+/// Counts the live tasks of the runs nested in a run, however deep (a
+/// run's own tasks report to it when they end, so they count only for the
+/// runs it is nested in), so that a run can wait until none is left.
 pub(crate) struct Tracker {
     live: AtomicUsize,
     waiting: AtomicBool,
@@ -129,6 +131,12 @@ impl Tracker {
             t = tracker.parent.as_ref();
         }
         Live(self.clone())
+    }
+
+    /// Counts a task of this tracker's run for the runs it is nested in
+    /// only (nothing for a run nested in none).
+    pub(crate) fn enter_ancestors(&self) -> Option<Live> {
+        self.parent.as_ref().map(|p| p.enter())
     }
 
     /// Waits until no task counted here is alive.

@@ -83,7 +83,9 @@ impl RunRequest {
         }
     }
 
-    /// At most `n` steps of this run at once (default: available cores).
+    /// At most `n` steps of this run at once (default: the pool's size if a
+    /// pool is given, else the available cores; 0 is refused for an async
+    /// run).
     pub fn max_concurrency(mut self, n: usize) -> RunRequest {
         self.max_concurrency = Some(n);
         self
@@ -95,8 +97,9 @@ impl RunRequest {
         self
     }
 
-    /// Halts the run once this much time has passed (running steps are not
-    /// interrupted; they are awaited up to the halt timeout).
+    /// Halts the run once this much time has passed: running steps are
+    /// awaited up to the halt timeout, then cancelled (they run again on
+    /// resume). Any `Duration` works: one too long to represent never ends.
     pub fn timeout(mut self, timeout: Duration) -> RunRequest {
         self.timeout = Some(timeout);
         self
@@ -108,13 +111,18 @@ impl RunRequest {
         self
     }
 
-    /// How long a halting or failing run waits for running steps (default 5 s).
+    /// How long a halting or failing run waits for running steps before it
+    /// cancels them (default 5 s). A failing run undoes a cancelled step
+    /// that can undo as if it had completed (its undo receives
+    /// [`Unfinished`](crate::Unfinished)).
     pub fn halt_timeout(mut self, timeout: Duration) -> RunRequest {
         self.halt_timeout = timeout;
         self
     }
 
-    /// Shares `pool` with other runs instead of allocating one.
+    /// Shares `pool` with other runs instead of allocating one. The run may
+    /// use all of its slots, unless [`RunRequest::max_concurrency`] says
+    /// less. A pool of 0 slots is refused.
     pub fn pool(mut self, pool: ConcurrencyPool) -> RunRequest {
         self.pool = Some(pool);
         self

@@ -124,7 +124,7 @@ impl Tasks {
                 slot,
                 sender: self.sender.clone(),
                 sent: false,
-                _live: self.tracker.enter(),
+                _live: self.tracker.enter_ancestors(),
             },
         }
     }
@@ -209,7 +209,9 @@ struct ReportGuard {
     slot: usize,
     sender: mpsc::UnboundedSender<Message>,
     sent: bool,
-    _live: Live,
+    /// Counts the task for the runs this run is nested in (its own run
+    /// waits for its tasks through their reports).
+    _live: Option<Live>,
 }
 
 impl Drop for ReportGuard {

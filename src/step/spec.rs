@@ -84,8 +84,9 @@ pub(crate) type GuardFn = Arc<dyn Fn(&Arguments, &Context) -> Guard + Send + Syn
 pub enum Guard {
     /// Run the step.
     Continue,
-    /// Do not run the step: use this outcome as if `run` had returned it. An
-    /// `Outcome::Error` fails the step without compensation.
+    /// Do not run the step: use this outcome as if `run` had returned it
+    /// (a value, added steps, a retry, a halt). An `Outcome::Error` fails
+    /// the step without compensation; a skipped step is never undone.
     Skip(Outcome),
 }
 
@@ -302,7 +303,10 @@ impl StepSpec {
     }
 
     /// Marks the step CPU-bound: it runs on tokio's blocking pool, where it
-    /// cannot starve I/O-bound steps, still under the run's concurrency limit.
+    /// cannot starve I/O-bound steps, still under the run's concurrency
+    /// limit. Like any step it is cancelled (when its run is dropped, or
+    /// abandons it after its halt timeout) at its next await; code that
+    /// blocks its thread cannot be cut short.
     pub fn cpu_bound(mut self) -> StepSpec {
         self.edit().cpu_bound = true;
         self

@@ -305,7 +305,12 @@ impl Coordinator {
             if self.stopping() {
                 break;
             }
-            let ran_inline = self.launch_ready();
+            let mut ran_inline = self.launch_ready();
+            if !ran_inline && self.inline.is_some() {
+                // An attempt that just started awaiting in the coordinator
+                // may well be done on its first poll.
+                ran_inline = self.poll_inline().await;
+            }
             if self.stopping() || self.is_done() {
                 break;
             }
@@ -447,6 +452,20 @@ impl Coordinator {
             }
             Woken::Other => Wake::Other,
         }
+    }
+
+    /// Polls the coordinator's attempt once; `true` if it ended (and was
+    /// handled).
+    async fn poll_inline(&mut self) -> bool {
+        let inline = self.inline.as_mut().expect("an attempt in the coordinator");
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(inline.fut.as_mut().poll(cx))).await;
+        let std::task::Poll::Ready(attempt) = polled else {
+            return false;
+        };
+        let Inline { key, args, ctx, .. } = self.inline.take().expect("it ran");
+        self.on_attempt(key, attempt, args, ctx);
+        true
     }
 
     /// Makes the steps whose backoff has expired ready again.
