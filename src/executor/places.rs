@@ -198,7 +198,7 @@ pub(crate) struct ChunkTask {
 /// The most steps a chunk takes.
 pub(crate) const MAX_CHUNK: usize = 32;
 /// How long a chunk runs before it hands its remaining steps back.
-const CHUNK_TIME: Duration = Duration::from_micros(200);
+pub(crate) const CHUNK_TIME: Duration = Duration::from_micros(200);
 
 impl ChunkTask {
     /// `items` in the order to run them.

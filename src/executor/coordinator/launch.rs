@@ -9,7 +9,7 @@ use crate::context::{Context, StepRef};
 use crate::error::{panic_message, Phase, Reason, StepErrorKind};
 use crate::executor::attempt::{self, Started};
 use crate::executor::nesting::Nesting;
-use crate::executor::places::{BoxedTask, ChunkTask, StepTask, MAX_CHUNK};
+use crate::executor::places::{BoxedTask, ChunkTask, StepTask, CHUNK_TIME, MAX_CHUNK};
 use crate::executor::tasks::Keys;
 use crate::planner::{ArgFrom, PlannedStep};
 use crate::pool::Permit;
@@ -158,14 +158,13 @@ impl Coordinator {
         undoes: bool,
         permit: Permit,
     ) -> bool {
-        let here = self.plain_step_ns.is_some_and(|ns| ns < CHEAP_STEP_NS);
-        let share = if here {
-            MAX_CHUNK
-        } else {
-            let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
-            (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK)
-        };
-        if share == 1 && !here {
+        if self.plain_step_ns.is_some_and(|ns| ns < CHEAP_STEP_NS) {
+            self.run_chunk_here(first, permit);
+            return true;
+        }
+        let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
+        let share = (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK);
+        if share == 1 {
             // Nothing to share the task with: a plain step task is lighter.
             let (key, run, args, ctx) = first;
             let undo_args = undoes.then(|| args.clone());
@@ -174,42 +173,62 @@ impl Coordinator {
                 .spawn(key, undo_args, BoxedTask::new(task), false);
             return false;
         }
-        let plan = self.plan.clone();
         let mut keys = Keys::new();
-        if !here {
-            keys.push((first.0, undoes.then(|| first.2.clone())));
-        }
+        keys.push((first.0, undoes.then(|| first.2.clone())));
         let mut items = Vec::with_capacity(share);
         items.push(first);
         while items.len() < share {
-            let Some(&key) = self.ready.front() else {
+            let Some((key, run, args, ctx, undoes)) = self.next_plain() else {
                 break;
             };
-            let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
-            let Some(run) = &def.plain else { break };
-            if !def.run_async || def.cpu_bound {
+            keys.push((key, undoes.then(|| args.clone())));
+            items.push((key, run, args, ctx));
+        }
+        self.tasks
+            .spawn_chunk(keys, Box::new(ChunkTask::new(items, permit)));
+        false
+    }
+
+    /// Runs `first` and the ready plain steps after it in the coordinator,
+    /// one after another, as a chunk would (at most [`MAX_CHUNK`] of them,
+    /// for at most [`CHUNK_TIME`]), holding `permit`; measures them.
+    fn run_chunk_here(&mut self, first: (Key, SyncRunFn, Arguments, Context), permit: Permit) {
+        let started = std::time::Instant::now();
+        let (mut key, mut run, mut args, mut ctx) = first;
+        let mut ran: u32 = 0;
+        loop {
+            let attempt = attempt::run_plain(&run, &args, &ctx);
+            self.on_attempt(key, attempt, args, ctx);
+            ran += 1;
+            if ran as usize == MAX_CHUNK
+                || self.stopping()
+                || (ran.is_multiple_of(4) && started.elapsed() >= CHUNK_TIME)
+            {
                 break;
             }
-            let run = run.clone();
-            self.ready.pop_front();
-            match self.prepare_or_fail(key, &def) {
-                Some((args, ctx)) => {
-                    if !here {
-                        keys.push((key, def.can_undo.then(|| args.clone())));
-                    }
-                    items.push((key, run, args, ctx));
-                }
+            match self.next_plain() {
+                Some((k, r, a, c, _)) => (key, run, args, ctx) = (k, r, a, c),
                 None => break,
             }
         }
-        let chunk = Box::new(ChunkTask::new(items, permit));
-        if here {
-            let finished = chunk.run();
-            self.on_finished(finished);
-            return true;
+        drop(permit);
+        self.measured_plain(started.elapsed() / ran);
+    }
+
+    /// The next ready step, prepared, if it is a plain step that a chunk
+    /// may take (with whether it can undo).
+    fn next_plain(&mut self) -> Option<(Key, SyncRunFn, Arguments, Context, bool)> {
+        let plan = self.plan.clone();
+        let &key = self.ready.front()?;
+        let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+        let run = def.plain.as_ref()?;
+        if !def.run_async || def.cpu_bound || !self.settings.run_async {
+            return None;
         }
-        self.tasks.spawn_chunk(keys, chunk);
-        false
+        let run = run.clone();
+        self.ready.pop_front();
+        let (args, ctx) = self.prepare_or_fail(key, &def)?;
+        Some((key, run, args, ctx, def.can_undo))
     }
 
     /// [`Coordinator::prepare`], failing the step if its arguments cannot

@@ -380,6 +380,11 @@ impl Coordinator {
     }
 
     async fn wait(&mut self) -> Wake {
+        if self.spare.is_some() && !self.ready.front().is_some_and(|&k| self.needs_slot(k)) {
+            // A slot taken while waiting that no step can use now: give it
+            // back rather than keep it from other runs.
+            self.spare = None;
+        }
         let blocked_on_pool = self.blocked_on_pool();
         let next_backoff = self.backoffs.peek().map(|Reverse((t, _))| *t);
         let feeding = self.feed.as_ref().is_some_and(|f| f.wants_more());
@@ -509,11 +514,7 @@ impl Coordinator {
     fn on_finished(&mut self, finished: Finished) {
         let (ended, unrun, per_step) = finished.into_ended();
         if let Some(d) = per_step {
-            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-            self.plain_step_ns = Some(match self.plain_step_ns {
-                None => ns,
-                Some(before) => (before.saturating_mul(3).saturating_add(ns)) / 4,
-            });
+            self.measured_plain(d);
         }
         for e in ended {
             self.on_attempt(e.key, e.attempt, e.args, e.ctx);
@@ -526,6 +527,15 @@ impl Coordinator {
             inst.retry_args.insert(key.step as usize, args);
             self.ready.push_front(key);
         }
+    }
+
+    /// A chunk's plain steps took `d` each, on average.
+    fn measured_plain(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.plain_step_ns = Some(match self.plain_step_ns {
+            None => ns,
+            Some(before) => (before.saturating_mul(3).saturating_add(ns)) / 4,
+        });
     }
 
     /// Emits a run event; a middleware panic fails the run.
