@@ -245,6 +245,19 @@ pub(crate) struct HookPanic {
     pub(crate) message: String,
 }
 
+impl HookPanic {
+    /// The panic as an error of `step` (or of the run, named by its
+    /// reactor) on `attempt`.
+    pub(crate) fn error(&self, step: &str, attempt: u32) -> crate::error::StepError {
+        crate::error::StepError {
+            step: step.to_string(),
+            phase: crate::error::Phase::Middleware,
+            attempt,
+            kind: crate::error::StepErrorKind::Middleware(self.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for HookPanic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -386,7 +386,7 @@ impl State {
     }
 
     fn hook_failed(self) -> Attempt {
-        let panic = self.hook.as_ref().expect("a hook panicked").clone();
+        let panic = self.hook.as_ref().expect("a hook panicked");
         Attempt {
             verdict: Verdict::Failed {
                 phase: Phase::Middleware,

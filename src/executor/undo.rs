@@ -217,11 +217,6 @@ fn emit<'k>(
         return;
     }
     if let Err(panic) = ctx.emit(kind) {
-        errors.push(StepError {
-            step: ctx.step_name().to_string(),
-            phase: Phase::Middleware,
-            attempt,
-            kind: StepErrorKind::Middleware(panic.to_string()),
-        });
+        errors.push(panic.error(ctx.step_name(), attempt));
     }
 }

@@ -545,12 +545,7 @@ impl Coordinator {
             .events
             .emit(&scope.run_id, &scope.plan.name, None, kind)
         {
-            self.errors.push(StepError {
-                step: scope.plan.name.to_string(),
-                phase: Phase::Middleware,
-                attempt: 0,
-                kind: StepErrorKind::Middleware(panic.to_string()),
-            });
+            self.errors.push(panic.error(&scope.plan.name, 0));
         }
     }
 }

@@ -22,12 +22,7 @@ impl Coordinator {
     pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt, args: Arguments, ctx: Context) {
         if let Some(panic) = attempt.hook {
             let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
-            self.errors.push(StepError {
-                step: ctx.step_name().to_string(),
-                phase: Phase::Middleware,
-                attempt,
-                kind: StepErrorKind::Middleware(panic.to_string()),
-            });
+            self.errors.push(panic.error(ctx.step_name(), attempt));
         }
         match attempt.verdict {
             Verdict::Done { value, more: None } => {
@@ -72,8 +67,7 @@ impl Coordinator {
                 reason: reason.as_ref(),
                 backoff,
             }) {
-                self.errors
-                    .push(hook_error(&ctx, attempt, panic.to_string()));
+                self.errors.push(panic.error(ctx.step_name(), attempt));
             }
         }
         let inst = &mut self.instances[key.inst as usize];
@@ -128,12 +122,7 @@ impl Coordinator {
         let step = error.step.clone();
         self.errors.push(error);
         if let Err(panic) = emitted {
-            self.errors.push(StepError {
-                step,
-                phase: Phase::Middleware,
-                attempt,
-                kind: StepErrorKind::Middleware(panic.to_string()),
-            });
+            self.errors.push(panic.error(&step, attempt));
         }
     }
 
@@ -249,14 +238,5 @@ impl Coordinator {
         if self.feed.is_some() && self.instances[k].unfinished == 0 {
             self.element_done(k);
         }
-    }
-}
-
-fn hook_error(ctx: &Context, attempt: u32, message: String) -> StepError {
-    StepError {
-        step: ctx.step_name().to_string(),
-        phase: Phase::Middleware,
-        attempt,
-        kind: StepErrorKind::Middleware(message),
     }
 }
