@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::argument::TransformFn;
 use crate::error::{BoxError, Error};
-use crate::event::Middleware;
+use crate::middleware::Middleware;
 use crate::name::Name;
 use crate::planner;
 use crate::reactor::Reactor;

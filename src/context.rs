@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::event::{Emitter, EventKind, HookPanic};
+use crate::event::EventKind;
 use crate::executor::nesting::Tracker;
+use crate::middleware::{Emitter, HookPanic};
 use crate::name::Name;
 use crate::planner::Plan;
 use crate::pool::{ConcurrencyPool, Lender};
@@ -28,6 +29,8 @@ pub(crate) struct RunScope {
     /// How long the run waits for running steps when it stops.
     pub(crate) halt_timeout: std::time::Duration,
     pub(crate) events: Emitter,
+    /// The run's `tracing` span.
+    pub(crate) span: tracing::Span,
     /// Counts the run's tasks and those of runs nested in them.
     pub(crate) tracker: Arc<Tracker>,
     /// How deeply the run is nested (0: started outside any step).

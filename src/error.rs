@@ -243,6 +243,14 @@ pub enum Error {
         /// The limit.
         limit: u32,
     },
+    /// A middleware's `init` hook refused the run: nothing ran.
+    #[error("middleware refused run `{run_id}`: {reason}")]
+    Refused {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: Reason,
+    },
     /// A run's state does not fit the reactor it is resumed with.
     #[error("the state of run `{run_id}` does not fit the reactor: {problem}")]
     StateMismatch {
@@ -284,6 +292,7 @@ impl Error {
             | Error::UnknownReturn { .. }
             | Error::Halted(_)
             | Error::StateMismatch { .. }
+            | Error::Refused { .. }
             | Error::State { .. } => ErrorClass::Validation,
         }
     }

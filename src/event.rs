@@ -1,4 +1,5 @@
-//! Events: every lifecycle point of a run, delivered to [`Middleware`].
+//! Events: every lifecycle point of a run, delivered to
+//! [`Middleware`](crate::Middleware).
 //!
 //! Each [`Event`] carries the run id, the reactor, the step (for step
 //! events), the instant it happened and, for every `*Complete`/`*Error`
@@ -6,7 +7,6 @@
 //! synchronously, on the task where they happen; with no middleware
 //! attached, emitting costs one branch.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::argument::Arguments;
@@ -21,6 +21,9 @@ pub struct Event<'a> {
     pub run_id: &'a str,
     /// The reactor's name.
     pub reactor: &'a str,
+    /// The run this run is nested in (a composed, recursed or grouped
+    /// reactor's), if any.
+    pub parent_run: Option<&'a str>,
     /// The step, for step events.
     pub step: Option<&'a str>,
     /// When it happened.
@@ -212,111 +215,5 @@ impl EventKind<'_> {
             EventKind::UndoRetry { .. } => "step.undo.retry",
             EventKind::UndoError { .. } => "step.undo.error",
         }
-    }
-}
-
-/// Sees every event of the runs it is attached to.
-///
-/// # Examples
-///
-/// ```
-/// use std::sync::{Arc, Mutex};
-/// use reactor::{Event, Middleware};
-///
-/// #[derive(Default)]
-/// struct Names(Mutex<Vec<String>>);
-/// impl Middleware for Names {
-///     fn on_event(&self, event: &Event<'_>) {
-///         self.0.lock().unwrap().push(event.kind.name().to_string());
-///     }
-/// }
-/// let _m: Arc<dyn Middleware> = Arc::new(Names::default());
-/// ```
-pub trait Middleware: Send + Sync + 'static {
-    /// Called for each event, synchronously.
-    fn on_event(&self, event: &Event<'_>);
-}
-
-/// A middleware's panic on an event: it fails the run (or, on a step's
-/// start event, the step, which then does not run).
-#[derive(Clone, Debug)]
-pub(crate) struct HookPanic {
-    pub(crate) event: &'static str,
-    pub(crate) message: String,
-}
-
-impl HookPanic {
-    /// The panic as an error of `step` (or of the run, named by its
-    /// reactor) on `attempt`.
-    pub(crate) fn error(&self, step: &str, attempt: u32) -> crate::error::StepError {
-        crate::error::StepError {
-            step: step.to_string(),
-            phase: crate::error::Phase::Middleware,
-            attempt,
-            kind: crate::error::StepErrorKind::Middleware(self.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for HookPanic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "middleware panicked on `{}`: {}",
-            self.event, self.message
-        )
-    }
-}
-
-/// Delivers events to a run's middleware.
-#[derive(Clone, Default)]
-pub(crate) struct Emitter {
-    middleware: Arc<[Arc<dyn Middleware>]>,
-}
-
-impl Emitter {
-    pub(crate) fn new(middleware: Vec<Arc<dyn Middleware>>) -> Emitter {
-        Emitter {
-            middleware: middleware.into(),
-        }
-    }
-
-    /// Whether any middleware listens.
-    pub(crate) fn is_active(&self) -> bool {
-        !self.middleware.is_empty()
-    }
-
-    /// Emits an event built only when someone listens. Every middleware
-    /// sees it, even after one panicked; the first panic is returned.
-    #[inline]
-    pub(crate) fn emit<'k>(
-        &self,
-        run_id: &str,
-        reactor: &str,
-        step: Option<&str>,
-        kind: impl FnOnce() -> EventKind<'k>,
-    ) -> Result<(), HookPanic> {
-        if self.middleware.is_empty() {
-            return Ok(());
-        }
-        let event = Event {
-            run_id,
-            reactor,
-            step,
-            at: Instant::now(),
-            kind: kind(),
-        };
-        let mut first = None;
-        for m in self.middleware.iter() {
-            let delivered =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.on_event(&event)));
-            if let Err(panic) = delivered {
-                first.get_or_insert_with(|| HookPanic {
-                    event: event.kind.name(),
-                    message: crate::error::panic_message(&*panic),
-                });
-            }
-        }
-        first.map_or(Ok(()), Err)
     }
 }

@@ -50,6 +50,7 @@ mod error;
 mod event;
 pub mod executor;
 pub mod kinds;
+mod middleware;
 mod name;
 mod planner;
 mod pool;
@@ -62,10 +63,11 @@ pub use async_trait::async_trait;
 pub use builder::Builder;
 pub use context::Context;
 pub use error::{BoxError, Error, ErrorClass, Phase, Reason, RunError, StepError, StepErrorKind};
-pub use event::{Event, EventKind, Middleware};
+pub use event::{Event, EventKind};
 pub use executor::{
     CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord, Unfinished, MAX_NESTING,
 };
+pub use middleware::{Middleware, RunInfo};
 pub use name::Name;
 pub use pool::{ConcurrencyPool, Permit};
 pub use reactor::{Inputs, Reactor};

@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 
 use crate::builder::{Builder, InputDef};
 use crate::error::Error;
-use crate::event::Middleware;
+use crate::middleware::Middleware;
 use crate::name::Name;
 use crate::step::{Implementation, RunFn, Runner, StepImp, StepSpec, SyncRunFn};
 

@@ -27,7 +27,8 @@ use super::nesting::{self, Nesting};
 use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::{panic_message, Phase, Reason, StepErrorKind};
-use crate::event::{EventKind, HookPanic};
+use crate::event::EventKind;
+use crate::middleware::HookPanic;
 use crate::step::{Backoff, Compensation, Guard, Outcome, Runner, Step, SyncRunFn};
 use crate::value::Value;
 

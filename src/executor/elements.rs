@@ -51,6 +51,7 @@ pub(crate) async fn run_elements(
         max_concurrency: outer.max_concurrency,
         halt_timeout: outer.halt_timeout,
         events: outer.events.clone(),
+        span: outer.span.clone(),
         tracker: Tracker::new(None),
         depth: 0,
         stacked: 0,
@@ -83,7 +84,9 @@ pub(crate) async fn run_elements(
     };
     match started.drive().await {
         Finish::Completed { value, undo, .. } => Ok((value, undo)),
-        Finish::Halted { state, mut undo } => {
+        Finish::Halted {
+            state, mut undo, ..
+        } => {
             let errors = undo.unwind().await;
             Err(ElementsFailed::Halted((!errors.is_empty()).then(|| {
                 RunError {

@@ -13,7 +13,7 @@ use super::state::RunState;
 use super::undo::UndoStack;
 use crate::context::RunScope;
 use crate::error::{panic_message, Error, Reason};
-use crate::event::{Emitter, Middleware};
+use crate::middleware::{Emitter, Middleware, RunInfo};
 use crate::name::Name;
 use crate::planner::Plan;
 use crate::pool::ConcurrencyPool;
@@ -62,6 +62,17 @@ pub struct RunRequest {
     fully_reversible: bool,
     context: ValueMap,
     middleware: Vec<Arc<dyn Middleware>>,
+    /// The run this one is part of ([`RunRequest::within`]).
+    within: Option<Within>,
+    /// The span of the run this one resumes.
+    follows: Option<tracing::Id>,
+}
+
+/// What a run nested with [`RunRequest::within`] takes from its parent.
+struct Within {
+    run_id: Name,
+    span: tracing::Span,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl RunRequest {
@@ -80,6 +91,8 @@ impl RunRequest {
             fully_reversible: false,
             context: ValueMap::new(),
             middleware: Vec::new(),
+            within: None,
+            follows: None,
         }
     }
 
@@ -157,6 +170,49 @@ impl RunRequest {
         self
     }
 
+    /// Runs this reactor as part of the step whose context `ctx` is (a
+    /// reactor run inside a step): it shares that run's pool (the step's
+    /// slot is lent to it), sees its context values (its own win) and its
+    /// middleware, which see its events and hooks with the outer run as
+    /// [`RunInfo::parent_run`](crate::RunInfo::parent_run), and its
+    /// `tracing` span is a child of the outer run's. Compose, recurse,
+    /// group and around run their reactors this way.
+    ///
+    /// ```
+    /// use reactor::{step, Inputs, Reactor};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+    /// let inner = Reactor::builder("inner")
+    ///     .add(step("hi").run_sync(|_, ctx| Ok(ctx.get::<&str>("who").copied().unwrap_or("?"))))
+    ///     .returns("hi")
+    ///     .build()?;
+    /// let outer = Reactor::builder("outer")
+    ///     .add(step("call").run(move |_, ctx| {
+    ///         let inner = inner.clone();
+    ///         async move { Ok(*inner.run(Inputs::new()).within(&ctx).await?.get::<&str>()?) }
+    ///     }))
+    ///     .returns("call")
+    ///     .build()?;
+    /// let out = outer.run(Inputs::new()).context("who", "Marty").await?;
+    /// assert_eq!(*out.get::<&str>()?, "Marty");
+    /// # Ok(()) }
+    /// ```
+    pub fn within(mut self, ctx: &crate::Context) -> RunRequest {
+        let outer = &ctx.run;
+        self.pool = Some(outer.pool.clone());
+        for (key, value) in &outer.values {
+            self.context
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+        self.within = Some(Within {
+            run_id: outer.run_id.clone(),
+            span: outer.span.clone(),
+            middleware: outer.events.middleware().to_vec(),
+        });
+        self
+    }
+
     /// Runs to the end and returns the full outcome.
     ///
     /// # Cancel safety
@@ -173,7 +229,20 @@ impl RunRequest {
     async fn execute(self, keep_state: bool) -> Result<RunOutcome, Error> {
         let reactor = self.reactor.clone();
         let fully_reversible = self.fully_reversible;
-        let started = self.into_coordinator(keep_state || fully_reversible)?;
+        let mut prepared = self.prepare(keep_state || fully_reversible)?;
+        let info = RunInfo {
+            run_id: &prepared.run_id,
+            reactor: &prepared.plan.name,
+            resumed: prepared.resumed,
+            parent_run: prepared.events.parent_run(),
+        };
+        if let Err(reason) = prepared.events.init(info, &mut prepared.context).await {
+            return Err(Error::Refused {
+                run_id: prepared.run_id.to_string(),
+                reason: Reason::msg(reason),
+            });
+        }
+        let started = prepared.start()?;
         match started.drive().await {
             Finish::Completed {
                 value,
@@ -190,16 +259,19 @@ impl RunRequest {
                     undo: fully_reversible.then_some(undo),
                 }))
             }
-            Finish::Halted { state, undo } => Ok(RunOutcome::Halted(HaltedRun {
+            Finish::Halted { state, undo, span } => Ok(RunOutcome::Halted(HaltedRun {
                 reactor,
                 state,
                 undo,
+                span,
             })),
             Finish::Failed(error, _) => Err(Error::Run(error)),
         }
     }
 
-    fn into_coordinator(self, keep_state: bool) -> Result<Started, Error> {
+    /// Checks the request and gathers what the run needs, up to its
+    /// `init` hooks.
+    fn prepare(self, keep_state: bool) -> Result<Prepared, Error> {
         let plan = self.reactor.plan().clone();
         let mut state = self.resume.unwrap_or_default();
         let resumed = !state.run_id.is_empty();
@@ -252,39 +324,106 @@ impl RunRequest {
         let mut context = std::mem::take(&mut state.context);
         context.extend(self.context);
         let mut middleware = plan.middleware.clone();
+        let (parent_run, parent_span) = match self.within {
+            Some(w) => {
+                middleware.extend(w.middleware);
+                (Some(w.run_id), Some(w.span))
+            }
+            None => (None, None),
+        };
         middleware.extend(self.middleware);
-        let span = tracing::info_span!("reactor.run", reactor = %plan.name, run_id = %run_id);
-        let placed = Placement::new(&pool, self.run_async)?;
-        let scope = placed.scope(RunScope {
-            plan: plan.clone(),
-            run_id,
-            values: context,
-            pool,
-            lender: None,
-            async_run: self.run_async,
-            max_concurrency: max_concurrency.max(1),
-            halt_timeout: self.halt_timeout,
-            events: Emitter::new(middleware),
-            tracker: Tracker::new(None),
-            depth: 0,
-            stacked: 0,
-            orphans: Default::default(),
-        });
+        let span = match &parent_span {
+            Some(parent) => {
+                tracing::info_span!(parent: parent, "reactor.run", reactor = %plan.name, run_id = %run_id, outcome = tracing::field::Empty)
+            }
+            None => {
+                tracing::info_span!("reactor.run", reactor = %plan.name, run_id = %run_id, outcome = tracing::field::Empty)
+            }
+        };
+        if let Some(halted) = self.follows {
+            span.follows_from(halted);
+        }
         state.inputs = inputs;
-        let settings = Settings {
+        Ok(Prepared {
+            plan,
+            state,
+            values,
+            resumed,
+            pool,
+            run_id,
+            context,
+            events: Emitter::new(middleware, parent_run),
+            span,
             run_async: self.run_async,
             max_concurrency: max_concurrency.max(1),
             timeout: self.timeout,
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,
-            resumed,
             keep_state,
+        })
+    }
+}
+
+/// A run request checked and gathered, its `init` hooks still to run.
+struct Prepared {
+    plan: Arc<Plan>,
+    state: RunState,
+    values: Vec<Value>,
+    resumed: bool,
+    pool: ConcurrencyPool,
+    run_id: Name,
+    context: ValueMap,
+    events: Emitter,
+    span: tracing::Span,
+    run_async: bool,
+    max_concurrency: usize,
+    timeout: Option<Duration>,
+    max_iterations: Option<u64>,
+    halt_timeout: Duration,
+    keep_state: bool,
+}
+
+impl Prepared {
+    /// The run, ready to be driven.
+    fn start(self) -> Result<Started, Error> {
+        let placed = Placement::new(&self.pool, self.run_async)?;
+        let scope = placed.scope(RunScope {
+            plan: self.plan.clone(),
+            run_id: self.run_id,
+            values: self.context,
+            pool: self.pool,
+            lender: None,
+            async_run: self.run_async,
+            max_concurrency: self.max_concurrency,
+            halt_timeout: self.halt_timeout,
+            events: self.events,
+            span: self.span.clone(),
+            tracker: Tracker::new(None),
+            depth: 0,
+            stacked: 0,
+            orphans: Default::default(),
+        });
+        let settings = Settings {
+            run_async: self.run_async,
+            max_concurrency: self.max_concurrency,
+            timeout: self.timeout,
+            max_iterations: self.max_iterations,
+            halt_timeout: self.halt_timeout,
+            resumed: self.resumed,
+            keep_state: self.keep_state,
         };
-        let coordinator =
-            Coordinator::new(plan, scope, settings, values, state, None, span.clone())?;
+        let coordinator = Coordinator::new(
+            self.plan,
+            scope,
+            settings,
+            self.values,
+            self.state,
+            None,
+            self.span.clone(),
+        )?;
         Ok(Started {
             coordinator,
-            span,
+            span: self.span,
             placed,
         })
     }
@@ -537,6 +676,8 @@ pub struct HaltedRun {
     reactor: Reactor,
     state: RunState,
     undo: UndoStack,
+    /// The halted run's span, which the resumed run's follows from.
+    span: Option<tracing::Id>,
 }
 
 impl std::fmt::Debug for HaltedRun {
@@ -595,6 +736,9 @@ impl HaltedRun {
     /// do not run again.
     pub fn resume(self) -> RunRequest {
         let reactor = self.reactor.clone();
-        RunRequest::new(reactor, ValueMap::new(), Some(self.into_state()))
+        let span = self.span.clone();
+        let mut request = RunRequest::new(reactor, ValueMap::new(), Some(self.into_state()));
+        request.follows = span;
+        request
     }
 }

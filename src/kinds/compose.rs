@@ -18,10 +18,10 @@ use crate::value::Value;
 /// [`StepSpec::implementation`] to set its options.
 ///
 /// The step's arguments become the inner reactor's inputs, by name: they
-/// must match its inputs exactly. The inner run shares the outer run's
-/// concurrency pool (a nested run on an exhausted pool runs its steps in
-/// its own coordinator rather than wait), sees the outer run's context,
-/// and is asynchronous only if the outer run is and `allow_async` (the
+/// must match its inputs exactly. The inner run is part of the outer run
+/// ([`RunRequest::within`](crate::RunRequest::within)): it shares the outer
+/// run's pool (and the step's slot), sees its context and middleware, and
+/// is asynchronous only if the outer run is and `allow_async` (the
 /// default) is set. With `support_undo` (the default) a later failure of
 /// the outer run undoes the inner run's completed steps too.
 #[derive(Clone)]
@@ -141,11 +141,8 @@ impl Step for Compose {
         let mut request = self
             .reactor
             .run(inputs)
-            .pool(ctx.pool().clone())
+            .within(&ctx)
             .run_async(ctx.is_async() && self.allow_async);
-        for (key, value) in &ctx.run.values {
-            request = request.context(key.clone(), value.clone());
-        }
         if self.support_undo {
             request = request.fully_reversible();
         }

@@ -52,7 +52,7 @@ async fn run_nested(
     let reactor = builder.returns(GATHER).build()?;
     let outcome = reactor
         .run(inputs)
-        .pool(ctx.pool().clone())
+        .within(ctx)
         .run_async(ctx.is_async() && allow_async)
         .fully_reversible()
         .outcome()

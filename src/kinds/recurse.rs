@@ -200,7 +200,7 @@ impl Step for Recurse {
             let run = self
                 .reactor
                 .run(inputs)
-                .pool(ctx.pool().clone())
+                .within(&ctx)
                 .run_async(ctx.is_async())
                 .fully_reversible()
                 .outcome()

@@ -13,6 +13,7 @@ use crate::executor::attempt::Attempt;
 use crate::executor::state::{RunState, UndoRecord};
 use crate::executor::tasks::TaskReport;
 use crate::executor::undo::{UndoEntry, Unfinished};
+use crate::middleware::{self, RunInfo};
 use crate::value::Value;
 use crate::value::ValueMap;
 
@@ -87,6 +88,16 @@ impl Coordinator {
     pub(super) async fn finish(mut self: Box<Self>) -> Finish {
         self.drain().await;
         let duration = self.started.elapsed();
+        // A map's elements are part of the map's run: no run events or
+        // hooks of their own.
+        let own_run = self.feed.is_none();
+        let scope = self.scope.clone();
+        let info = RunInfo {
+            run_id: &scope.run_id,
+            reactor: &scope.plan.name,
+            resumed: self.settings.resumed,
+            parent_run: scope.events.parent_run(),
+        };
         if self.errors.is_empty() && !self.halting && self.is_done() {
             let value = match &mut self.feed {
                 Some(feed) => feed.result(),
@@ -95,38 +106,74 @@ impl Coordinator {
                     .clone()
                     .expect("the return step's result is kept"),
             };
-            self.emit_run(|| EventKind::RunComplete {
-                duration,
-                value: &value,
-            });
-            if self.errors.is_empty() {
-                let state = if self.settings.keep_state && self.feed.is_none() {
+            let value = if own_run {
+                self.emit_run(|| EventKind::RunComplete {
+                    duration,
+                    value: &value,
+                });
+                match scope.events.complete(info, value).await {
+                    Ok(value) => Some(value),
+                    Err(reason) => {
+                        self.errors
+                            .push(middleware::failure(&scope.plan.name, 0, reason));
+                        None
+                    }
+                }
+            } else {
+                Some(value)
+            };
+            if let (Some(value), true) = (value, self.errors.is_empty()) {
+                let state = if self.settings.keep_state && own_run {
                     self.state()
                 } else {
                     RunState::default()
                 };
                 let undo = std::mem::take(&mut self.undo);
+                self.span.record("outcome", "completed");
                 return Finish::Completed { value, state, undo };
             }
         } else if self.errors.is_empty() {
-            self.emit_run(|| EventKind::RunHalt { duration });
-            if self.errors.is_empty() {
-                let state = self.state();
+            let mut state = Some(if own_run {
+                self.state()
+            } else {
+                RunState::default()
+            });
+            if own_run {
+                self.emit_run(|| EventKind::RunHalt { duration });
+                let halted = state.take().expect("made above");
+                match scope.events.halt(info, halted).await {
+                    Ok(s) => state = Some(s),
+                    Err(reason) => {
+                        self.errors
+                            .push(middleware::failure(&scope.plan.name, 0, reason))
+                    }
+                }
+            }
+            if let (Some(state), true) = (state, self.errors.is_empty()) {
                 let undo = std::mem::take(&mut self.undo);
-                return Finish::Halted { state, undo };
+                self.span.record("outcome", "halted");
+                return Finish::Halted {
+                    state,
+                    undo,
+                    span: self.span.id(),
+                };
             }
         }
         let undone = self.undo.unwind().await;
         self.errors.extend(undone);
         let mut error = RunError {
-            run_id: self.scope.run_id.to_string(),
+            run_id: scope.run_id.to_string(),
             errors: std::mem::take(&mut self.errors),
         };
-        self.emit_run(|| EventKind::RunError {
-            duration,
-            error: &error,
-        });
-        error.errors.append(&mut self.errors);
+        if own_run {
+            self.emit_run(|| EventKind::RunError {
+                duration,
+                error: &error,
+            });
+            error.errors.append(&mut self.errors);
+            error = scope.events.error(info, error).await;
+        }
+        self.span.record("outcome", "failed");
         Finish::Failed(error, self.failed_element)
     }
 

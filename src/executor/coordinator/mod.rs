@@ -61,6 +61,8 @@ pub(crate) enum Finish {
     Halted {
         state: RunState,
         undo: UndoStack,
+        /// The run's span, which a resumed run follows from.
+        span: Option<tracing::Id>,
     },
     /// The run failed; for a map, the first element that failed.
     Failed(RunError, Option<u64>),
@@ -288,7 +290,9 @@ impl Coordinator {
     /// Runs the loop to the end.
     pub(crate) async fn drive(mut self: Box<Self>) -> Finish {
         let resumed = self.settings.resumed;
-        self.emit_run(|| EventKind::RunStart { resumed });
+        if self.feed.is_none() {
+            self.emit_run(|| EventKind::RunStart { resumed });
+        }
         let mut count = true;
         loop {
             if count {
