@@ -42,6 +42,18 @@ pub(crate) struct RunScope {
     pub(crate) orphans: std::sync::Mutex<Vec<crate::executor::UndoStack>>,
 }
 
+impl RunScope {
+    /// Emits an event of the run (or of `step`) to its middleware.
+    pub(crate) fn emit<'k>(
+        &self,
+        step: Option<&str>,
+        kind: impl FnOnce() -> EventKind<'k>,
+    ) -> Result<(), HookPanic> {
+        self.events
+            .emit(&self.run_id, &self.plan.name, &self.pool, step, kind)
+    }
+}
+
 /// The context of one step attempt.
 ///
 /// # Examples
@@ -66,6 +78,9 @@ pub struct Context {
     pub(crate) step: StepRef,
     pub(crate) current_try: u32,
     pub(crate) retries_remaining: Option<u32>,
+    /// How long the step waited, ready, before this attempt started, in
+    /// microseconds (measured only when middleware listens).
+    pub(crate) queued_us: u32,
     /// Whether any middleware listens: copied here so that a step running
     /// on another thread need not read the run's shared state to know.
     pub(crate) events: bool,
@@ -82,9 +97,7 @@ pub(crate) enum StepRef {
 impl Context {
     /// Emits an event of this step to the run's middleware.
     pub(crate) fn emit<'k>(&self, kind: impl FnOnce() -> EventKind<'k>) -> Result<(), HookPanic> {
-        let run = &*self.run;
-        run.events
-            .emit(&run.run_id, &run.plan.name, Some(self.step_name()), kind)
+        self.run.emit(Some(self.step_name()), kind)
     }
 
     pub(crate) fn spec(&self) -> &StepSpec {

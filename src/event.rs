@@ -24,6 +24,8 @@ pub struct Event<'a> {
     /// The run this run is nested in (a composed, recursed or grouped
     /// reactor's), if any.
     pub parent_run: Option<&'a str>,
+    /// The pool the run takes its slots from.
+    pub pool: Option<&'a crate::ConcurrencyPool>,
     /// The step, for step events.
     pub step: Option<&'a str>,
     /// When it happened.
@@ -66,6 +68,9 @@ pub enum EventKind<'a> {
         attempt: u32,
         /// The arguments it runs with.
         arguments: &'a Arguments,
+        /// How long the step waited, ready, for a slot or its turn (zero
+        /// when it started at once).
+        queued: Duration,
     },
     /// A step attempt succeeded.
     StepComplete {
@@ -85,10 +90,13 @@ pub enum EventKind<'a> {
         /// The error.
         error: &'a Reason,
     },
-    /// A step asked to be retried.
+    /// A step asked to be retried (its `run`, a guard, or its
+    /// compensation).
     StepRetry {
         /// The attempt, from 1.
         attempt: u32,
+        /// Whether compensation asked (after a `step.run.error` event).
+        compensated: bool,
         /// The retry reason, if any.
         reason: Option<&'a Reason>,
         /// The backoff before the next attempt.

@@ -56,6 +56,7 @@ mod planner;
 mod pool;
 mod reactor;
 mod step;
+pub mod telemetry;
 mod value;
 
 pub use argument::{input, result, value, ArgumentSpec, Arguments, Source};

@@ -19,6 +19,7 @@ use crate::event::{Event, EventKind};
 use crate::executor::attempt::guarded;
 use crate::executor::RunState;
 use crate::name::Name;
+use crate::pool::ConcurrencyPool;
 use crate::value::{Value, ValueMap};
 
 /// What a hook sees of the run it is called for.
@@ -187,6 +188,7 @@ impl Emitter {
         &self,
         run_id: &str,
         reactor: &str,
+        pool: &ConcurrencyPool,
         step: Option<&str>,
         kind: impl FnOnce() -> EventKind<'k>,
     ) -> Result<(), HookPanic> {
@@ -197,6 +199,7 @@ impl Emitter {
             run_id,
             reactor,
             parent_run: self.parent_run.as_deref(),
+            pool: Some(pool),
             step,
             at: Instant::now(),
             kind: kind(),

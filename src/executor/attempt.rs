@@ -43,7 +43,11 @@ pub(crate) enum Verdict {
     },
     /// The step asks to run again; the coordinator counts the retry and
     /// asks the step for its backoff.
-    Retry { reason: Option<Reason> },
+    Retry {
+        reason: Option<Reason>,
+        /// Compensation asked for it.
+        compensated: bool,
+    },
     /// The step failed for good in `phase` (boxed: failures are rare, and
     /// every attempt's report is moved through a channel).
     Failed {
@@ -101,6 +105,18 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
+    /// The attempt's outcome, as its span records it.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match &self.verdict {
+            Verdict::Done { more: None, .. } => "ok",
+            Verdict::Done { more: Some(m), .. } if m.halt => "halt",
+            Verdict::Done { more: Some(m), .. } if matches!(m.undo, UndoWith::Nothing) => "skip",
+            Verdict::Done { .. } => "ok",
+            Verdict::Retry { .. } => "retry",
+            Verdict::Failed { .. } => "error",
+        }
+    }
+
     pub(crate) fn failed(phase: Phase, kind: StepErrorKind) -> Attempt {
         Attempt {
             verdict: Verdict::Failed {
@@ -130,6 +146,30 @@ pub(crate) enum Started {
 /// await. `span` (when step spans are on) covers the whole attempt; an
 /// attempt that awaits continues inside `nesting()`.
 pub(crate) fn start(
+    runner: &Runner,
+    args: &Arguments,
+    ctx: &Context,
+    span: Option<tracing::Span>,
+    nesting: impl FnOnce() -> Nesting,
+) -> Started {
+    let Some(span) = span else {
+        return begin(runner, args, ctx, None, nesting);
+    };
+    // The span records the attempt's outcome when it ends.
+    match begin(runner, args, ctx, Some(span.clone()), nesting) {
+        Started::Now(attempt) => {
+            span.record("outcome", attempt.outcome());
+            Started::Now(attempt)
+        }
+        Started::Later(fut) => Started::Later(Box::pin(async move {
+            let attempt = fut.await;
+            span.record("outcome", attempt.outcome());
+            attempt
+        })),
+    }
+}
+
+fn begin(
     runner: &Runner,
     args: &Arguments,
     ctx: &Context,
@@ -217,8 +257,11 @@ pub(crate) fn step_span(parent: &tracing::Span, ctx: &Context) -> tracing::Span 
     tracing::debug_span!(
         parent: parent,
         "reactor.step",
+        reactor = %ctx.reactor_name(),
+        run_id = %ctx.run_id(),
         step = %ctx.step_name(),
-        attempt = ctx.current_try + 1
+        attempt = ctx.current_try + 1,
+        outcome = tracing::field::Empty,
     )
 }
 
@@ -289,7 +332,10 @@ fn verdict(outcome: Outcome, compensate: bool, skipped: bool) -> Result<Verdict,
             done(value, Vec::new(), undo(Some(token)), false)
         }
         Outcome::Halt(value) => done(value, Vec::new(), undo(None), true),
-        Outcome::Retry(reason) => Verdict::Retry { reason },
+        Outcome::Retry(reason) => Verdict::Retry {
+            reason,
+            compensated: false,
+        },
         Outcome::Error(reason) if compensate && !skipped => return Err(reason),
         Outcome::Error(reason) => failed_run(reason),
     })
@@ -379,6 +425,7 @@ impl State {
         self.emit(ctx, || EventKind::StepStart {
             attempt,
             arguments: args,
+            queued: std::time::Duration::from_micros(u64::from(ctx.queued_us)),
         });
         if ctx.events {
             self.started = Some(Instant::now());
@@ -469,6 +516,7 @@ impl State {
                 });
                 Verdict::Retry {
                     reason: Some(new_reason.unwrap_or(reason)),
+                    compensated: true,
                 }
             }
             Compensation::Error(error) => {

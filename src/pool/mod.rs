@@ -56,6 +56,7 @@ pub struct ConcurrencyPool {
 }
 
 pub(crate) struct PoolInner {
+    name: Option<String>,
     limit: usize,
     available: AtomicUsize,
     waiters: WaitList,
@@ -64,6 +65,7 @@ pub(crate) struct PoolInner {
 impl std::fmt::Debug for ConcurrencyPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrencyPool")
+            .field("name", &self.name())
             .field("available", &self.available())
             .field("limit", &self.limit())
             .finish()
@@ -73,13 +75,36 @@ impl std::fmt::Debug for ConcurrencyPool {
 impl ConcurrencyPool {
     /// A pool of `limit` slots.
     pub fn new(limit: usize) -> ConcurrencyPool {
+        ConcurrencyPool::with_name(None, limit)
+    }
+
+    /// A pool of `limit` slots named `name` (telemetry reports the slots in
+    /// use of named pools).
+    ///
+    /// ```
+    /// use reactor::ConcurrencyPool;
+    ///
+    /// let fast = ConcurrencyPool::named("fast", 100);
+    /// assert_eq!(fast.name(), Some("fast"));
+    /// ```
+    pub fn named(name: impl Into<String>, limit: usize) -> ConcurrencyPool {
+        ConcurrencyPool::with_name(Some(name.into()), limit)
+    }
+
+    fn with_name(name: Option<String>, limit: usize) -> ConcurrencyPool {
         ConcurrencyPool {
             inner: Arc::new(PoolInner {
+                name,
                 limit,
                 available: AtomicUsize::new(limit),
                 waiters: WaitList::new(),
             }),
         }
+    }
+
+    /// The pool's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
     }
 
     /// The number of slots.

@@ -94,6 +94,7 @@ impl Coordinator {
                 step: step_ref,
                 current_try: 0,
                 retries_remaining: None,
+                queued_us: 0,
                 events: self.scope.events.is_active(),
             };
             self.undo.push(UndoEntry {
@@ -152,7 +153,7 @@ impl Coordinator {
             inst.nodes[i].remaining = remaining;
             if remaining == 0 {
                 inst.nodes[i].status = Status::Ready;
-                self.ready.push_back(Key::new(k, i));
+                self.push_ready(Key::new(k, i));
             }
         }
         Ok(())
@@ -272,7 +273,7 @@ impl Coordinator {
         node.remaining = remaining;
         if remaining == 0 {
             node.status = Status::Ready;
-            self.ready.push_back(Key::new(k, i));
+            self.push_ready(Key::new(k, i));
         } else {
             node.status = Status::Waiting;
         }

@@ -250,6 +250,7 @@ impl Drop for Coordinator {
                     step: self.step_ref(key, &def),
                     current_try: self.instances[key.inst as usize].nodes[key.i()].retries,
                     retries_remaining: None,
+                    queued_us: 0,
                     events: self.events,
                 },
                 value: Value::new(Unfinished),

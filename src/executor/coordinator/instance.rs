@@ -85,15 +85,15 @@ impl Coordinator {
     /// are ready.
     pub(super) fn wire_fresh(&mut self, k: usize) {
         let plan = self.plan.clone();
-        let inst = &mut self.instances[k];
         for (i, s) in plan.steps.iter().enumerate() {
+            let inst = &mut self.instances[k];
             inst.nodes[i].remaining = s.deps.len() as u32;
             for &j in &s.reads {
                 inst.nodes[j].readers += 1;
             }
             if s.deps.is_empty() {
                 inst.nodes[i].status = Status::Ready;
-                self.ready.push_back(Key::new(k, i));
+                self.push_ready(Key::new(k, i));
             }
         }
     }
@@ -118,7 +118,7 @@ impl Coordinator {
         node.remaining -= 1;
         if node.remaining == 0 && node.status == Status::Waiting {
             node.status = Status::Ready;
-            self.ready.push_back(Key::new(k, d));
+            self.push_ready(Key::new(k, d));
         }
     }
 }

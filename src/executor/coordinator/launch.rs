@@ -270,11 +270,19 @@ impl Coordinator {
             Some(args) => args,
             None => self.resolve_arguments(key, def)?,
         };
+        let queued_us = if self.events {
+            self.queued_at.remove(&key).map_or(0, |t| {
+                u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)
+            })
+        } else {
+            0
+        };
         let ctx = Context {
             run: self.scope.clone(),
             step,
             current_try: retries,
             retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
+            queued_us,
             events: self.events,
         };
         Ok((args, ctx))

@@ -185,6 +185,8 @@ pub(crate) struct Coordinator {
     events: bool,
     /// What this run's plain steps cost, on average over its chunks.
     plain_step_ns: Option<u64>,
+    /// When ready steps became ready (only when middleware listens).
+    queued_at: rustc_hash::FxHashMap<Key, Instant>,
     ready: VecDeque<Key>,
     tasks: Tasks,
     inline: Option<Inline>,
@@ -246,6 +248,7 @@ impl Coordinator {
             element_input: feed.as_ref().map(|f| f.element_input()),
             events,
             plain_step_ns: None,
+            queued_at: Default::default(),
             feed,
             ready: VecDeque::new(),
             tasks,
@@ -477,6 +480,19 @@ impl Coordinator {
         true
     }
 
+    /// Step `key` is ready: it waits in the queue.
+    fn push_ready(&mut self, key: Key) {
+        self.ready.push_back(key);
+        self.mark_ready(key);
+    }
+
+    /// Notes when `key` became ready, for its start event.
+    fn mark_ready(&mut self, key: Key) {
+        if self.events {
+            self.queued_at.insert(key, Instant::now());
+        }
+    }
+
     /// Makes the steps whose backoff has expired ready again.
     fn backoffs_due(&mut self) {
         let now = Instant::now();
@@ -488,7 +504,7 @@ impl Coordinator {
             let node = &mut self.instances[key.inst as usize].nodes[key.i()];
             if node.status == Status::BackingOff {
                 node.status = Status::Ready;
-                self.ready.push_back(key);
+                self.push_ready(key);
             }
         }
     }
@@ -530,6 +546,7 @@ impl Coordinator {
             inst.nodes[key.i()].status = Status::Ready;
             inst.retry_args.insert(key.step as usize, args);
             self.ready.push_front(key);
+            self.mark_ready(key);
         }
     }
 
@@ -545,10 +562,7 @@ impl Coordinator {
     /// Emits a run event; a middleware panic fails the run.
     fn emit_run<'k>(&mut self, kind: impl FnOnce() -> EventKind<'k>) {
         let scope = self.scope.clone();
-        if let Err(panic) = scope
-            .events
-            .emit(&scope.run_id, &scope.plan.name, None, kind)
-        {
+        if let Err(panic) = scope.emit(None, kind) {
             self.errors.push(panic.error(&scope.plan.name, 0));
         }
     }

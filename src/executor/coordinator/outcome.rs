@@ -43,7 +43,10 @@ impl Coordinator {
                 }
                 self.complete(key, value, emitted, args, ctx, undo);
             }
-            Verdict::Retry { reason } => self.retry(key, reason, args, ctx),
+            Verdict::Retry {
+                reason,
+                compensated,
+            } => self.retry(key, reason, compensated, args, ctx),
             Verdict::Failed { phase, kind } => {
                 let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
                 self.fail(key, phase, attempt, *kind);
@@ -54,7 +57,14 @@ impl Coordinator {
     /// A step retries: counted against its `max_retries` (past them it
     /// fails, with the retry reason or `RetriesExceeded`), then ready again
     /// at once or after its backoff.
-    fn retry(&mut self, key: Key, reason: Option<Reason>, args: Arguments, ctx: Context) {
+    fn retry(
+        &mut self,
+        key: Key,
+        reason: Option<Reason>,
+        compensated: bool,
+        args: Arguments,
+        ctx: Context,
+    ) {
         let plan = self.plan.clone();
         let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
         let backoff = attempt::backoff(&*def.imp(), reason.as_ref(), &args, &ctx);
@@ -64,6 +74,7 @@ impl Coordinator {
             let attempt = ctx.current_try + 1;
             if let Err(panic) = ctx.emit(|| EventKind::StepRetry {
                 attempt,
+                compensated,
                 reason: reason.as_ref(),
                 backoff,
             }) {
@@ -95,7 +106,7 @@ impl Coordinator {
             }
             _ => {
                 node.status = Status::Ready;
-                self.ready.push_back(key);
+                self.push_ready(key);
             }
         }
     }
@@ -114,11 +125,9 @@ impl Coordinator {
             kind,
         };
         let scope = self.scope.clone();
-        let emitted = scope
-            .events
-            .emit(&scope.run_id, &scope.plan.name, Some(&error.step), || {
-                EventKind::StepFailed { error: &error }
-            });
+        let emitted = scope.emit(Some(&error.step), || EventKind::StepFailed {
+            error: &error,
+        });
         let step = error.step.clone();
         self.errors.push(error);
         if let Err(panic) = emitted {
@@ -137,11 +146,7 @@ impl Coordinator {
         }
         let name = self.name_of(key);
         let scope = self.scope.clone();
-        let _ = scope
-            .events
-            .emit(&scope.run_id, &scope.plan.name, Some(&name), || {
-                EventKind::StepAbandoned
-            });
+        let _ = scope.emit(Some(&name), || EventKind::StepAbandoned);
         if self.errors.is_empty() && self.halting {
             tracing::warn!(step = %name, "step still running after the halt timeout: cancelled, it runs again on resume");
             let inst = &mut self.instances[key.inst as usize];
@@ -159,6 +164,7 @@ impl Coordinator {
                 step: self.step_ref(key, &def),
                 current_try: attempt - 1,
                 retries_remaining: None,
+                queued_us: 0,
                 events: scope.events.is_active(),
             };
             self.undo.push(UndoEntry {
