@@ -50,11 +50,13 @@ mod error;
 mod event;
 pub mod executor;
 pub mod kinds;
+pub mod mermaid;
 mod middleware;
 mod name;
 mod planner;
 mod pool;
 mod reactor;
+mod recording;
 mod step;
 pub mod telemetry;
 mod value;
@@ -68,10 +70,12 @@ pub use event::{Event, EventKind};
 pub use executor::{
     CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord, Unfinished, MAX_NESTING,
 };
+pub use mermaid::{Direction, MermaidOptions};
 pub use middleware::{Middleware, RunInfo};
 pub use name::Name;
 pub use pool::{ConcurrencyPool, Permit};
 pub use reactor::{Inputs, Reactor};
+pub use recording::{Recording, StepRecord, StepState};
 pub use step::{
     step, Backoff, Compensation, Guard, IntoOutcome, IntoUndoOutcome, Outcome, Step, StepSpec,
     UndoOutcome,

@@ -11,7 +11,7 @@ use crate::error::Reason;
 use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
-use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
+use crate::step::{step, Outcome, Shape, Step, StepSpec, UndoOutcome};
 use crate::value::Value;
 
 /// A step running another reactor, as [`compose`] makes it; use it with
@@ -57,9 +57,7 @@ pub struct Compose {
 /// # Ok(()) }
 /// ```
 pub fn compose(name: impl Into<Name>, reactor: Reactor) -> StepSpec {
-    step(name)
-        .max_retries(0)
-        .implementation(Compose::new(reactor))
+    Compose::new(reactor).into_step(name)
 }
 
 impl Compose {
@@ -76,6 +74,15 @@ impl Compose {
     pub fn allow_async(mut self, allow: bool) -> Compose {
         self.allow_async = allow;
         self
+    }
+
+    /// The step running the reactor, named `name`.
+    pub fn into_step(self, name: impl Into<Name>) -> StepSpec {
+        let shape = Shape::Reactor {
+            kind: "compose",
+            plan: self.reactor.plan().clone(),
+        };
+        step(name).max_retries(0).shaped(shape).implementation(self)
     }
 
     /// Whether a failure of the outer run undoes the inner run.

@@ -13,7 +13,7 @@ use crate::error::{BoxError, Error};
 use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
-use crate::step::{step, IntoOutcome, Outcome, StepSpec};
+use crate::step::{step, IntoOutcome, Outcome, Shape, StepSpec};
 use crate::value::{Value, ValueMap};
 
 /// The name of the inner step that gathers the nested steps' results.
@@ -179,10 +179,15 @@ impl Group {
                 step: self.name.to_string(),
             });
         }
+        let shape = Shape::Nested {
+            kind: "group",
+            steps: self.steps.clone(),
+        };
         let this = Arc::new(self);
         let name = this.name.clone();
         Ok(step(name)
             .max_retries(0)
+            .shaped(shape)
             .run(move |args, ctx| {
                 let this = this.clone();
                 async move {
@@ -314,8 +319,13 @@ where
             .boxed()
     });
     let inner_name = name.clone();
+    let shape = Shape::Nested {
+        kind: "around",
+        steps: steps.clone(),
+    };
     Ok(step(name)
         .max_retries(0)
+        .shaped(shape)
         .run_async(allow_async)
         .run(move |args, ctx| {
             let kept = Kept::new();

@@ -12,7 +12,7 @@ use crate::error::{BoxError, Error, Reason};
 use crate::executor::{run_elements, Elements, ElementsFailed, UndoStack};
 use crate::name::Name;
 use crate::reactor::Reactor;
-use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
+use crate::step::{step, Outcome, Shape, Step, StepSpec, UndoOutcome};
 use crate::value::Value;
 
 /// The current element of the map named `map`, for its nested steps
@@ -309,6 +309,11 @@ impl Map {
         let inner: BTreeSet<Name> = self.steps.iter().map(|s| s.name_arc().clone()).collect();
         let mut outer: Vec<Name> = Vec::new();
         let mut waits: BTreeSet<Name> = BTreeSet::new();
+        let shape = Shape::Map {
+            steps: self.steps.clone(),
+            returns: returns.clone(),
+            element: element_input(&self.name).into(),
+        };
         let mut map = self;
         map.steps = std::mem::take(&mut map.steps)
             .into_iter()
@@ -331,6 +336,7 @@ impl Map {
         let name = map.name.clone();
         let mut spec = step(name)
             .max_retries(0)
+            .shaped(shape)
             .argument("source", source)
             .implementation(MapStep {
                 map: Arc::new(map),

@@ -31,7 +31,7 @@ mod template;
 
 use crate::argument::Arguments;
 use crate::name::Name;
-use crate::step::{step, StepSpec};
+use crate::step::{step, Shape, StepSpec};
 use crate::value::{Value, ValueMap};
 
 pub use compose::{compose, Compose, ComposeError};
@@ -51,6 +51,7 @@ pub fn template(name: impl Into<Name>, text: &str) -> StepSpec {
     let template = Template::parse(text);
     step(name)
         .max_retries(1)
+        .shaped(Shape::Leaf("template"))
         .run_sync(move |args, _| template.render(args).map_err(Into::into))
 }
 
@@ -80,6 +81,7 @@ where
 {
     step(name)
         .max_retries(0)
+        .shaped(Shape::Leaf("transform"))
         .argument("value", source.map(f))
         .run_sync(|args, _| Ok(args.value("value").expect("the transform's value").clone()))
 }
@@ -87,32 +89,38 @@ where
 /// A step returning its arguments as a [`ValueMap`] (transform it with
 /// [`StepSpec::transform_arguments`] first to reshape it).
 pub fn collect(name: impl Into<Name>) -> StepSpec {
-    step(name).max_retries(1).run_sync(|args, _| {
-        let map: ValueMap = args
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.clone()))
-            .collect();
-        Ok(map)
-    })
+    step(name)
+        .max_retries(1)
+        .shaped(Shape::Leaf("collect"))
+        .run_sync(|args, _| {
+            let map: ValueMap = args
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect();
+            Ok(map)
+        })
 }
 
 /// A step logging its arguments and context through `tracing` at `level`,
 /// returning the unit value.
 pub fn debug(name: impl Into<Name>, level: tracing::Level) -> StepSpec {
-    step(name).max_retries(0).run_sync(move |args, ctx| {
-        let step = ctx.step_name();
-        let report = format!(
+    step(name)
+        .max_retries(0)
+        .shaped(Shape::Leaf("debug"))
+        .run_sync(move |args, ctx| {
+            let step = ctx.step_name();
+            let report = format!(
             "# Debug information for step `{step}`.\n## Arguments\n{args:?}\n## Context\n{ctx:?}"
         );
-        match level {
-            tracing::Level::ERROR => tracing::error!(step, "{report}"),
-            tracing::Level::WARN => tracing::warn!(step, "{report}"),
-            tracing::Level::INFO => tracing::info!(step, "{report}"),
-            tracing::Level::DEBUG => tracing::debug!(step, "{report}"),
-            tracing::Level::TRACE => tracing::trace!(step, "{report}"),
-        }
-        Ok(())
-    })
+            match level {
+                tracing::Level::ERROR => tracing::error!(step, "{report}"),
+                tracing::Level::WARN => tracing::warn!(step, "{report}"),
+                tracing::Level::INFO => tracing::info!(step, "{report}"),
+                tracing::Level::DEBUG => tracing::debug!(step, "{report}"),
+                tracing::Level::TRACE => tracing::trace!(step, "{report}"),
+            }
+            Ok(())
+        })
 }
 
 /// A step that always fails with [`ForcedFailure`]: `message` may hold
@@ -122,6 +130,7 @@ pub fn flunk(name: impl Into<Name>, message: &str) -> StepSpec {
     let template = Template::parse(message);
     step(name)
         .max_retries(0)
+        .shaped(Shape::Leaf("flunk"))
         .run_sync(move |args, ctx| -> Result<(), crate::BoxError> {
             let message = template.render(args)?;
             Err(Box::new(ForcedFailure {

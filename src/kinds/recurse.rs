@@ -12,7 +12,7 @@ use crate::error::Reason;
 use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
-use crate::step::{step, Outcome, Step, StepSpec, UndoOutcome};
+use crate::step::{step, Outcome, Shape, Step, StepSpec, UndoOutcome};
 use crate::value::{Value, ValueMap};
 
 type ExitCondition = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
@@ -148,7 +148,11 @@ impl Recurse {
             });
         }
         let name = self.name.clone();
-        Ok(step(name).max_retries(0).implementation(self))
+        let shape = Shape::Reactor {
+            kind: "recurse",
+            plan: self.reactor.plan().clone(),
+        };
+        Ok(step(name).max_retries(0).shaped(shape).implementation(self))
     }
 
     fn next_inputs(&self, result: &Value, iteration: u64) -> Result<Inputs, RecurseError> {

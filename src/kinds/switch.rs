@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::argument::{result, Origin, Source};
 use crate::name::Name;
-use crate::step::{step, Outcome, StepSpec};
+use crate::step::{step, Outcome, Shape, StepSpec};
 use crate::value::Value;
 
 type Predicate = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
@@ -134,6 +134,14 @@ impl Switch {
                 _ => None,
             })
             .collect();
+        let drawn: Vec<(String, Vec<StepSpec>, Option<Name>)> = self
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(k, b)| (format!("branch {}", k + 1), b))
+            .chain(self.default.iter().map(|b| ("default".to_string(), b)))
+            .map(|(label, b)| (label, b.steps.clone(), b.returns.clone()))
+            .collect();
         let mut waits: BTreeSet<Name> = BTreeSet::new();
         let strip = |b: Branch, waits: &mut BTreeSet<Name>| Branch {
             steps: b
@@ -156,6 +164,7 @@ impl Switch {
         outer.extend(waits.iter().filter(|n| **n != name).cloned());
         let mut spec = step(name.clone())
             .max_retries(0)
+            .shaped(Shape::Switch { branches: drawn })
             .argument("on", self.on.clone());
         for dep in &outer {
             spec = spec.argument(nested_argument(dep), result(dep.clone()));

@@ -29,6 +29,7 @@ pub(crate) enum Runner {
     Step(StepImp),
 }
 pub(crate) use spec::Implementation;
+pub(crate) use spec::Shape;
 pub(crate) use spec::StepImp;
 pub use spec::{step, Guard, StepSpec};
 

@@ -100,6 +100,36 @@ pub(crate) struct StepExtras {
     pub(crate) transform_arguments: Option<ArgumentsTransformFn>,
     pub(crate) description: Option<String>,
     pub(crate) conflict: Option<&'static str>,
+    /// What kind of step this is, and what it nests (for diagrams).
+    pub(crate) shape: Option<Arc<Shape>>,
+}
+
+/// A ready-made step's kind and what it nests, as its kind's constructor
+/// describes it (the nested steps a diagram draws inside it).
+pub(crate) enum Shape {
+    /// A step of no nesting kind (`template`, `collect`, ...).
+    Leaf(&'static str),
+    /// A map: its nested steps, once per element.
+    Map {
+        steps: Vec<StepSpec>,
+        returns: Name,
+        /// The input through which nested steps read the element.
+        element: Name,
+    },
+    /// Another reactor, run once (`compose`) or again and again (`recurse`).
+    Reactor {
+        kind: &'static str,
+        plan: Arc<crate::planner::Plan>,
+    },
+    /// A switch: its branches (a label, the steps, the returned step).
+    Switch {
+        branches: Vec<(String, Vec<StepSpec>, Option<Name>)>,
+    },
+    /// Nested steps run as one (`group`, `around`).
+    Nested {
+        kind: &'static str,
+        steps: Vec<StepSpec>,
+    },
 }
 
 static NO_EXTRAS: std::sync::OnceLock<StepExtras> = std::sync::OnceLock::new();
@@ -401,6 +431,12 @@ impl StepSpec {
         for arg in self.edit().arguments.iter_mut() {
             f(&mut arg.source);
         }
+        self
+    }
+
+    /// Describes what kind of step this is (set by the step kinds).
+    pub(crate) fn shaped(mut self, shape: Shape) -> StepSpec {
+        self.edit().extras_mut().shape = Some(Arc::new(shape));
         self
     }
 

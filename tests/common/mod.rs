@@ -89,3 +89,4 @@ pub fn run_error(err: reactor::Error) -> reactor::RunError {
         other => panic!("expected a run error, got {other:?}"),
     }
 }
+pub mod mermaid;
