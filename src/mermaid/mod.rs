@@ -171,19 +171,11 @@ impl Reactor {
     }
 }
 
-/// The class a state is drawn with, and its style.
+/// The class a state is drawn with: its label, as one word.
 fn state_class(state: StepState) -> &'static str {
     match state {
-        StepState::Running => "running",
-        StepState::Done => "done",
-        StepState::Failed => "failed",
-        StepState::Undone => "undone",
-        StepState::Skipped => "skipped",
-        StepState::Halted => "halted",
-        StepState::Abandoned => "abandoned",
         StepState::NeverRan => "neverRan",
-        #[allow(unreachable_patterns)]
-        _ => "neverRan",
+        state => state.label(),
     }
 }
 
