@@ -1,22 +1,12 @@
 //! Telemetry: handlers attached to events.
 
+mod common;
+
+use common::greeter;
 use std::sync::{Arc, Mutex};
 
 use reactor::telemetry::Handlers;
-use reactor::{input, step, Inputs, Reactor};
-
-fn greeter() -> Reactor {
-    Reactor::builder("greeter")
-        .input("name")
-        .add(
-            step("greet")
-                .argument("name", input("name"))
-                .run(|a, _| async move { Ok(format!("Hello, {}!", a.get::<String>("name")?)) }),
-        )
-        .returns("greet")
-        .build()
-        .unwrap()
-}
+use reactor::Inputs;
 
 #[tokio::test]
 async fn handlers_see_run_and_step_starts_and_stops_with_measurements() {

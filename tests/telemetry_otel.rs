@@ -1,26 +1,16 @@
 //! Telemetry: spans exported as OpenTelemetry traces through the SDK (a
 //! test binary of its own: it installs a `tracing` subscriber).
 
+mod common;
+
 use std::future::IntoFuture;
 
+use common::greeter;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use reactor::kinds::compose;
 use reactor::{input, result, step, Inputs, Reactor};
 use tracing_subscriber::layer::SubscriberExt;
-
-fn greeter() -> Reactor {
-    Reactor::builder("greeter")
-        .input("name")
-        .add(
-            step("greet")
-                .argument("name", input("name"))
-                .run(|a, _| async move { Ok(format!("Hello, {}!", a.get::<String>("name")?)) }),
-        )
-        .returns("greet")
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn spans_export_as_opentelemetry_traces_with_nested_runs_as_children() {

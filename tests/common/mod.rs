@@ -90,3 +90,18 @@ pub fn run_error(err: reactor::Error) -> reactor::RunError {
     }
 }
 pub mod mermaid;
+
+/// A reactor of one async step: `greet` says hello to input `name`.
+pub fn greeter() -> reactor::Reactor {
+    use reactor::{input, step};
+    reactor::Reactor::builder("greeter")
+        .input("name")
+        .add(
+            step("greet")
+                .argument("name", input("name"))
+                .run(|a, _| async move { Ok(format!("Hello, {}!", a.get::<String>("name")?)) }),
+        )
+        .returns("greet")
+        .build()
+        .unwrap()
+}
