@@ -127,7 +127,7 @@ impl Drawer<'_> {
             self.line(depth, &format!("{id}[/\"{}\"/]", escape(&input.name)));
             inputs.insert(input.name.clone(), id);
         }
-        let steps: Vec<StepSpec> = plan.steps.iter().map(|s| s.spec.clone()).collect();
+        let steps = specs(plan);
         let returns = plan.steps[plan.return_step].spec.name_arc().clone();
         self.scope(
             &steps,
@@ -279,7 +279,7 @@ impl Drawer<'_> {
             Shape::Leaf(_) => {}
             Shape::Map { steps, .. } | Shape::Nested { steps, .. } => visit(steps, self),
             Shape::Reactor { plan, .. } => {
-                let steps: Vec<StepSpec> = plan.steps.iter().map(|s| s.spec.clone()).collect();
+                let steps = specs(plan);
                 visit(&steps, self);
             }
             Shape::Switch { branches } => {
@@ -393,6 +393,11 @@ impl Drawer<'_> {
         }
         self.line(1, "end");
     }
+}
+
+/// A plan's step definitions, in declaration order.
+fn specs(plan: &Plan) -> Vec<StepSpec> {
+    plan.steps.iter().map(|s| s.spec.clone()).collect()
 }
 
 /// "done · 1.2ms", or "done 98 · failed 2 · 1.2s" for a step run often.
