@@ -63,6 +63,37 @@ impl fmt::Debug for Source {
     }
 }
 
+/// As written: `input(name)`, `result(step).at(key)`, `value(..)`, with
+/// `.map(..)` when it has a transform.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{input, result};
+///
+/// assert_eq!(input("ids").to_string(), "input(ids)");
+/// assert_eq!(result("fetch").at("profile").at(0).to_string(), r#"result(fetch).at("profile").at(0)"#);
+/// ```
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Origin::Input(n) => match crate::kinds::element_of(n) {
+                Some(map) => write!(f, "element({map})")?,
+                None => write!(f, "input({n})")?,
+            },
+            Origin::Result(n) => write!(f, "result({n})")?,
+            Origin::Value(v) => write!(f, "value({v:?})")?,
+        }
+        for key in self.sub_path() {
+            write!(f, ".at({key})")?;
+        }
+        if self.extra.as_ref().is_some_and(|e| e.transform.is_some()) {
+            f.write_str(".map(..)")?;
+        }
+        Ok(())
+    }
+}
+
 /// The reactor input `name`.
 pub fn input(name: impl Into<Name>) -> Source {
     Source::new(Origin::Input(name.into()))

@@ -45,6 +45,8 @@
 
 mod argument;
 mod builder;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod context;
 mod error;
 mod event;

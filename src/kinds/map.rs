@@ -21,8 +21,15 @@ pub fn element(map: impl Into<Name>) -> Source {
     input(element_input(&map.into()))
 }
 
+const ELEMENT: &str = "__element__";
+
 fn element_input(map: &str) -> String {
-    format!("__element__{map}")
+    format!("{ELEMENT}{map}")
+}
+
+/// The map whose element the input `input` carries, if it is one.
+pub(crate) fn element_of(input: &str) -> Option<&str> {
+    input.strip_prefix(ELEMENT)
 }
 
 /// The element input carrying the result of an outer step `step`.

@@ -36,6 +36,7 @@ use crate::value::{Value, ValueMap};
 
 pub use compose::{compose, Compose, ComposeError};
 pub use group::{around, around_async, group, EmptyNesting, Group, Nested};
+pub(crate) use map::element_of;
 pub use map::{element, map, Map, MapError, MapSource};
 pub use recurse::{recurse, Recurse, RecurseError};
 pub use switch::{switch, Switch};

@@ -339,14 +339,7 @@ impl Drawer<'_> {
     /// A step's label: its name, its kind, its description, its run.
     fn label(&self, s: &StepSpec, shape: Option<&Shape>) -> String {
         let mut label = escape(s.name());
-        let kind = match shape {
-            Some(Shape::Leaf(kind)) => Some(*kind),
-            Some(Shape::Map { .. }) => Some("map"),
-            Some(Shape::Reactor { kind, .. } | Shape::Nested { kind, .. }) => Some(*kind),
-            Some(Shape::Switch { .. }) => Some("switch"),
-            None => None,
-        };
-        if let Some(kind) = kind {
+        if let Some(kind) = shape.map(Shape::kind) {
             let _ = write!(label, "<br/><i>{kind}</i>");
         }
         if let (true, Some(text)) = (self.options.descriptions, s.description_text()) {

@@ -132,6 +132,18 @@ pub(crate) enum Shape {
     },
 }
 
+impl Shape {
+    /// The kind's name, as diagrams and descriptions show it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Shape::Leaf(kind) => kind,
+            Shape::Map { .. } => "map",
+            Shape::Reactor { kind, .. } | Shape::Nested { kind, .. } => kind,
+            Shape::Switch { .. } => "switch",
+        }
+    }
+}
+
 static NO_EXTRAS: std::sync::OnceLock<StepExtras> = std::sync::OnceLock::new();
 
 impl StepDef {

@@ -1,0 +1,80 @@
+//! `describe`: a reactor's inputs, steps and their arguments as text.
+
+use std::fmt::Write as _;
+
+use crate::reactor::Reactor;
+use crate::step::{Shape, StepSpec};
+
+/// Names starting with this are the engine's own (hidden, as in diagrams).
+const INTERNAL: &str = "__";
+
+/// The reactor's name, description, inputs, return step, then each step
+/// with its kind, arguments (`name <- source`) and `wait_for`, nested
+/// steps indented under their step.
+pub(super) fn describe(reactor: &Reactor) -> String {
+    let plan = reactor.plan();
+    let mut out = format!("reactor {}\n", plan.name);
+    if let Some(text) = &plan.description {
+        let _ = writeln!(out, "  {text}");
+    }
+    let inputs: Vec<&str> = reactor.input_names().collect();
+    let _ = writeln!(
+        out,
+        "inputs: {}",
+        if inputs.is_empty() {
+            "none".to_string()
+        } else {
+            inputs.join(", ")
+        }
+    );
+    let _ = writeln!(out, "returns: {}", reactor.return_step());
+    out.push_str("steps:\n");
+    for planned in &plan.steps {
+        step(&mut out, &planned.spec, 1);
+    }
+    out
+}
+
+fn step(out: &mut String, spec: &StepSpec, depth: usize) {
+    if spec.name().starts_with(INTERNAL) {
+        return;
+    }
+    let pad = "  ".repeat(depth);
+    let shape = spec.def().extras().shape.clone();
+    let _ = write!(out, "{pad}{}", spec.name());
+    if let Some(shape) = &shape {
+        let _ = write!(out, " ({})", shape.kind());
+    }
+    if let Some(text) = spec.description_text() {
+        let _ = write!(out, ": {text}");
+    }
+    out.push('\n');
+    for a in &spec.def().arguments {
+        if !a.name.starts_with(INTERNAL) {
+            let _ = writeln!(out, "{pad}  {} <- {}", a.name, a.source);
+        }
+    }
+    for w in &spec.def().extras().wait_for {
+        let _ = writeln!(out, "{pad}  waits for {w}");
+    }
+    match shape.as_deref() {
+        Some(Shape::Map { steps, returns, .. }) => {
+            let _ = writeln!(out, "{pad}  per element, returning {returns}:");
+            steps.iter().for_each(|s| step(out, s, depth + 2));
+        }
+        Some(Shape::Nested { steps, .. }) => steps.iter().for_each(|s| step(out, s, depth + 1)),
+        Some(Shape::Switch { branches }) => {
+            for (label, steps, returns) in branches {
+                let returns = returns
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(", returning {r}"));
+                let _ = writeln!(out, "{pad}  branch {label}{returns}:");
+                steps.iter().for_each(|s| step(out, s, depth + 2));
+            }
+        }
+        Some(Shape::Reactor { plan, .. }) => {
+            let _ = writeln!(out, "{pad}  runs reactor {}", plan.name);
+        }
+        Some(Shape::Leaf(_)) | None => {}
+    }
+}

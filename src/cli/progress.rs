@@ -1,0 +1,140 @@
+//! `run --progress`: progress bars on the terminal (`indicatif`), fed by
+//! the run's events: steps done of those known (the count grows as steps
+//! are added while running), and map elements done.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::event::{Event, EventKind};
+use crate::middleware::Middleware;
+use crate::reactor::Reactor;
+use crate::step::Shape;
+
+/// The bars, and which steps they count.
+pub(super) struct Progress {
+    steps: ProgressBar,
+    elements: ProgressBar,
+    /// The reactor's own steps, and each map's returned (per element) step.
+    top: HashSet<String>,
+    per_element: HashSet<String>,
+    /// Steps nested in the reactor's steps (map elements', groups',
+    /// branches'), which may run under the same run id.
+    nested: HashSet<String>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    root: Option<String>,
+    done: HashSet<String>,
+    known: HashSet<String>,
+}
+
+impl Progress {
+    /// Bars for a run of `reactor`, drawn on standard error when it is a
+    /// terminal (hidden otherwise).
+    pub(super) fn new(reactor: &Reactor) -> Progress {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let visible = |name: &str| !name.starts_with("__");
+        let top: HashSet<String> = reactor
+            .step_names()
+            .filter(|n| visible(n))
+            .map(str::to_string)
+            .collect();
+        let per_element = reactor
+            .plan()
+            .steps
+            .iter()
+            .filter_map(|s| match s.spec.def().extras().shape.as_deref() {
+                Some(Shape::Map { returns, .. }) => Some(returns.to_string()),
+                _ => None,
+            })
+            .collect::<HashSet<_>>();
+        let mut nested = HashSet::new();
+        for s in &reactor.plan().steps {
+            nested_names(s.spec.def().extras().shape.as_deref(), &mut nested);
+        }
+        let steps = multi.add(ProgressBar::new(top.len() as u64));
+        steps.set_style(
+            ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        steps.set_prefix("steps");
+        let elements = multi.add(ProgressBar::no_length());
+        elements.set_style(
+            ProgressStyle::with_template("{prefix:>9} {pos} done ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        elements.set_prefix("elements");
+        if per_element.is_empty() {
+            elements.finish_and_clear();
+        }
+        let known = top.clone();
+        Progress {
+            steps,
+            elements,
+            top,
+            per_element,
+            nested,
+            seen: Mutex::new(Seen {
+                known,
+                ..Seen::default()
+            }),
+        }
+    }
+
+    /// Leaves the bars as they ended.
+    pub(super) fn finish(&self) {
+        self.steps.abandon();
+        self.elements.abandon();
+    }
+}
+
+/// Every step name nested in `shape`, at any depth.
+fn nested_names(shape: Option<&Shape>, names: &mut HashSet<String>) {
+    let steps: Vec<&crate::StepSpec> = match shape {
+        Some(Shape::Map { steps, .. } | Shape::Nested { steps, .. }) => steps.iter().collect(),
+        Some(Shape::Switch { branches }) => branches.iter().flat_map(|b| &b.1).collect(),
+        _ => return,
+    };
+    for s in steps {
+        names.insert(s.name().to_string());
+        nested_names(s.def().extras().shape.as_deref(), names);
+    }
+}
+
+impl Middleware for Progress {
+    fn on_event(&self, event: &Event<'_>) {
+        let Some(step) = event.step else { return };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let root = seen.root.get_or_insert_with(|| event.run_id.to_string());
+        let in_root = *root == event.run_id;
+        let ended = matches!(
+            event.kind,
+            EventKind::StepComplete { .. }
+                | EventKind::GuardSkip { .. }
+                | EventKind::StepFailed { .. }
+        );
+        if self.per_element.contains(step) && matches!(event.kind, EventKind::StepComplete { .. }) {
+            self.elements.inc(1);
+        }
+        if !in_root || step.starts_with("__") || self.nested.contains(step) {
+            return;
+        }
+        if matches!(event.kind, EventKind::StepStart { .. }) && seen.known.insert(step.to_string())
+        {
+            // Added while running: one more step known.
+            self.steps.inc_length(1);
+        }
+        if ended
+            && (self.top.contains(step) || seen.known.contains(step))
+            && seen.done.insert(step.to_string())
+        {
+            self.steps.inc(1);
+            self.steps.set_message(step.to_string());
+        }
+    }
+}
