@@ -4,19 +4,23 @@
 //! Run it with:
 //!
 //! ```text
-//! cargo run --release --example data_processor
+//! cargo run --release --example data_processor                  # the demo
+//! cargo run --release --example data_processor -- describe DataProcessor
+//! cargo run --release --example data_processor -- run DataProcessor --input 'user_ids=[1,2,3]' --timeline
 //! ```
 //!
 //! The fetches are simulated with timers (120, 80 and 100 ms), so the whole
-//! run takes about as long as the slowest fetch, not their sum. The example
-//! prints the combined result and how long each step took, measured by a
-//! middleware that listens to the run's events.
+//! run takes about as long as the slowest fetch, not their sum. The demo
+//! prints the combined result and a timeline of the steps, recorded by a
+//! [`Recording`] middleware from the run's events.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use reactor::{input, result, step, Event, EventKind, Inputs, Middleware, Reactor};
+use reactor::cli::{App, Entry};
+use reactor::{input, result, step, BoxError, Inputs, Reactor, Recording};
+use serde::Serialize;
 
 #[derive(Clone, Debug)]
 struct Profile {
@@ -36,7 +40,7 @@ struct Activity {
     logins: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 struct Combined {
     id: u64,
     name: String,
@@ -72,18 +76,6 @@ async fn fetch_user_activity(ids: &[u64]) -> Vec<Activity> {
             logins: (id * 7 % 11) as u32,
         })
         .collect()
-}
-
-/// Records how long each step took, from the run's events.
-#[derive(Default)]
-struct StepTimings(Mutex<BTreeMap<String, Duration>>);
-
-impl Middleware for StepTimings {
-    fn on_event(&self, event: &Event<'_>) {
-        if let (Some(step), EventKind::StepComplete { duration, .. }) = (event.step, &event.kind) {
-            self.0.lock().unwrap().insert(step.to_string(), *duration);
-        }
-    }
 }
 
 fn data_processor() -> Result<Reactor, reactor::Error> {
@@ -145,31 +137,45 @@ fn data_processor() -> Result<Reactor, reactor::Error> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    let reactor = data_processor().expect("DataProcessor is a valid reactor");
+    App::new("data_processor")
+        .about("The performance guide's DataProcessor: three fetches run concurrently, then combine_data")
+        .reactor(
+            Entry::new(reactor)
+                .input::<Vec<u64>>("user_ids")
+                .output::<Vec<Combined>>()
+                .configure(|run| run.max_concurrency(10)),
+        )
+        .demo(demo)
+        .main()
+        .await
+}
+
+/// Runs DataProcessor for users 1 to 5, prints the combined result and a
+/// timeline of its steps, and checks the result.
+async fn demo(_quick: bool) -> Result<(), BoxError> {
     let reactor = data_processor()?;
-    let timings = Arc::new(StepTimings::default());
-    let started = Instant::now();
+    let recording = Recording::new();
     let result = reactor
         .run(Inputs::new().with("user_ids", vec![1_u64, 2, 3, 4, 5]))
         .max_concurrency(10) // at most 10 steps running concurrently
-        .middleware(timings.clone())
+        .middleware(Arc::new(recording.clone()))
         .await?;
-    let elapsed = started.elapsed();
 
     println!("DataProcessor result:");
-    for user in result.get::<Vec<Combined>>()? {
+    let users = result.get::<Vec<Combined>>()?;
+    for user in users {
         println!(
             "  user {:>2}  {:<8} theme={:<6} logins={}",
             user.id, user.name, user.theme, user.logins
         );
     }
-    println!("Step timings:");
-    for (step, duration) in timings.0.lock().unwrap().iter() {
-        println!("  {step:<18} {:>8.2} ms", duration.as_secs_f64() * 1e3);
+    println!("Steps (the three fetches ran concurrently; their timers sum to 300 ms):");
+    print!("{}", recording.timeline());
+    let ids: Vec<u64> = users.iter().map(|u| u.id).collect();
+    if ids != [1, 2, 3, 4, 5] || users[1].theme != "dark" || users[0].logins != 7 {
+        return Err(format!("unexpected result: {users:?}").into());
     }
-    println!(
-        "Whole run: {:.2} ms (the fetches ran concurrently: the sum of their timers is 300 ms)",
-        elapsed.as_secs_f64() * 1e3
-    );
     Ok(())
 }
