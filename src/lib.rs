@@ -17,7 +17,21 @@
 //!   `.await` it for the result, or call [`RunRequest::outcome`].
 //! - Steps are closures ([`StepSpec::run`]) or types implementing [`Step`].
 //! - [`ConcurrencyPool`] shares a concurrency limit across runs.
-//! - [`Middleware`] sees every [`Event`] of a run.
+//! - [`Middleware`] sees every [`Event`] of a run and hooks into its start
+//!   and end.
+//!
+//! ## Where to go next
+//!
+//! - The step kinds: [`kinds`] (`map`, `compose`, `switch`, `group`,
+//!   `around`, `recurse`, `template`, `collect`, `transform`, ...).
+//! - Telemetry: [`telemetry`] (metrics names and labels, spans, event
+//!   handlers); [`Recording`] and [`mermaid`] for timelines and diagrams.
+//! - The command line for your binary: `reactor::cli` (feature `cli`, on
+//!   by default).
+//! - The examples: every code example of Elixir Reactor's performance
+//!   guide is a program in this repository's `examples/` directory
+//!   (`cargo run --example data_processor`); the README lists them, with
+//!   a table mapping the Elixir idioms to ours.
 //!
 //! ```
 //! use reactor::{input, result, step, Inputs, Reactor};
