@@ -138,3 +138,50 @@ impl Middleware for Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::kinds::{element, map};
+    use crate::{input, result, step, Inputs, Outcome};
+
+    #[tokio::test]
+    async fn counts_steps_done_of_known_and_map_elements_done() {
+        let reactor = Reactor::builder("counted")
+            .input("numbers")
+            .add(
+                map("doubled", input("numbers"))
+                    .items::<u64>()
+                    .steps([step("double")
+                        .argument("n", element("doubled"))
+                        .run_sync(|a, _| Ok(a.get::<u64>("n")? * 2))])
+                    .into_step()
+                    .unwrap(),
+            )
+            // Adds a step while running: one more known.
+            .add(
+                step("grow")
+                    .argument("d", result("doubled"))
+                    .run_sync(|_, _| {
+                        Ok(Outcome::with_steps(
+                            (),
+                            vec![step("added").run_sync(|_, _| Ok(()))],
+                        ))
+                    }),
+            )
+            .returns("grow")
+            .build()
+            .unwrap();
+        let progress = Arc::new(Progress::new(&reactor));
+        reactor
+            .run(Inputs::new().with("numbers", vec![1_u64, 2, 3, 4, 5]))
+            .middleware(progress.clone())
+            .await
+            .unwrap();
+        assert_eq!(progress.steps.length(), Some(3), "doubled, grow, added");
+        assert_eq!(progress.steps.position(), 3);
+        assert_eq!(progress.elements.position(), 5);
+    }
+}
