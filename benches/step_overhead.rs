@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the engine's own cost per step: a fan-out
-//! of plain closures (async and sync runs) and planning. The standard
+//! of plain closures (async and sync runs), the same watched by each
+//! ready-made middleware, and planning. The standard
 //! workloads, with their baselines and targets, are in `workloads.rs`.
 //!
 //! ```text
@@ -7,9 +8,12 @@
 //! ```
 
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use reactor::{input, result, step, Builder, Inputs, Reactor};
+use reactor::telemetry::{Handlers, Metrics};
+use reactor::{input, result, step, Builder, Inputs, Middleware, Reactor, Recording};
 
 fn fanout(n: i64) -> Builder {
     let mut b = Reactor::builder("fanout");
@@ -63,6 +67,45 @@ fn runs(c: &mut Criterion) {
     group.finish();
 }
 
+/// What watching a run costs: the 1,000-step fan-out (async run) with no
+/// middleware, a `Recording`, `telemetry::Metrics` (with no recorder
+/// installed: the facade's no-op) and `telemetry::Handlers` with one
+/// handler attached to step stops.
+fn watched(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("watched_fanout_1000");
+    group.throughput(Throughput::Elements(1_000));
+    let reactor = fanout(1_000).build().unwrap();
+    let handlers = Arc::new(Handlers::new());
+    let stops = Arc::new(AtomicU64::new(0));
+    let counted = stops.clone();
+    handlers.attach("count", "reactor.step.run.stop", move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    let watchers: [(&str, Option<Arc<dyn Middleware>>); 4] = [
+        ("none", None),
+        ("recording", Some(Arc::new(Recording::new()))),
+        ("metrics", Some(Arc::new(Metrics::new()))),
+        ("handlers", Some(handlers)),
+    ];
+    for (name, watcher) in watchers {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let mut run = reactor.run(Inputs::new().with("x", 1_i64));
+                if let Some(w) = &watcher {
+                    run = run.middleware(w.clone());
+                }
+                async move { tokio::spawn(run.into_future()).await.unwrap().unwrap() }
+            })
+        });
+    }
+    group.finish();
+}
+
 fn planning(c: &mut Criterion) {
     let mut group = c.benchmark_group("plan");
     let n = 10_000;
@@ -77,5 +120,5 @@ fn planning(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, runs, planning);
+criterion_group!(benches, runs, watched, planning);
 criterion_main!(benches);

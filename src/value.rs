@@ -192,6 +192,20 @@ impl Value {
     }
 }
 
+/// Calls the macro `$m` with the standard scalar types (`bool`, `char`,
+/// the integers and floats, `String`, `&'static str`) and any `$extra`:
+/// the one list of the types the engine shows as themselves (debug
+/// output, templates, the command line's JSON).
+macro_rules! with_scalar_types {
+    ($m:ident $(, $extra:ty)* $(,)?) => {
+        $m!(
+            bool, char, i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize,
+            f32, f64, String, &'static str $(, $extra)*
+        )
+    };
+}
+pub(crate) use with_scalar_types;
+
 /// The standard scalar types, strings, `Name`, JSON, `Value` itself, and
 /// `Vec`s and `Option`s of those, `ValueMap`s and `HashMap<String, Value>`s
 /// show their `Debug` form; any other type shows as `<its type name>`.
@@ -207,30 +221,7 @@ impl fmt::Debug for Value {
                 try_debug!($($t, Vec<$t>, Option<$t>),*);
             };
         }
-        with_containers!(
-            (),
-            bool,
-            char,
-            i8,
-            i16,
-            i32,
-            i64,
-            i128,
-            isize,
-            u8,
-            u16,
-            u32,
-            u64,
-            u128,
-            usize,
-            f32,
-            f64,
-            String,
-            &'static str,
-            Name,
-            serde_json::Value,
-            Value
-        );
+        with_scalar_types!(with_containers, (), Name, serde_json::Value, Value);
         try_debug!(ValueMap, HashMap<String, Value>);
         write!(f, "<{}>", self.type_name())
     }

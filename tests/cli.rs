@@ -402,6 +402,11 @@ async fn help_usage_errors_and_the_demo() {
         "demo failed: wrong total",
     );
     assert_error(&cli(&["demo"]).await, "`shop` has no demo");
+    let panicking_demo = app().demo(|_| async { panic!("no such file") });
+    assert_error(
+        &cli_with(panicking_demo, &["demo"]).await,
+        "demo panicked: no such file",
+    );
 }
 
 #[tokio::test]

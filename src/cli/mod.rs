@@ -64,6 +64,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::FutureExt as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -383,9 +384,17 @@ impl App {
         let demo = self
             .demo
             .ok_or_else(|| Failure(format!("`{}` has no demo", self.name)))?;
-        demo(quick)
+        // A panicking demo is reported like a failing one.
+        match std::panic::AssertUnwindSafe(demo(quick))
+            .catch_unwind()
             .await
-            .map_err(|e| Failure(format!("demo failed: {e}")))
+        {
+            Ok(result) => result.map_err(|e| Failure(format!("demo failed: {e}"))),
+            Err(panic) => Err(Failure(format!(
+                "demo panicked: {}",
+                crate::error::panic_message(panic.as_ref())
+            ))),
+        }
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, Failure> {

@@ -218,28 +218,7 @@ fn to_json_with(value: &Value, first: &dyn Fn(&Value) -> Option<Json>) -> Json {
             }
         )*};
     }
-    try_types!(
-        (),
-        bool,
-        char,
-        i8,
-        i16,
-        i32,
-        i64,
-        i128,
-        isize,
-        u8,
-        u16,
-        u32,
-        u64,
-        u128,
-        usize,
-        f32,
-        f64,
-        String,
-        &'static str,
-        Json
-    );
+    crate::value::with_scalar_types!(try_types, (), Json);
     if let Some(v) = value.downcast_ref::<crate::Name>() {
         return Json::String(v.to_string());
     }

@@ -168,27 +168,7 @@ pub(crate) fn render(value: &Value) -> String {
             if let Some(v) = value.downcast_ref::<$t>() { return v.to_string(); }
         )*};
     }
-    display!(
-        String,
-        &'static str,
-        Name,
-        char,
-        bool,
-        i8,
-        i16,
-        i32,
-        i64,
-        i128,
-        isize,
-        u8,
-        u16,
-        u32,
-        u64,
-        u128,
-        usize,
-        f32,
-        f64
-    );
+    crate::value::with_scalar_types!(display, Name);
     if let Some(json) = value.downcast_ref::<serde_json::Value>() {
         return match json {
             serde_json::Value::String(s) => s.clone(),
