@@ -43,12 +43,13 @@
 //! to a service failing `failure_rate` of the time and prints how many
 //! attempts they took, the final error rate and every delay chosen.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{check, draw, Jitter};
 use reactor::kinds::{element, map};
 use reactor::{
     async_trait, input, result, step, Arguments, Backoff, BoxError, Compensation, Context, Inputs,
@@ -157,42 +158,6 @@ impl ServiceHealth {
     }
 }
 
-/// A tiny xorshift64* generator for jitter, seeded from the standard
-/// library's randomly keyed hasher.
-struct Jitter(AtomicU64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Jitter(AtomicU64::new(seed | 1))
-    }
-
-    /// A draw from `1..=max`, like Erlang's `:rand.uniform(max)`.
-    fn uniform(&self, max: u64) -> u64 {
-        fn step(mut x: u64) -> u64 {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x
-        }
-        let previous = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x)))
-            .unwrap_or_else(|x| x);
-        step(previous).wrapping_mul(0x2545_f491_4f6c_dd1d) % max.max(1) + 1
-    }
-}
-
-/// splitmix64.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("the service failed call {call} (try {attempt})")]
 struct ServiceError {
@@ -203,8 +168,7 @@ struct ServiceError {
 /// The guide's `call_external_service`, simulated: call `call` fails on
 /// try `attempt` when a seeded hash of both falls under `failure_rate`.
 fn call_external_service(call: u64, attempt: u32, failure_rate: f64) -> Result<u64, ServiceError> {
-    let x = mix(SEED ^ mix(call ^ mix(u64::from(attempt))));
-    if ((x >> 11) as f64 / (1_u64 << 53) as f64) < failure_rate {
+    if draw(SEED, call, attempt) < failure_rate {
         Err(ServiceError { call, attempt })
     } else {
         Ok(call)
@@ -351,14 +315,6 @@ fn mean_of(values: impl ExactSizeIterator<Item = f64>) -> f64 {
     }
 }
 
-fn check(ok: bool, message: impl FnOnce() -> String) -> Result<(), BoxError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(message().into())
-    }
-}
-
 async fn demo(quick: bool) -> Result<(), BoxError> {
     let time_scale = if quick { 0.001 } else { 0.05 };
     println!("Tiers by error rate (real time, before jitter):");
@@ -369,7 +325,7 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
         base_delay_ms(0.05) < base_delay_ms(0.15)
             && base_delay_ms(0.15) < base_delay_ms(0.3)
             && base_delay_ms(0.3) < base_delay_ms(0.6),
-        || "the tiers do not rise with the error rate".into(),
+        "the tiers do not rise with the error rate",
     )?;
 
     let health = Arc::new(ServiceHealth::new());
@@ -426,7 +382,7 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
                 Duration::from_secs_f64((d.base_ms + JITTER_MAX_MS) as f64 / 1e3 * d.time_scale);
             check(
                 d.base_ms == base_delay_ms(d.error_rate) && d.delay >= low && d.delay <= high,
-                || format!("a decision does not follow the tiers: {d:?}"),
+                format!("a decision does not follow the tiers: {d:?}"),
             )?;
         }
         // The tier is what the error rate decides; the delay adds jitter.
@@ -443,26 +399,30 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
             mean * 1e3,
             elapsed.as_secs_f64() * 1e3
         );
-        check(summary.calls == calls, || {
-            format!("phase {phase} completed {} of {calls} calls", summary.calls)
-        })?;
+        check(
+            summary.calls == calls,
+            format!("phase {phase} completed {} of {calls} calls", summary.calls),
+        )?;
         if failure_rate == 0.0 {
-            check(decisions.is_empty(), || {
-                "a healthy service was backed off from".into()
-            })?;
+            check(
+                decisions.is_empty(),
+                "a healthy service was backed off from",
+            )?;
         } else {
-            check(!decisions.is_empty(), || {
-                format!("phase {phase} never retried")
-            })?;
+            check(
+                !decisions.is_empty(),
+                format!("phase {phase} never retried"),
+            )?;
             means.push((failure_rate, mean_tier, tiers));
         }
     }
-    check(means.windows(2).all(|w| w[0].1 < w[1].1), || {
-        format!("the mean tier did not rise with the failure rate: {means:?}")
-    })?;
+    check(
+        means.windows(2).all(|w| w[0].1 < w[1].1),
+        format!("the mean tier did not rise with the failure rate: {means:?}"),
+    )?;
     check(
         means.last().is_some_and(|(_, _, tiers)| tiers[3] > 0),
-        || "the 70% phase never reached the 10 s tier".into(),
+        "the 70% phase never reached the 10 s tier",
     )?;
     println!("The delay rose with the error rate. All checks passed.");
     Ok(())

@@ -30,8 +30,11 @@
 //! numbers and print a tally: items, attempts, retries, and the most
 //! attempts one item needed.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{check, draw};
 use reactor::kinds::{element, map};
 use reactor::{
     async_trait, input, result, step, Arguments, Backoff, BoxError, Compensation, Context, Inputs,
@@ -49,20 +52,6 @@ const FIXED_DELAY: Duration = Duration::from_millis(100);
 const MAX_CONCURRENCY: usize = 10;
 /// How many items the guide calls the API for.
 const ITEMS: u64 = 100;
-
-/// splitmix64: a well-mixed hash of one number.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// A uniform draw in `[0, 1)` for try `attempt` of `item`, fixed by `seed`.
-fn draw(seed: u64, item: u64, attempt: u32) -> f64 {
-    let x = mix(seed ^ mix(item ^ mix(u64::from(attempt))));
-    (x >> 11) as f64 / (1_u64 << 53) as f64
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("transient_failure (item {item}, try {attempt})")]
@@ -231,14 +220,6 @@ async fn measure(
     Ok(m)
 }
 
-fn check(ok: bool, message: impl FnOnce() -> String) -> Result<(), BoxError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(message().into())
-    }
-}
-
 async fn demo(quick: bool) -> Result<(), BoxError> {
     let (delay, rounds) = if quick {
         (FIXED_DELAY / 10, 1)
@@ -284,44 +265,52 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
 
     for m in &results {
         for (round, t) in m.tallies.iter().enumerate() {
-            check(t.items == ITEMS, || {
+            check(
+                t.items == ITEMS,
                 format!(
                     "{} run {round} completed {} of {ITEMS} items",
                     m.name, t.items
-                )
-            })?;
-            check(t.retries > 0, || {
-                format!("{} run {round} never retried", m.name)
-            })?;
+                ),
+            )?;
+            check(
+                t.retries > 0,
+                format!("{} run {round} never retried", m.name),
+            )?;
         }
     }
-    check(now.tallies == fixed.tallies, || {
+    check(
+        now.tallies == fixed.tallies,
         format!(
             "the strategies met different failures: {:?} vs {:?}",
             now.tallies, fixed.tallies
-        )
-    })?;
+        ),
+    )?;
     for (round, (time, tally)) in fixed.times.iter().zip(&fixed.tallies).enumerate() {
         // The item with the most retries waited `delay` before each.
         let floor = delay * (tally.max_attempts - 1);
-        check(*time >= floor, || {
-            format!("fixed_backoff run {round} took {time:?}, less than its longest chain of delays {floor:?}")
-        })?;
+        check(
+            *time >= floor,
+            format!(
+                "fixed_backoff run {round} took {time:?}, less than its longest chain of delays {floor:?}"
+            ),
+        )?;
     }
-    check(fixed.waited() > now.waited(), || {
+    check(
+        fixed.waited() > now.waited(),
         format!(
             "fixed_backoff waited {:?}, no more than no_backoff ({:?})",
             fixed.waited(),
             now.waited()
-        )
-    })?;
-    check(fixed.mean_time() > now.mean_time(), || {
+        ),
+    )?;
+    check(
+        fixed.mean_time() > now.mean_time(),
         format!(
             "fixed_backoff ({:?}) was not slower than no_backoff ({:?})",
             fixed.mean_time(),
             now.mean_time()
-        )
-    })?;
+        ),
+    )?;
     println!("All checks passed.");
     Ok(())
 }

@@ -8,57 +8,39 @@
 //! | mixed | 2 × cores |
 //! | an external service's limit | 10 |
 //!
-//! `IoBoundWork` is 40 steps each awaiting a (simulated) 20 ms call;
-//! `CpuBoundWork` is 8 `cpu_bound` steps each counting primes. The demo
-//! runs each at the guide's settings (and at 50%, 150% and 200% of the
-//! I/O baseline, as the guide suggests trying), printing the time taken
-//! and the most steps seen in flight at once, and checks that the limit
-//! held every time.
+//! `IoBoundWork` is 40 steps each awaiting a (simulated) API call of
+//! `call_ms` milliseconds; `CpuBoundWork` is 8 `cpu_bound` steps each
+//! counting primes. The demo runs each at the guide's settings (and at
+//! 50%, 150% and 200% of the I/O baseline, as the guide suggests trying),
+//! with 20 ms calls (5 ms with `--quick`), printing the time taken and the
+//! most steps seen in flight at once, and checks that the limit held every
+//! time.
 //!
 //! ```text
 //! cargo run --release --example concurrency_starting_points
-//! cargo run --release --example concurrency_starting_points -- run IoBoundWork --max-concurrency 20 --timeline
+//! cargo run --release --example concurrency_starting_points -- run IoBoundWork --input call_ms=20 --max-concurrency 20 --timeline
 //! ```
 
 mod common;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{check, cores, InFlight};
+use common::{check, cores, simulated_calls, sum_of, InFlight};
 use reactor::cli::{App, Entry};
-use reactor::{result, step, BoxError, Inputs, Reactor};
+use reactor::{step, BoxError, Inputs, Reactor};
 
 const CALLS: usize = 40;
 const CRUNCHES: usize = 8;
 
-/// 40 awaiting calls, then their sum.
-fn io_bound(gauge: &InFlight, call: Duration) -> Result<Reactor, reactor::Error> {
-    let mut builder = Reactor::builder("IoBoundWork");
-    builder.description("40 steps each awaiting a simulated 20 ms API call, then their sum");
-    let mut sum = step("sum");
-    for i in 0..CALLS {
-        let gauge = gauge.clone();
-        builder.add(step(format!("call_{i}")).run(move |_, _| {
-            let gauge = gauge.clone();
-            async move {
-                let _flying = gauge.enter();
-                tokio::time::sleep(call).await;
-                Ok(i as u64)
-            }
-        }));
-        sum = sum.argument(format!("r{i}"), result(format!("call_{i}")));
-    }
-    builder
-        .add(sum.run_sync(|args, _| {
-            let mut total = 0_u64;
-            for (_, v) in args.iter() {
-                total += v.get::<u64>()?;
-            }
-            Ok(total)
-        }))
-        .returns("sum")
-        .build()
+/// 40 calls each awaiting `call_ms`, then their sum.
+fn io_bound(gauge: &InFlight) -> Result<Reactor, reactor::Error> {
+    simulated_calls(
+        "IoBoundWork",
+        "40 steps each awaiting a simulated API call of `call_ms` ms, then their sum",
+        CALLS,
+        gauge,
+    )
 }
 
 /// The number of primes below `n`, counted the slow way.
@@ -72,7 +54,6 @@ fn count_primes(n: u64) -> u64 {
 fn cpu_bound(gauge: &InFlight, work: u64) -> Result<Reactor, reactor::Error> {
     let mut builder = Reactor::builder("CpuBoundWork");
     builder.description("8 cpu_bound steps each counting primes, then their sum");
-    let mut sum = step("sum");
     for i in 0..CRUNCHES {
         let gauge = gauge.clone();
         builder.add(
@@ -83,16 +64,9 @@ fn cpu_bound(gauge: &InFlight, work: u64) -> Result<Reactor, reactor::Error> {
                     Ok(count_primes(work))
                 }),
         );
-        sum = sum.argument(format!("r{i}"), result(format!("crunch_{i}")));
     }
     builder
-        .add(sum.run_sync(|args, _| {
-            let mut total = 0_u64;
-            for (_, v) in args.iter() {
-                total += v.get::<u64>()?;
-            }
-            Ok(total)
-        }))
+        .add(sum_of("sum", (0..CRUNCHES).map(|i| format!("crunch_{i}"))))
         .returns("sum")
         .build()
 }
@@ -100,11 +74,11 @@ fn cpu_bound(gauge: &InFlight, work: u64) -> Result<Reactor, reactor::Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let gauge = InFlight::default();
-    let io = io_bound(&gauge, Duration::from_millis(20)).expect("a valid reactor");
+    let io = io_bound(&gauge).expect("a valid reactor");
     let cpu = cpu_bound(&gauge, 200_000).expect("a valid reactor");
     App::new("concurrency_starting_points")
         .about("The guide's max_concurrency starting points, tried on I/O- and CPU-bound reactors")
-        .reactor(Entry::new(io).output::<u64>())
+        .reactor(Entry::new(io).input::<u64>("call_ms").output::<u64>())
         .reactor(Entry::new(cpu).output::<u64>())
         .demo(demo)
         .main()
@@ -113,8 +87,8 @@ async fn main() -> ExitCode {
 
 async fn demo(quick: bool) -> Result<(), BoxError> {
     let gauge = InFlight::default();
-    let call = Duration::from_millis(if quick { 5 } else { 20 });
-    let io = io_bound(&gauge, call)?;
+    let io = io_bound(&gauge)?;
+    let call_ms = Inputs::new().with("call_ms", if quick { 5_u64 } else { 20 });
     let cpu = cpu_bound(&gauge, if quick { 5_000 } else { 300_000 })?;
     let n = cores();
     let expected_io = (0..CALLS as u64).sum::<u64>();
@@ -124,19 +98,21 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
         "{:<34} {:>6} {:>10} {:>10}",
         "workload", "limit", "time", "peak"
     );
-    let settings: [(&str, &Reactor, usize, u64); 7] = [
-        ("I/O-bound, 4 x cores", &io, n * 4, expected_io),
-        ("I/O-bound, 50% of that", &io, (n * 2).max(1), expected_io),
-        ("I/O-bound, 150%", &io, n * 6, expected_io),
-        ("I/O-bound, 200%", &io, n * 8, expected_io),
-        ("mixed, 2 x cores", &io, n * 2, expected_io),
-        ("external service limit, 10", &io, 10, expected_io),
-        ("CPU-bound, 1 x cores", &cpu, n, expected_cpu),
+    let io = (&io, &call_ms, expected_io);
+    let cpu = (&cpu, &Inputs::new(), expected_cpu);
+    let settings = [
+        ("I/O-bound, 4 x cores", io, n * 4),
+        ("I/O-bound, 50% of that", io, (n * 2).max(1)),
+        ("I/O-bound, 150%", io, n * 6),
+        ("I/O-bound, 200%", io, n * 8),
+        ("mixed, 2 x cores", io, n * 2),
+        ("external service limit, 10", io, 10),
+        ("CPU-bound, 1 x cores", cpu, n),
     ];
-    for (label, reactor, limit, expected) in settings {
+    for (label, (reactor, inputs, expected), limit) in settings {
         gauge.reset();
         let started = Instant::now();
-        let out = reactor.run(Inputs::new()).max_concurrency(limit).await?;
+        let out = reactor.run(inputs.clone()).max_concurrency(limit).await?;
         let took = started.elapsed();
         let peak = gauge.peak();
         println!("{label:<34} {limit:>6} {:>10.1?} {peak:>10}", took);

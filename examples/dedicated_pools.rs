@@ -17,46 +17,20 @@ mod common;
 
 use std::future::IntoFuture;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{check, InFlight};
+use common::{check, simulated_calls, InFlight};
 use reactor::cli::{App, Entry};
-use reactor::{input, result, step, BoxError, ConcurrencyPool, Inputs, Reactor};
+use reactor::{BoxError, ConcurrencyPool, Inputs, Reactor};
 
-/// `calls` steps each awaiting `call_ms`, then how many answered.
+/// `name`: `calls` simulated calls each awaiting `call_ms`, then their sum.
 fn calls(name: &str, calls: usize, gauge: &InFlight) -> Result<Reactor, reactor::Error> {
-    let mut builder = Reactor::builder(name);
-    builder
-        .description(format!("{calls} simulated calls, then how many answered"))
-        .input("call_ms");
-    let mut count = step("count");
-    for i in 0..calls {
-        let gauge = gauge.clone();
-        builder.add(
-            step(format!("call_{i}"))
-                .argument("ms", input("call_ms"))
-                .run(move |args, _| {
-                    let gauge = gauge.clone();
-                    async move {
-                        let ms = *args.get::<u64>("ms")?;
-                        let _flying = gauge.enter();
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(true)
-                    }
-                }),
-        );
-        count = count.argument(format!("r{i}"), result(format!("call_{i}")));
-    }
-    builder
-        .add(count.run_sync(|args, _| {
-            let mut answered = 0_u64;
-            for (_, v) in args.iter() {
-                answered += u64::from(*v.get::<bool>()?);
-            }
-            Ok(answered)
-        }))
-        .returns("count")
-        .build()
+    simulated_calls(
+        name,
+        &format!("{calls} simulated calls, then their sum"),
+        calls,
+        gauge,
+    )
 }
 
 #[tokio::main]
@@ -96,11 +70,12 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
             .pool(slow_pool.clone());
         handles.push(("SlowReactor", 30, tokio::spawn(run.into_future())));
     }
-    for (name, expected, handle) in handles {
+    for (name, calls, handle) in handles {
         let out = handle.await??;
+        let expected = (0..calls).sum::<u64>();
         check(
             *out.get::<u64>()? == expected,
-            format!("{name}: {out:?} answered"),
+            format!("{name}: sum {out:?}, expected {expected}"),
         )?;
     }
     println!(

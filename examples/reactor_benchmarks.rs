@@ -44,10 +44,13 @@
 //! `processing(data)` and `optimized_processing(data)` take a JSON array of
 //! numbers and print the sum of the processed records.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::mix;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use reactor::kinds::{element, map};
 use reactor::{input, result, step, BoxError, Inputs, Reactor, RunRequest, Value};
@@ -56,14 +59,6 @@ use reactor::{input, result, step, BoxError, Inputs, Reactor, RunRequest, Value}
 const IO_LATENCY: Duration = Duration::from_millis(1);
 /// How many records the optimized reactor handles per step.
 const CHUNK: usize = 50;
-
-/// splitmix64.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
 
 /// The guide's `generate_test_data(n)`: `n` records (one in ten needs a lookup).
 fn generate_test_data(n: u64) -> Vec<u64> {

@@ -10,55 +10,29 @@
 //!
 //! ```text
 //! cargo run --release --example shared_pools
-//! cargo run --release --example shared_pools -- run ApiFanOut --input calls_ms=5
+//! cargo run --release --example shared_pools -- run ApiFanOut --input call_ms=5
 //! ```
 
 mod common;
 
 use std::future::IntoFuture;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{check, InFlight};
+use common::{check, simulated_calls, InFlight};
 use reactor::cli::{App, Entry};
-use reactor::{input, result, step, BoxError, ConcurrencyPool, Inputs, Reactor};
+use reactor::{BoxError, ConcurrencyPool, Inputs, Reactor};
 
-const CALLS: u64 = 12;
+const CALLS: usize = 12;
 
-/// 12 concurrent calls each awaiting `calls_ms`, then their sum.
+/// 12 concurrent calls each awaiting `call_ms`, then their sum.
 fn api_fan_out(gauge: &InFlight) -> Result<Reactor, reactor::Error> {
-    let mut builder = Reactor::builder("ApiFanOut");
-    builder
-        .description("12 simulated API calls at once, then their sum")
-        .input("calls_ms");
-    let mut join = step("join");
-    for i in 0..CALLS {
-        let gauge = gauge.clone();
-        builder.add(
-            step(format!("call_{i}"))
-                .argument("ms", input("calls_ms"))
-                .run(move |args, _| {
-                    let gauge = gauge.clone();
-                    async move {
-                        let ms = *args.get::<u64>("ms")?;
-                        let _flying = gauge.enter();
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(i)
-                    }
-                }),
-        );
-        join = join.argument(format!("r{i}"), result(format!("call_{i}")));
-    }
-    builder
-        .add(join.run_sync(|args, _| {
-            let mut total = 0_u64;
-            for (_, v) in args.iter() {
-                total += v.get::<u64>()?;
-            }
-            Ok(total)
-        }))
-        .returns("join")
-        .build()
+    simulated_calls(
+        "ApiFanOut",
+        "12 simulated API calls at once, then their sum",
+        CALLS,
+        gauge,
+    )
 }
 
 #[tokio::main]
@@ -66,7 +40,7 @@ async fn main() -> ExitCode {
     let reactor = api_fan_out(&InFlight::default()).expect("a valid reactor");
     App::new("shared_pools")
         .about("Three concurrent runs sharing one concurrency pool")
-        .reactor(Entry::new(reactor).input::<u64>("calls_ms").output::<u64>())
+        .reactor(Entry::new(reactor).input::<u64>("call_ms").output::<u64>())
         .demo(demo)
         .main()
         .await
@@ -77,7 +51,7 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
     let ms = if quick { 5_u64 } else { 25 };
     let gauge = InFlight::default();
     let reactor = api_fan_out(&gauge)?;
-    let expected = (0..CALLS).sum::<u64>();
+    let expected = (0..CALLS as u64).sum::<u64>();
 
     for shared in [false, true] {
         gauge.reset();
@@ -87,7 +61,7 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
         let started = Instant::now();
         let runs = (0..3).map(|_| {
             let run = reactor
-                .run(Inputs::new().with("calls_ms", ms))
+                .run(Inputs::new().with("call_ms", ms))
                 .max_concurrency(LIMIT);
             let run = if shared { run.pool(pool.clone()) } else { run };
             tokio::spawn(run.into_future())

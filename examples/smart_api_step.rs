@@ -41,14 +41,15 @@
 //! anything else answers 404), each failing once before it succeeds, at
 //! real time.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{check, Jitter};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -120,34 +121,6 @@ fn backoff_ms(error: &ApiError, current_try: u32, jitter_ms: u64) -> Option<u64>
             Some(base.saturating_add(jitter_ms).min(UNAVAILABLE_CAP_MS))
         }
         ApiError::NetworkTimeout | ApiError::Permanent { .. } => None,
-    }
-}
-
-/// A tiny xorshift64* generator for jitter, seeded from the standard
-/// library's randomly keyed hasher (no `rand` dependency needed).
-struct Jitter(AtomicU64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Jitter(AtomicU64::new(seed | 1))
-    }
-
-    /// A draw from `1..=max`, like Erlang's `:rand.uniform(max)`.
-    fn uniform(&self, max: u64) -> u64 {
-        fn step(mut x: u64) -> u64 {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x
-        }
-        let previous = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x)))
-            .unwrap_or_else(|x| x);
-        step(previous).wrapping_mul(0x2545_f491_4f6c_dd1d) % max.max(1) + 1
     }
 }
 
@@ -531,15 +504,6 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Fails the demo with `message` unless `ok`.
-fn check(ok: bool, message: impl FnOnce() -> String) -> Result<(), BoxError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(message().into())
-    }
-}
-
 /// The gaps between consecutive requests.
 fn gaps(hits: &[Instant]) -> Vec<Duration> {
     hits.windows(2).map(|w| w[1] - w[0]).collect()
@@ -572,14 +536,15 @@ fn show_schedule() -> Result<(), BoxError> {
         let low = backoff_ms(&ApiError::ServiceUnavailable, t, 1).unwrap_or(0);
         let high = backoff_ms(&ApiError::ServiceUnavailable, t, JITTER_MAX_MS).unwrap_or(0);
         println!("  503 after try {t}      -> {low}..={high} ms");
-        check(low >= previous_low && high <= UNAVAILABLE_CAP_MS, || {
-            format!("503 delays after try {t} ({low}..={high} ms) shrank or passed the cap")
-        })?;
+        check(
+            low >= previous_low && high <= UNAVAILABLE_CAP_MS,
+            format!("503 delays after try {t} ({low}..={high} ms) shrank or passed the cap"),
+        )?;
         previous_low = low;
     }
     check(
         backoff_ms(&ApiError::ServiceUnavailable, 7, 1) == Some(UNAVAILABLE_CAP_MS),
-        || "the 503 schedule never reached its cap".into(),
+        "the 503 schedule never reached its cap",
     )
 }
 
@@ -641,9 +606,10 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
                 ms(gap)
             );
         }
-        check(body == expected, || {
-            format!("/{route} returned {body:?}, expected {expected:?}")
-        })?;
+        check(
+            body == expected,
+            format!("/{route} returned {body:?}, expected {expected:?}"),
+        )?;
     }
 
     // 429: every retry honoured Retry-After (+1 s), scaled.
@@ -663,32 +629,34 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
             })
             .count()
             == config.rate_limited_failures as usize,
-        || {
-            format!(
-                "expected {} rate-limit retries, saw {limited:?}",
-                config.rate_limited_failures
-            )
-        },
+        format!(
+            "expected {} rate-limit retries, saw {limited:?}",
+            config.rate_limited_failures
+        ),
     )?;
     for r in limited
         .iter()
         .filter(|r| matches!(r.error, Some(ApiError::RateLimit { .. })))
     {
-        check(delay(r.backoff) == guide_delay, || {
+        check(
+            delay(r.backoff) == guide_delay,
             format!(
                 "a rate limit backed off {:?}, expected {guide_delay:?}",
                 r.backoff
-            )
-        })?;
+            ),
+        )?;
     }
     let hits = server.hits("rate_limited");
     for gap in gaps(&hits)
         .into_iter()
         .take(config.rate_limited_failures as usize)
     {
-        check(gap >= retry_after, || {
-            format!("/rate_limited was requested again after {gap:?}, before its Retry-After ({retry_after:?})")
-        })?;
+        check(
+            gap >= retry_after,
+            format!(
+                "/rate_limited was requested again after {gap:?}, before its Retry-After ({retry_after:?})"
+            ),
+        )?;
     }
 
     // 503: delays grow, stay under the cap, and were waited out.
@@ -700,25 +668,26 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
         .collect();
     check(
         unavailable.len() == config.unavailable_failures as usize,
-        || {
-            format!(
-                "expected {} 503 retries, saw {unavailable:?}",
-                config.unavailable_failures
-            )
-        },
+        format!(
+            "expected {} 503 retries, saw {unavailable:?}",
+            config.unavailable_failures
+        ),
     )?;
-    check(unavailable.windows(2).all(|w| w[0] < w[1]), || {
-        format!("503 backoffs did not grow: {unavailable:?}")
-    })?;
+    check(
+        unavailable.windows(2).all(|w| w[0] < w[1]),
+        format!("503 backoffs did not grow: {unavailable:?}"),
+    )?;
     let cap = api.scaled(UNAVAILABLE_CAP_MS);
-    check(unavailable.iter().all(|d| *d <= cap), || {
-        format!("a 503 backoff passed the cap {cap:?}: {unavailable:?}")
-    })?;
+    check(
+        unavailable.iter().all(|d| *d <= cap),
+        format!("a 503 backoff passed the cap {cap:?}: {unavailable:?}"),
+    )?;
     let hits = server.hits("unavailable");
     for (gap, wanted) in gaps(&hits).into_iter().zip(&unavailable) {
-        check(gap >= *wanted, || {
-            format!("/unavailable retried after {gap:?}, before its backoff {wanted:?}")
-        })?;
+        check(
+            gap >= *wanted,
+            format!("/unavailable retried after {gap:?}, before its backoff {wanted:?}"),
+        )?;
     }
 
     // Slow: the first request timed out and was retried at once.
@@ -727,11 +696,12 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
         slow.first().is_some_and(|r| {
             r.error == Some(ApiError::NetworkTimeout) && r.backoff == Backoff::Now
         }),
-        || format!("/slow was not retried at once after a timeout: {slow:?}"),
+        format!("/slow was not retried at once after a timeout: {slow:?}"),
     )?;
-    check(server.hits("slow").len() >= 2, || {
-        "/slow was requested only once".into()
-    })?;
+    check(
+        server.hits("slow").len() >= 2,
+        "/slow was requested only once",
+    )?;
 
     // 404: a permanent error, not retried.
     let missing = Arc::new(RetryLog::default());
@@ -757,11 +727,11 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
                 ..
             })
         ),
-        || format!("/missing failed with {error:?}, expected a permanent 404"),
+        format!("/missing failed with {error:?}, expected a permanent 404"),
     )?;
     check(
         server.hits("missing").len() == 1 && missing.of("fetch").is_empty(),
-        || "/missing was retried".into(),
+        "/missing was retried",
     )?;
 
     server.shutdown();
