@@ -67,8 +67,16 @@ fn runs(c: &mut Criterion) {
     group.finish();
 }
 
+/// A middleware that does nothing with the events it is given.
+struct Noop;
+
+impl Middleware for Noop {
+    fn on_event(&self, _: &reactor::Event<'_>) {}
+}
+
 /// What watching a run costs: the 1,000-step fan-out (async run) with no
-/// middleware, a `Recording`, `telemetry::Metrics` (with no recorder
+/// middleware, one that ignores every event (the cost of delivering
+/// them), a `Recording`, `telemetry::Metrics` (with no recorder
 /// installed: the facade's no-op) and `telemetry::Handlers` with one
 /// handler attached to step stops.
 fn watched(c: &mut Criterion) {
@@ -86,8 +94,9 @@ fn watched(c: &mut Criterion) {
     handlers.attach("count", "reactor.step.run.stop", move |_| {
         counted.fetch_add(1, Ordering::Relaxed);
     });
-    let watchers: [(&str, Option<Arc<dyn Middleware>>); 4] = [
+    let watchers: [(&str, Option<Arc<dyn Middleware>>); 5] = [
         ("none", None),
+        ("noop_middleware", Some(Arc::new(Noop))),
         ("recording", Some(Arc::new(Recording::new()))),
         ("metrics", Some(Arc::new(Metrics::new()))),
         ("handlers", Some(handlers)),
