@@ -2,6 +2,8 @@
 //! source of inputs, and a one-line error (exit code 1) for each kind of
 //! bad input. `tests/guide_examples.rs` drives the examples' binaries.
 
+#![cfg(feature = "cli")]
+
 use reactor::cli::{App, Entry};
 use reactor::kinds::{element, map};
 use reactor::{input, result, step, Outcome, Reactor};
@@ -175,7 +177,7 @@ async fn describe_shows_steps_arguments_and_a_diagram() {
         "reactor orders",
         "inputs: orders, factor",
         "returns: totals",
-        "totals (map)",
+        "totals (map, batch_size 100)",
         "source <- input(orders)",
         "order <- element(totals)",
         "mermaid:\nflowchart TD",
@@ -418,4 +420,106 @@ async fn a_panicking_step_is_an_error_not_a_crash() {
         .unwrap();
     let ran = cli_with(App::new("shop").reactor(panics), &["run", "panics"]).await;
     assert_error(&ran, "bad luck");
+}
+
+/// A `Serialize` that panics.
+#[derive(Clone)]
+struct Explosive;
+
+impl Serialize for Explosive {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("serialize boom")
+    }
+}
+
+fn returning<T: Send + Sync + Clone + 'static>(name: &str, value: T) -> Reactor {
+    Reactor::builder(name)
+        .add(step("give").run_sync(move |_, _| Ok(value.clone())))
+        .returns("give")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_binarys_own_code_failing_is_a_one_line_error() {
+    let explosive = Entry::new(returning("explosive", Explosive)).output::<Explosive>();
+    let ran = cli_with(App::new("shop").reactor(explosive), &["run", "explosive"]).await;
+    assert_error(&ran, "printing the result panicked: serialize boom");
+
+    let configure = Entry::new(returning("c", 1_u8)).configure(|_| panic!("configure boom"));
+    let ran = cli_with(App::new("shop").reactor(configure), &["run", "c"]).await;
+    assert_error(&ran, "configuring the run panicked: configure boom");
+}
+
+#[tokio::test]
+async fn a_result_without_a_json_form_is_an_error_not_a_placeholder() {
+    #[derive(Clone)]
+    struct Opaque;
+    let ran = cli_with(
+        App::new("shop").reactor(returning("o", Opaque)),
+        &["run", "o"],
+    )
+    .await;
+    assert_error(
+        &ran,
+        "reactor `o` returned a `Opaque`, which has no JSON form here (declare it with Entry::output",
+    );
+    let keyed = std::collections::BTreeMap::from([((1_u8, 2_u8), 3_u8)]);
+    let entry =
+        Entry::new(returning("k", keyed)).output::<std::collections::BTreeMap<(u8, u8), u8>>();
+    let ran = cli_with(App::new("shop").reactor(entry), &["run", "k"]).await;
+    assert_error(&ran, "JSON cannot hold");
+    let wide = cli_with(
+        App::new("shop").reactor(returning("w", u128::MAX)),
+        &["run", "w"],
+    )
+    .await;
+    assert_eq!(wide.out.trim(), format!("\"{}\"", u128::MAX));
+}
+
+#[tokio::test]
+async fn mistakes_in_the_binarys_declarations_are_named() {
+    let app = App::new("shop").reactor(untyped()).reactor(untyped());
+    assert_error(
+        &cli_with(app, &["run", "untyped"]).await,
+        "`shop` offers two reactors named `untyped`",
+    );
+    let app = App::new("shop").reactor(Entry::new(untyped()).input::<u8>("c"));
+    let ran = cli_with(app, &["run", "untyped", "-i", "a=1", "-i", "b=2"]).await;
+    assert_error(
+        &ran,
+        "declares input `c`, which reactor `untyped` does not have",
+    );
+    let ran = cli(&[
+        "run",
+        "untyped",
+        "-i",
+        "a=1",
+        "-i",
+        "b=2",
+        "--max-concurrency",
+        "0",
+    ])
+    .await;
+    assert_eq!(ran.code, 2, "clap refuses it: {}", ran.err);
+}
+
+/// A writer whose reader has gone away.
+struct ClosedPipe;
+
+impl std::io::Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_quietly() {
+    let mut err = Vec::new();
+    let args = ["shop", "describe", "orders"];
+    let code = app().run(args, &mut ClosedPipe, &mut err).await;
+    assert_eq!((code, err.as_slice()), (0, &b""[..]));
 }

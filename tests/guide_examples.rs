@@ -7,6 +7,8 @@
 //! The binaries are the ones `cargo test` builds beside the tests
 //! (`target/<profile>/examples/`).
 
+#![cfg(feature = "cli")]
+
 mod common;
 
 use std::path::PathBuf;

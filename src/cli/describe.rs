@@ -9,8 +9,11 @@ use crate::step::{Shape, StepSpec};
 const INTERNAL: &str = "__";
 
 /// The reactor's name, description, inputs, return step, then each step
-/// with its kind, arguments (`name <- source`) and `wait_for`, nested
-/// steps indented under their step.
+/// with its kind and options (a map's batch size and ordering,
+/// `cpu_bound`, `run_async false`, `max_retries` when not the default),
+/// arguments
+/// (`name <- source`) and `wait_for`, nested steps indented under their
+/// step.
 pub(super) fn describe(reactor: &Reactor) -> String {
     let plan = reactor.plan();
     let mut out = format!("reactor {}\n", plan.name);
@@ -42,19 +45,48 @@ fn step(out: &mut String, spec: &StepSpec, depth: usize) {
     let pad = "  ".repeat(depth);
     let shape = spec.def().extras().shape.clone();
     let _ = write!(out, "{pad}{}", spec.name());
-    if let Some(shape) = &shape {
-        let _ = write!(out, " ({})", shape.kind());
+    let def = spec.def();
+    let mut traits: Vec<String> = shape.iter().map(|s| s.kind().to_string()).collect();
+    if let Some(Shape::Map {
+        batch_size,
+        strict_ordering,
+        ..
+    }) = shape.as_deref()
+    {
+        traits.push(format!("batch_size {batch_size}"));
+        if !strict_ordering {
+            traits.push("unordered".into());
+        }
+    }
+    if def.cpu_bound {
+        traits.push("cpu_bound".into());
+    }
+    if !def.run_async {
+        traits.push("run_async false".into());
+    }
+    // A kind sets its own retries; a step's own, when not the default.
+    if shape.is_none() {
+        match def.max_retries {
+            None => traits.push("unlimited retries".into()),
+            Some(n) if n != crate::step::DEFAULT_MAX_RETRIES => {
+                traits.push(format!("max_retries {n}"));
+            }
+            Some(_) => {}
+        }
+    }
+    if !traits.is_empty() {
+        let _ = write!(out, " ({})", traits.join(", "));
     }
     if let Some(text) = spec.description_text() {
         let _ = write!(out, ": {text}");
     }
     out.push('\n');
-    for a in &spec.def().arguments {
+    for a in &def.arguments {
         if !a.name.starts_with(INTERNAL) {
             let _ = writeln!(out, "{pad}  {} <- {}", a.name, a.source);
         }
     }
-    for w in &spec.def().extras().wait_for {
+    for w in &def.extras().wait_for {
         let _ = writeln!(out, "{pad}  waits for {w}");
     }
     match shape.as_deref() {

@@ -10,22 +10,27 @@
 //! | `demo [--quick]` | the program's own demonstration, if it has one (also what no command runs) |
 //!
 //! Inputs come from a JSON or YAML file (`--inputs f.json`, `f.yaml`, or
-//! `-` for standard input), then from each `--input key=value` (the value
-//! read as JSON, else taken as a string). An input declared with
+//! `-` for standard input in either), then from each `--input key=value`
+//! (the value read as JSON, else taken as a string; a value that starts
+//! like a JSON array or object must be valid JSON). An input declared with
 //! [`Entry::input`] is converted to its type through `serde`; any other is
 //! a `String`, `i64`, `f64`, `bool` or, for arrays and objects, a
-//! `serde_json::Value`. The result is printed as JSON (or YAML) on standard
-//! output: through [`Entry::output`]'s type when declared, else the
-//! standard types as themselves and any other as its `Debug` text.
+//! `serde_json::Value`. Inputs nested deeper than 128 levels are refused.
+//! The result is printed as JSON (or YAML) on standard output: through
+//! [`Entry::output`]'s type when declared, else the standard types (and
+//! lists and maps of them) as themselves; a result of any other type is an
+//! error saying to declare it.
 //!
 //! `--progress` draws progress bars on standard error when it is a
 //! terminal; `--timeline` and `--mermaid` print each step's start, end and
 //! outcome, or the run-annotated diagram, on standard error when the run
 //! ends (whether it succeeded or not).
 //!
-//! Exit codes: 0 on success, 1 when the run fails or halts or the input is
-//! bad (with a one-line `error: ...` on standard error naming what), 2 for
-//! a malformed command line (clap's usage message).
+//! Exit codes: 0 on success (and when the reader of the output went away
+//! before the end), 1 when the run fails or halts, the input is bad or the
+//! binary's own code (a demo, [`Entry::configure`], a `Serialize` impl)
+//! fails or panics, with a one-line `error: ...` on standard error naming
+//! what; 2 for a malformed command line (clap's usage message).
 //!
 //! # Examples
 //!
@@ -154,6 +159,35 @@ impl From<Reactor> for Entry {
 
 /// A command line over a set of reactors (see the [module](self) for its
 /// commands).
+///
+/// # Examples
+///
+/// A binary's whole `main`:
+///
+/// ```no_run
+/// use reactor::cli::{App, Entry};
+/// use reactor::{input, step, Reactor};
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     let double = Reactor::builder("double")
+///         .input("n")
+///         .add(step("twice").argument("n", input("n")).run_sync(|a, _| Ok(a.get::<i64>("n")? * 2)))
+///         .returns("twice")
+///         .build()
+///         .expect("a valid reactor");
+///     App::new("numbers")
+///         .about("Doubles numbers")
+///         .reactor(Entry::new(double).input::<i64>("n"))
+///         // What `numbers` with no command (or `numbers demo`) runs.
+///         .demo(|quick| async move {
+///             println!("a {} demo", if quick { "short" } else { "full" });
+///             Ok(())
+///         })
+///         .main()
+///         .await
+/// }
+/// ```
 pub struct App {
     name: String,
     about: Option<String>,
@@ -223,9 +257,9 @@ enum Command {
         /// Prints the run-annotated Mermaid diagram when the run ends.
         #[arg(long)]
         mermaid: bool,
-        /// The run's concurrency limit.
-        #[arg(long, value_name = "N")]
-        max_concurrency: Option<usize>,
+        /// The run's concurrency limit (at least 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_concurrency: Option<u32>,
     },
     /// Runs the program's demonstration.
     Demo {
@@ -249,11 +283,28 @@ enum Format {
     Yaml,
 }
 
-/// A one-line error for the user.
+/// A one-line error for the user (empty: exit quietly, with success).
 struct Failure(String);
 
-impl<T: std::fmt::Display> From<T> for Failure {
-    fn from(e: T) -> Failure {
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // Whoever read the output stopped reading: nothing to report.
+            Failure(String::new())
+        } else {
+            Failure(format!("writing the output: {e}"))
+        }
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+impl From<serde_yaml_ng::Error> for Failure {
+    fn from(e: serde_yaml_ng::Error) -> Failure {
         Failure(e.to_string())
     }
 }
@@ -335,15 +386,11 @@ impl App {
         };
         let result = match cli.command {
             None if self.demo.is_none() => {
-                let _ = write!(out, "{}", command.render_help());
-                Ok(())
+                write!(out, "{}", command.render_help()).map_err(Failure::from)
             }
             None => self.run_demo(false).await,
             Some(Command::Demo { quick }) => self.run_demo(quick).await,
-            Some(Command::List) => {
-                self.list(out);
-                Ok(())
-            }
+            Some(Command::List) => self.list(out),
             Some(Command::Describe {
                 name,
                 direction,
@@ -372,6 +419,7 @@ impl App {
         };
         match result {
             Ok(()) => 0,
+            Err(Failure(text)) if text.is_empty() => 0,
             Err(Failure(text)) => {
                 let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
                 let _ = writeln!(err, "error: {line}");
@@ -398,6 +446,13 @@ impl App {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, Failure> {
+        let mut named = self.entries.iter().filter(|e| e.reactor.name() == name);
+        if let (Some(_), Some(_)) = (named.next(), named.next()) {
+            return Err(Failure(format!(
+                "`{}` offers two reactors named `{name}`",
+                self.name
+            )));
+        }
         self.entries
             .iter()
             .find(|e| e.reactor.name() == name)
@@ -414,16 +469,17 @@ impl App {
             })
     }
 
-    fn list(&self, out: &mut dyn Write) {
+    fn list(&self, out: &mut dyn Write) -> Result<(), Failure> {
         for e in &self.entries {
             let r = &e.reactor;
             let inputs: Vec<&str> = r.input_names().collect();
-            let _ = write!(out, "{}({})", r.name(), inputs.join(", "));
+            write!(out, "{}({})", r.name(), inputs.join(", "))?;
             if let Some(text) = r.description() {
-                let _ = write!(out, "  {text}");
+                write!(out, "  {text}")?;
             }
-            let _ = writeln!(out);
+            writeln!(out)?;
         }
+        Ok(())
     }
 
     fn describe(
@@ -470,10 +526,10 @@ impl App {
         let inputs = values::inputs_for(reactor, &entry.inputs, given).map_err(Failure)?;
         let mut request = reactor.run(inputs);
         if let Some(configure) = &entry.configure {
-            request = configure(request);
+            request = guarded("configuring the run", || configure(request))?;
         }
         if let Some(n) = how.max_concurrency {
-            request = request.max_concurrency(n);
+            request = request.max_concurrency(n as usize);
         }
         let recording = (how.timeline || how.mermaid).then(Recording::new);
         if let Some(r) = &recording {
@@ -502,10 +558,11 @@ impl App {
             }
         }
         let value = result.map_err(|e| Failure(format!("reactor `{name}`: {e}")))?;
-        let json = match &entry.output {
+        let json = guarded("printing the result", || match &entry.output {
             Some(convert) => convert(&value),
             None => values::to_json(&value),
-        };
+        })?
+        .map_err(|e| Failure(format!("reactor `{name}` returned {e}")))?;
         match how.format {
             Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
             Format::Yaml => write!(out, "{}", serde_yaml_ng::to_string(&json)?)?,
@@ -520,7 +577,18 @@ struct RunHow {
     progress: bool,
     timeline: bool,
     mermaid: bool,
-    max_concurrency: Option<usize>,
+    max_concurrency: Option<u32>,
+}
+
+/// Runs user code `f` of the command line (a configure closure, a
+/// `Serialize` impl), its panic an error of `what`.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, Failure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        Failure(format!(
+            "{what} panicked: {}",
+            crate::error::panic_message(panic.as_ref())
+        ))
+    })
 }
 
 fn direction(flow: Flow) -> Direction {

@@ -1,8 +1,12 @@
 //! `run --progress`: progress bars on the terminal (`indicatif`), fed by
 //! the run's events: steps done of those known (the count grows as steps
-//! are added while running), and map elements done.
+//! are added while running), and for each map, its elements done.
+//!
+//! Steps are told apart by name: a map's element is counted when the
+//! map's returned step completes (or is recovered by compensation), so a
+//! step named like a map's returned step elsewhere counts there too.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,10 +19,10 @@ use crate::step::Shape;
 /// The bars, and which steps they count.
 pub(super) struct Progress {
     steps: ProgressBar,
-    elements: ProgressBar,
-    /// The reactor's own steps, and each map's returned (per element) step.
+    /// A bar per map, by the name of its returned (per element) step.
+    elements: BTreeMap<String, ProgressBar>,
+    /// The reactor's own steps.
     top: HashSet<String>,
-    per_element: HashSet<String>,
     /// Steps nested in the reactor's steps (map elements', groups',
     /// branches'), which may run under the same run id.
     nested: HashSet<String>,
@@ -37,47 +41,38 @@ impl Progress {
     /// terminal (hidden otherwise).
     pub(super) fn new(reactor: &Reactor) -> Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let visible = |name: &str| !name.starts_with("__");
         let top: HashSet<String> = reactor
             .step_names()
-            .filter(|n| visible(n))
+            .filter(|n| !n.starts_with("__"))
             .map(str::to_string)
             .collect();
-        let per_element = reactor
-            .plan()
-            .steps
-            .iter()
-            .filter_map(|s| match s.spec.def().extras().shape.as_deref() {
-                Some(Shape::Map { returns, .. }) => Some(returns.to_string()),
-                _ => None,
-            })
-            .collect::<HashSet<_>>();
-        let mut nested = HashSet::new();
-        for s in &reactor.plan().steps {
-            nested_names(s.spec.def().extras().shape.as_deref(), &mut nested);
-        }
         let steps = multi.add(ProgressBar::new(top.len() as u64));
         steps.set_style(
-            ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg}")
+            ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         steps.set_prefix("steps");
-        let elements = multi.add(ProgressBar::no_length());
-        elements.set_style(
-            ProgressStyle::with_template("{prefix:>9} {pos} done ({per_sec})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        elements.set_prefix("elements");
-        if per_element.is_empty() {
-            elements.finish_and_clear();
+        let mut elements = BTreeMap::new();
+        let mut nested = HashSet::new();
+        for s in &reactor.plan().steps {
+            let shape = s.spec.def().extras().shape.as_deref();
+            nested_names(shape, &mut nested);
+            if let Some(Shape::Map { returns, .. }) = shape {
+                let bar = multi.add(ProgressBar::no_length());
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>16} {pos} elements done")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(s.spec.name().to_string());
+                elements.insert(returns.to_string(), bar);
+            }
         }
         let known = top.clone();
         Progress {
             steps,
             elements,
             top,
-            per_element,
             nested,
             seen: Mutex::new(Seen {
                 known,
@@ -89,7 +84,7 @@ impl Progress {
     /// Leaves the bars as they ended.
     pub(super) fn finish(&self) {
         self.steps.abandon();
-        self.elements.abandon();
+        self.elements.values().for_each(ProgressBar::abandon);
     }
 }
 
@@ -109,19 +104,24 @@ fn nested_names(shape: Option<&Shape>, names: &mut HashSet<String>) {
 impl Middleware for Progress {
     fn on_event(&self, event: &Event<'_>) {
         let Some(step) = event.step else { return };
+        // Succeeded, or recovered by its compensation.
+        let succeeded = matches!(
+            event.kind,
+            EventKind::StepComplete { .. } | EventKind::CompensateContinue { .. }
+        );
+        let ended = succeeded
+            || matches!(
+                event.kind,
+                EventKind::GuardSkip { .. } | EventKind::StepFailed { .. }
+            );
+        if let (true, Some(bar)) = (succeeded, self.elements.get(step)) {
+            bar.inc(1);
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let root = seen.root.get_or_insert_with(|| event.run_id.to_string());
         let in_root = *root == event.run_id;
-        let ended = matches!(
-            event.kind,
-            EventKind::StepComplete { .. }
-                | EventKind::GuardSkip { .. }
-                | EventKind::StepFailed { .. }
-        );
-        if self.per_element.contains(step) && matches!(event.kind, EventKind::StepComplete { .. }) {
-            self.elements.inc(1);
-        }
-        if !in_root || step.starts_with("__") || self.nested.contains(step) {
+        let top = self.top.contains(step);
+        if !in_root || step.starts_with("__") || (self.nested.contains(step) && !top) {
             return;
         }
         if matches!(event.kind, EventKind::StepStart { .. }) && seen.known.insert(step.to_string())
@@ -129,10 +129,7 @@ impl Middleware for Progress {
             // Added while running: one more step known.
             self.steps.inc_length(1);
         }
-        if ended
-            && (self.top.contains(step) || seen.known.contains(step))
-            && seen.done.insert(step.to_string())
-        {
+        if ended && seen.done.insert(step.to_string()) {
             self.steps.inc(1);
             self.steps.set_message(step.to_string());
         }
@@ -148,15 +145,22 @@ mod tests {
     use crate::{input, result, step, Inputs, Outcome};
 
     #[tokio::test]
-    async fn counts_steps_done_of_known_and_map_elements_done() {
+    async fn counts_steps_done_of_known_and_map_elements_done_or_recovered() {
         let reactor = Reactor::builder("counted")
             .input("numbers")
             .add(
                 map("doubled", input("numbers"))
                     .items::<u64>()
+                    // One element fails and is recovered by compensation.
                     .steps([step("double")
                         .argument("n", element("doubled"))
-                        .run_sync(|a, _| Ok(a.get::<u64>("n")? * 2))])
+                        .run_sync(|a, _| match *a.get::<u64>("n")? {
+                            3 => Err("three".into()),
+                            n => Ok(n * 2),
+                        })
+                        .compensate(|_, _, _| async {
+                            crate::Compensation::Continue(crate::Value::new(0_u64))
+                        })])
                     .into_step()
                     .unwrap(),
             )
@@ -182,6 +186,6 @@ mod tests {
             .unwrap();
         assert_eq!(progress.steps.length(), Some(3), "doubled, grow, added");
         assert_eq!(progress.steps.position(), 3);
-        assert_eq!(progress.elements.position(), 5);
+        assert_eq!(progress.elements["double"].position(), 5);
     }
 }

@@ -320,6 +320,8 @@ impl Map {
             steps: self.steps.clone(),
             returns: returns.clone(),
             element: element_input(&self.name).into(),
+            batch_size: self.batch_size,
+            strict_ordering: self.strict_ordering,
         };
         let mut map = self;
         map.steps = std::mem::take(&mut map.steps)

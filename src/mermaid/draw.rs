@@ -213,6 +213,7 @@ impl Drawer<'_> {
                 steps,
                 returns,
                 element,
+                ..
             } => {
                 let id = self.id('e');
                 self.line(depth, &format!("{id}[/\"element\"/]"));

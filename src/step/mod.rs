@@ -31,6 +31,8 @@ pub(crate) enum Runner {
 pub(crate) use spec::Implementation;
 pub(crate) use spec::Shape;
 pub(crate) use spec::StepImp;
+#[cfg(feature = "cli")]
+pub(crate) use spec::DEFAULT_MAX_RETRIES;
 pub use spec::{step, Guard, StepSpec};
 
 use crate::argument::Arguments;

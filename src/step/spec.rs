@@ -115,6 +115,12 @@ pub(crate) enum Shape {
         returns: Name,
         /// The input through which nested steps read the element.
         element: Name,
+        /// At most this many elements in flight (shown by `describe`).
+        #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+        batch_size: usize,
+        /// Outputs in source order (shown by `describe`).
+        #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+        strict_ordering: bool,
     },
     /// Another reactor, run once (`compose`) or again and again (`recurse`).
     Reactor {
