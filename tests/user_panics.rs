@@ -193,3 +193,31 @@ async fn a_panicking_navigate_impl_fails_the_step_reading_it() {
         assert_eq!(*undone.lock().unwrap(), ["first"]);
     }
 }
+
+#[tokio::test]
+async fn a_panicking_backoff_fails_its_step_and_unwinds() {
+    for run_async in [true, false] {
+        let undone: Log = Default::default();
+        let reactor = Reactor::builder("r")
+            .add(undoable("first", &undone))
+            .add(
+                step("flaky")
+                    .argument("f", result("first"))
+                    .run_sync(|_, _| Ok(reactor::Outcome::Retry(None)))
+                    .backoff(|_, _, _| panic!("backoff bug")),
+            )
+            .returns("flaky")
+            .build()
+            .unwrap();
+        let err = reactor
+            .run(Inputs::new())
+            .run_async(run_async)
+            .await
+            .unwrap_err();
+        let run = run_error(err);
+        let e = run.for_step("flaky").next().expect("the step fails");
+        assert_eq!((e.phase, e.attempt), (Phase::Run, 1));
+        assert!(e.to_string().contains("backoff: backoff bug"), "{e}");
+        assert_eq!(*undone.lock().unwrap(), ["first"]);
+    }
+}

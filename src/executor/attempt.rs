@@ -265,17 +265,21 @@ pub(crate) fn step_span(parent: &tracing::Span, ctx: &Context) -> tracing::Span 
     )
 }
 
-/// Asks `step` how long to wait before retrying (a panic means now).
+/// Asks `step` how long to wait before retrying; a panic is the step's
+/// failure (a [`StepPanicked`] reason naming `backoff`).
 pub(crate) fn backoff(
     step: &dyn Step,
     reason: Option<&Reason>,
     args: &Arguments,
     ctx: &Context,
-) -> Backoff {
+) -> Result<Backoff, Reason> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| step.backoff(reason, args, ctx))) {
-        Ok(Backoff::After(d)) if d.is_zero() => Backoff::Now,
-        Ok(b) => b,
-        Err(_) => Backoff::Now,
+        Ok(Backoff::After(d)) if d.is_zero() => Ok(Backoff::Now),
+        Ok(b) => Ok(b),
+        Err(p) => Err(Reason::new(StepPanicked(format!(
+            "backoff: {}",
+            panic_message(&*p)
+        )))),
     }
 }
 

@@ -56,7 +56,7 @@ impl Coordinator {
 
     /// A step retries: counted against its `max_retries` (past them it
     /// fails, with the retry reason or `RetriesExceeded`), then ready again
-    /// at once or after its backoff.
+    /// at once or after its backoff (a panicking backoff fails the step).
     fn retry(
         &mut self,
         key: Key,
@@ -70,6 +70,14 @@ impl Coordinator {
         let backoff = attempt::backoff(&*def.imp(), reason.as_ref(), &args, &ctx);
         let max = def.max_retries;
         drop(def);
+        let backoff = match backoff {
+            Ok(backoff) => backoff,
+            Err(panicked) => {
+                let attempt = self.instances[key.inst as usize].nodes[key.i()].retries + 1;
+                self.fail(key, Phase::Run, attempt, StepErrorKind::Failed(panicked));
+                return;
+            }
+        };
         if ctx.events {
             let attempt = ctx.current_try + 1;
             if let Err(panic) = ctx.emit(|| EventKind::StepRetry {
