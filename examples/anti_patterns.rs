@@ -50,12 +50,17 @@ fn explicit_dependency(latency: Duration) -> Result<Reactor, reactor::Error> {
                 .argument("data", input("data"))
                 .run_sync(|args, _| {
                     // No waiting here: the dependency made sure it is ready.
-                    let resource = args.get::<Resource>("resource_ready")?;
-                    Ok(args
+                    let multiplier = args.get::<Resource>("resource_ready")?.multiplier;
+                    let processed = args
                         .get::<Vec<u64>>("data")?
                         .iter()
-                        .map(|d| d * resource.multiplier)
-                        .collect::<Vec<_>>())
+                        .map(|&d| {
+                            d.checked_mul(multiplier).ok_or_else(|| {
+                                format!("data value {d} times {multiplier} overflows a u64")
+                            })
+                        })
+                        .collect::<Result<Vec<u64>, String>>()?;
+                    Ok(processed)
                 }),
         )
         .returns("process_data")

@@ -10,9 +10,12 @@
 //! waiting. A step backing off holds no concurrency slot, so the other
 //! items keep running meanwhile; the fixed backoff still costs at least
 //! the longest chain of retries times 100 ms. The demo prints the time and
-//! attempts of each strategy and checks that both completed all 100 items
-//! with the same attempts, and that the fixed backoff took longer (by at
-//! least its delays). The full demo repeats each strategy 5 times, like
+//! attempts of each strategy and checks what does not depend on the
+//! machine's speed: both completed all 100 items with the same attempts,
+//! the fixed backoff scheduled more delay in all, and each of its runs took
+//! at least its longest chain of delays. It prints, but does not compare,
+//! the wall times of the two strategies: on a loaded machine scheduling
+//! noise can outweigh the delays. The full demo repeats each strategy 5 times, like
 //! the guide's Benchee run; `--quick` runs each once with the delay scaled
 //! down to 10 ms.
 //!
@@ -258,7 +261,7 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
     }
     let [now, fixed] = &results;
     println!(
-        "\nfixed_backoff is {:.1}x slower for the same {} attempts per run: the time goes to waiting\n(the backoffs add up to more than the run took: items wait concurrently).",
+        "\nfixed_backoff took {:.1}x the time of no_backoff here, for the same {} attempts per run: the\ndifference is the waiting (the backoffs add up to more than the run took: items wait\nconcurrently). Wall times are printed, not checked: they depend on the machine's load.",
         fixed.mean_time().as_secs_f64() / now.mean_time().as_secs_f64().max(1e-9),
         fixed.mean(|t| t.attempts)
     );
@@ -287,7 +290,8 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
     )?;
     for (round, (time, tally)) in fixed.times.iter().zip(&fixed.tallies).enumerate() {
         // The item with the most retries waited `delay` before each.
-        let floor = delay * (tally.max_attempts - 1);
+        // A lower bound only: a loaded machine can only make it slower.
+        let floor = delay.saturating_mul(tally.max_attempts.saturating_sub(1));
         check(
             *time >= floor,
             format!(
@@ -301,14 +305,6 @@ async fn demo(quick: bool) -> Result<(), BoxError> {
             "fixed_backoff waited {:?}, no more than no_backoff ({:?})",
             fixed.waited(),
             now.waited()
-        ),
-    )?;
-    check(
-        fixed.mean_time() > now.mean_time(),
-        format!(
-            "fixed_backoff ({:?}) was not slower than no_backoff ({:?})",
-            fixed.mean_time(),
-            now.mean_time()
         ),
     )?;
     println!("All checks passed.");

@@ -24,10 +24,12 @@ use reactor::cli::{App, Entry};
 use reactor::telemetry::{Handlers, Metrics};
 use reactor::{input, step, BoxError, Inputs, Reactor};
 
-/// The guide's `expensive_operation`: here, a simulated slow call.
-async fn expensive_operation(data: u64, latency: Duration) -> u64 {
+/// The guide's `expensive_operation`: here, a simulated slow call
+/// squaring `data` (an error, naming it, if the square overflows a `u64`).
+async fn expensive_operation(data: u64, latency: Duration) -> Result<u64, String> {
     tokio::time::sleep(latency).await;
-    data * data
+    data.checked_mul(data)
+        .ok_or_else(|| format!("data = {data}: its square overflows a u64"))
 }
 
 fn monitored_reactor(
@@ -40,7 +42,7 @@ fn monitored_reactor(
         .input("data")
         .add(step("slow_operation").argument("data", input("data")).run(
             move |args, _| async move {
-                Ok(expensive_operation(*args.get::<u64>("data")?, latency).await)
+                Ok::<_, BoxError>(expensive_operation(*args.get::<u64>("data")?, latency).await?)
             },
         ))
         .returns("slow_operation")
@@ -95,6 +97,8 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("monitored_reactor=debug")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal, not in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let telemetry = Arc::new(Handlers::new());
     attach_performance_handler(&telemetry, Arc::default());

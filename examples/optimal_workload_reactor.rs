@@ -57,7 +57,8 @@ async fn fetch_user_preferences(ids: &[u64], latency: Duration) -> Vec<Preferenc
     ids.iter()
         .map(|&id| Preference {
             id,
-            likes: (0..20).map(|k| ((id * 7 + k) % 100) as u32).collect(),
+            // `(id * 7 + k) % 100`, without overflowing for the largest ids.
+            likes: (0..20).map(|k| ((id % 100 * 7 + k) % 100) as u32).collect(),
         })
         .collect()
 }

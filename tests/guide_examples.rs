@@ -185,7 +185,7 @@ fn the_binary_runs_a_reactor_and_reports_bad_input_in_one_line() {
         ),
         (
             &["run", "DataProcessor", "--inputs", "-"][..],
-            "standard input: malformed JSON or YAML",
+            "standard input: malformed JSON",
         ),
     ] {
         let out = Command::new(binary("data_processor"))
