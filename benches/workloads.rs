@@ -1,6 +1,7 @@
-//! The standard benchmark workloads of `WORKLOADS.md` (W1–W8, W4 pending),
-//! each measured beside the two reference executors of `baseline/` in the
-//! same run, with the project's targets checked at the end.
+//! The standard benchmark workloads of `WORKLOADS.md` (W1–W10; W9 in
+//! `small_runs/`), each measured beside the two reference executors of
+//! `baseline/` in the same run, with the project's targets checked at the
+//! end.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench workloads [-- --quick] [-- FILTER...]
@@ -18,6 +19,7 @@
 //! sample's result is checked; a wrong answer panics (exit code 101).
 
 mod baseline;
+mod small_runs;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -1640,7 +1642,7 @@ fn main() {
         rows: Vec::new(),
     };
     // The build comes first, on a fresh heap, as it would at start-up.
-    let workloads: [(&str, WorkloadFn); 10] = [
+    let workloads: [(&str, WorkloadFn); 11] = [
         ("build", build_1m),
         ("w1", w1),
         ("w2", w2),
@@ -1650,6 +1652,7 @@ fn main() {
         ("w6", w6),
         ("w7", w7),
         ("w8", w8),
+        ("w9", small_runs::w9),
         ("w10", w10),
     ];
     for (id, run) in workloads {

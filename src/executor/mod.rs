@@ -2,8 +2,10 @@
 //!
 //! # The algorithm
 //!
-//! A run is driven by one coordinator (a tokio task of its own for async
-//! runs, the caller's task for `run_async(false)`). Each step has a count of
+//! A run is driven by one coordinator: in the task that awaits the run,
+//! or, for an async run nested in a step, a tokio task of its own (and for
+//! every few levels of nested `run_async(false)` runs, so that nesting is
+//! not bounded by a stack). Each step has a count of
 //! unfinished dependencies; a step whose count reaches zero is *ready*.
 //!
 //! 1. If the iteration budget (`max_iterations`) is spent or the `timeout`

@@ -462,9 +462,9 @@ fn transformed_inputs(plan: &Plan, inputs: &ValueMap) -> Result<Vec<Value>, Erro
 /// that slot, and its tasks count towards the step's run.
 pub(crate) struct Placement {
     inherited: Inherited,
-    /// Whether the run's loop gets a task of its own (async runs, and every
-    /// few levels of nested `run_async(false)` runs, so that nesting is not
-    /// bounded by the caller's stack).
+    /// Whether the run's loop gets a task of its own (async runs nested in
+    /// a step, and every few levels of nested `run_async(false)` runs, so
+    /// that nesting is not bounded by the caller's stack).
     own_task: bool,
 }
 
@@ -477,7 +477,12 @@ impl Placement {
                 limit: MAX_NESTING,
             });
         }
-        let own_task = run_async || inherited.stacked >= STACK_HOP;
+        // A run started outside any step is driven in the task awaiting
+        // it (a task hand-off per run saved); a nested async run gets a
+        // task of its own, so that its loop neither deepens its step's
+        // polls nor waits on them.
+        let nested = inherited.parent.is_some();
+        let own_task = (run_async && nested) || inherited.stacked >= STACK_HOP;
         Ok(Placement {
             inherited,
             own_task,
