@@ -27,11 +27,11 @@
 mod common;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{check, cores, simulated_calls, sum_of, InFlight};
+use common::{check, cores, simulated_call, simulated_calls, sum_of, InFlight};
 use reactor::cli::{App, Entry};
-use reactor::{input, step, BoxError, Inputs, Reactor};
+use reactor::{step, BoxError, Inputs, Reactor, StepSpec};
 
 const CALLS: usize = 40;
 const CRUNCHES: usize = 8;
@@ -56,20 +56,24 @@ fn count_primes(n: u64) -> u64 {
         .count() as u64
 }
 
+/// Step `crunch_{i}`: counts the primes below `work` (`cpu_bound`),
+/// counted by `gauge`.
+fn crunch(i: usize, gauge: &InFlight, work: u64) -> StepSpec {
+    let gauge = gauge.clone();
+    step(format!("crunch_{i}"))
+        .cpu_bound()
+        .run_sync(move |_, _| {
+            let _flying = gauge.enter();
+            Ok(count_primes(work))
+        })
+}
+
 /// 8 CPU-bound steps, then their sum.
 fn cpu_bound(gauge: &InFlight, work: u64) -> Result<Reactor, reactor::Error> {
     let mut builder = Reactor::builder("CpuBoundWork");
     builder.description("8 cpu_bound steps each counting primes, then their sum");
     for i in 0..CRUNCHES {
-        let gauge = gauge.clone();
-        builder.add(
-            step(format!("crunch_{i}"))
-                .cpu_bound()
-                .run_sync(move |_, _| {
-                    let _flying = gauge.enter();
-                    Ok(count_primes(work))
-                }),
-        );
+        builder.add(crunch(i, gauge, work));
     }
     builder
         .add(sum_of("sum", (0..CRUNCHES).map(|i| format!("crunch_{i}"))))
@@ -88,31 +92,10 @@ fn mixed(gauge: &InFlight, work: u64) -> Result<Reactor, reactor::Error> {
         )
         .input("call_ms");
     for i in 0..MIXED_CALLS {
-        let gauge = gauge.clone();
-        builder.add(
-            step(format!("call_{i}"))
-                .argument("ms", input("call_ms"))
-                .run(move |args, _| {
-                    let gauge = gauge.clone();
-                    async move {
-                        let ms = *args.get::<u64>("ms")?;
-                        let _flying = gauge.enter();
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(i as u64)
-                    }
-                }),
-        );
+        builder.add(simulated_call(i, gauge));
     }
     for i in 0..MIXED_CRUNCHES {
-        let gauge = gauge.clone();
-        builder.add(
-            step(format!("crunch_{i}"))
-                .cpu_bound()
-                .run_sync(move |_, _| {
-                    let _flying = gauge.enter();
-                    Ok(count_primes(work))
-                }),
-        );
+        builder.add(crunch(i, gauge, work));
     }
     let steps = (0..MIXED_CALLS)
         .map(|i| format!("call_{i}"))

@@ -46,6 +46,23 @@ impl Drop for Flying {
     }
 }
 
+/// Step `call_{i}`: awaits the input `call_ms` (a simulated call),
+/// counted by `gauge`, and returns `i`.
+pub fn simulated_call(i: usize, gauge: &InFlight) -> StepSpec {
+    let gauge = gauge.clone();
+    step(format!("call_{i}"))
+        .argument("ms", input("call_ms"))
+        .run(move |args, _| {
+            let gauge = gauge.clone();
+            async move {
+                let ms = *args.get::<u64>("ms")?;
+                let _flying = gauge.enter();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(i as u64)
+            }
+        })
+}
+
 /// `name`: `calls` steps `call_0`, `call_1`, ... each awaiting the input
 /// `call_ms` (a `u64`, in milliseconds) as a simulated call, counted in
 /// flight by `gauge`, and each returning its index; then `join` returns
@@ -59,20 +76,7 @@ pub fn simulated_calls(
     let mut builder = Reactor::builder(name);
     builder.description(description).input("call_ms");
     for i in 0..calls {
-        let gauge = gauge.clone();
-        builder.add(
-            step(format!("call_{i}"))
-                .argument("ms", input("call_ms"))
-                .run(move |args, _| {
-                    let gauge = gauge.clone();
-                    async move {
-                        let ms = *args.get::<u64>("ms")?;
-                        let _flying = gauge.enter();
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(i as u64)
-                    }
-                }),
-        );
+        builder.add(simulated_call(i, gauge));
     }
     builder
         .add(sum_of("join", (0..calls).map(|i| format!("call_{i}"))))
