@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baseline::{get, val, Dag, Node, Src, Val, Work};
+use futures::StreamExt;
 use reactor::{
     input, result, step, Arguments, BoxError, Builder, Compensation, ConcurrencyPool, Inputs,
     Reactor, StepSpec, Value,
@@ -1033,6 +1034,24 @@ fn w4(bench: &mut Bench) {
             })
         }));
     }
+    {
+        let (input, expected) = (input.clone(), expected.clone());
+        variants.push(variant("futures buffered(1000)", move || {
+            let input = input.clone();
+            let expected = expected.clone();
+            timed(
+                async move {
+                    futures::stream::iter(input.iter().copied())
+                        .map(|n| async move { val(n * 2) })
+                        .buffered(1_000)
+                        .map(|v| *get::<i64>(&v))
+                        .collect::<Vec<i64>>()
+                        .await
+                },
+                move |got| check_eq("W4 buffered", got, &*expected),
+            )
+        }));
+    }
     let s = bench.measure(&variants);
     bench.print_table(
         "W4 map: N = 100,000 integers doubled",
@@ -1044,8 +1063,20 @@ fn w4(bench: &mut Bench) {
         "  {:<26} 11.6 s for N = 10,000 at batch 100 (cannot finish 100,000 in 2 min)",
         "Elixir Reactor 1.0.6"
     );
-    let baseline = s[s.len() - 1];
-    for (v, st) in variants.iter().zip(&s).take(s.len() - 1) {
+    let (baseline, buffered) = (s[s.len() - 2], s[s.len() - 1]);
+    let async_step = s[s.len() - 3];
+    bench.target(
+        "W4 awaiting element vs a futures `buffered` stream".into(),
+        ratio(async_step.median, buffered.median),
+        2.0,
+        "x",
+        format!(
+            "(ours {} / buffered {})",
+            fmt_d(async_step.median),
+            fmt_d(buffered.median)
+        ),
+    );
+    for (v, st) in variants.iter().zip(&s).take(s.len() - 2) {
         bench.target(
             format!("W4 {}: per-element cost vs baseline", v.name),
             ratio(st.median, baseline.median),
@@ -1559,6 +1590,158 @@ fn w10(bench: &mut Bench) {
     }
 }
 
+// ----- 1,000,000 steps: memory and cost per step -------------------------
+
+const MILLION: i64 = 1_000_000;
+
+/// In a child process (a fresh heap): builds a 1,000,000-step W1 (`ours`:
+/// async closures; `plain`: plain closures; `baseline`: the tokio
+/// baseline's DAG), runs it once, prints the peak RSS before and after the
+/// run and how long the run took.
+fn w1_million_run(which: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let before = peak_rss_mib();
+    let expected = w1_expected(MILLION);
+    let (built, took) = match which {
+        "baseline" => {
+            let dag = Arc::new(w1_dag_awaiting(MILLION));
+            let built = peak_rss_mib();
+            let started = Instant::now();
+            let v = rt.block_on(baseline::run_tokio(dag, x_val(), 2));
+            check_eq("1M baseline", *get::<i64>(&v), &expected);
+            (built, started.elapsed())
+        }
+        kind => {
+            let reactor = w1_reactor(MILLION, kind == "ours");
+            let built = peak_rss_mib();
+            let started = Instant::now();
+            let out = rt.block_on(async move {
+                tokio::spawn(async move { reactor.run(x_input()).await })
+                    .await
+                    .expect("task")
+            });
+            check_eq("1M ours", ours::<i64>(out, "1M ours"), &expected);
+            (built, started.elapsed())
+        }
+    };
+    println!("BEFORE_MIB {before:.1}");
+    println!("BUILT_MIB {built:.1}");
+    println!("PEAK_MIB {:.1}", peak_rss_mib());
+    println!("RUN_NS {}", took.as_nanos());
+}
+
+/// W1's DAG with async step bodies (a task per step, as ours with async
+/// closures).
+fn w1_dag_awaiting(n: i64) -> Dag {
+    let mut nodes = Vec::with_capacity(n as usize + 1);
+    for i in 1..=n {
+        nodes.push(Node {
+            args: vec![Src::Input(0)],
+            work: Work::Async(Arc::new(move |a: Vec<Val>| {
+                Box::pin(async move { val(*get::<i64>(&a[0]) + i) })
+            })),
+        });
+    }
+    nodes.push(Node {
+        args: (0..n as usize).map(Src::Step).collect(),
+        work: Work::Sync(Arc::new(|a: &[Val]| {
+            val(a.iter().map(|v| *get::<i64>(v)).sum::<i64>())
+        })),
+    });
+    Dag::new(nodes, n as usize)
+}
+
+struct MillionRun {
+    before: f64,
+    built: f64,
+    peak: f64,
+    run: Duration,
+}
+
+fn w1_million_child(which: &str) -> MillionRun {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--w1-million-child", which])
+        .output()
+        .expect("1M child");
+    assert!(
+        out.status.success(),
+        "1M child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("the child reports {name}"))
+    };
+    MillionRun {
+        before: field("BEFORE_MIB "),
+        built: field("BUILT_MIB "),
+        peak: field("PEAK_MIB "),
+        run: Duration::from_nanos(field("RUN_NS ") as u64),
+    }
+}
+
+/// Peak RSS per step of a 1,000,000-step W1 run beside the baseline's,
+/// and the run's cost per step against a 1,000-step run's.
+fn w1_million(bench: &mut Bench) {
+    let small = w1_reactor(1_000, true);
+    let expected = w1_expected(1_000);
+    let v = vec![variant("ours, async closures, n=1,000", move || {
+        let r = small.clone();
+        timed(async move { r.run(x_input()).await }, move |out| {
+            check_eq("W1 1k", ours::<i64>(out, "W1 1k"), &expected)
+        })
+    })];
+    let small = bench.measure(&v)[0].median / 1_000;
+    println!();
+    println!("1,000,000-step W1, one run each in a fresh process (peak RSS, whole process)");
+    println!(
+        "  {:<28} {:>10} {:>12} {:>16} {:>12}",
+        "executor", "peak RSS", "per step", "of it, the DAG", "run / step"
+    );
+    let mut got = Vec::new();
+    for which in ["ours", "plain", "baseline"] {
+        let r = w1_million_child(which);
+        let bytes = |mib: f64| mib * 1024.0 * 1024.0 / MILLION as f64;
+        let per_step = bytes(r.peak - r.before);
+        let label = match which {
+            "ours" => "ours, async closures",
+            "plain" => "ours, plain closures",
+            _ => "tokio baseline",
+        };
+        println!(
+            "  {label:<28} {:>6.1} MiB {:>10.0} B {:>14.0} B {:>12}",
+            r.peak,
+            per_step,
+            bytes(r.built - r.before),
+            fmt_d(r.run / MILLION as u32)
+        );
+        got.push((per_step, r.run / MILLION as u32));
+    }
+    bench.target(
+        "W1 1,000,000 steps: peak RSS per step vs the tokio baseline".into(),
+        got[0].0 / got[2].0,
+        1.5,
+        "x",
+        format!(
+            "(ours {:.0} B / baseline {:.0} B a step)",
+            got[0].0, got[2].0
+        ),
+    );
+    bench.target(
+        "W1 async closures: cost per step at 1,000,000 vs at 1,000".into(),
+        ratio(got[0].1, small),
+        1.3,
+        "x",
+        format!("({} vs {})", fmt_d(got[0].1), fmt_d(small)),
+    );
+}
+
 fn print_summary(bench: &Bench) {
     println!();
     println!("Summary (medians; ratio = ours / reference; markdown)");
@@ -1621,6 +1804,10 @@ fn main() {
         w4_memory_run(batch, args[k + 2] == "sink");
         return;
     }
+    if let Some(k) = args.iter().position(|a| a == "--w1-million-child") {
+        w1_million_run(&args[k + 1]);
+        return;
+    }
     let cfg = Config::from_args();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1642,7 +1829,7 @@ fn main() {
         rows: Vec::new(),
     };
     // The build comes first, on a fresh heap, as it would at start-up.
-    let workloads: [(&str, WorkloadFn); 11] = [
+    let workloads: [(&str, WorkloadFn); 12] = [
         ("build", build_1m),
         ("w1", w1),
         ("w2", w2),
@@ -1654,6 +1841,7 @@ fn main() {
         ("w8", w8),
         ("w9", small_runs::w9),
         ("w10", w10),
+        ("rss", w1_million),
     ];
     for (id, run) in workloads {
         if bench.cfg.selected(id) {
