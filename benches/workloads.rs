@@ -834,7 +834,7 @@ fn w3(bench: &mut Bench) {
     let dag = Arc::new(w3_dag());
     let expected: Vec<i64> = (1..=W3_N).collect();
     let expected = Arc::new(expected);
-    let variants = vec![
+    let mut variants = vec![
         {
             let expected = expected.clone();
             variant("ours async (c=100)", move || {
@@ -858,6 +858,37 @@ fn w3(bench: &mut Bench) {
             })
         },
     ];
+    {
+        let (r, expected) = (w3_reactor(), expected.clone());
+        variants.push(variant("ours, default options", move || {
+            let r = r.clone();
+            let expected = expected.clone();
+            timed(async move { r.run(Inputs::new()).await }, move |out| {
+                check_eq(
+                    "W3 ours default",
+                    ours::<Vec<i64>>(out, "W3 ours default"),
+                    &*expected,
+                )
+            })
+        }));
+    }
+    {
+        let (dag, expected) = (Arc::new(w3_dag()), expected.clone());
+        variants.push(variant("tokio baseline, unlimited", move || {
+            let dag = dag.clone();
+            let expected = expected.clone();
+            timed(
+                async move { baseline::run_tokio(dag, Arc::from(vec![]), W3_N as usize).await },
+                move |v| {
+                    check_eq(
+                        "W3 baseline unlimited",
+                        get::<Vec<i64>>(&v).clone(),
+                        &*expected,
+                    )
+                },
+            )
+        }));
+    }
     let s = bench.measure(&variants);
     let title = "W3 io fanout 1,000 x 1 ms timer, max concurrency 100";
     bench.print_table(title, W3_N as usize, &variants, &s);
@@ -878,6 +909,17 @@ fn w3(bench: &mut Bench) {
         plain: None,
         elixir: "1,466 ms",
     });
+    bench.target(
+        "W3 io fanout, default options: wall time vs its ideal (the baseline, unlimited)".into(),
+        ratio(s[2].median, s[3].median),
+        1.2,
+        "x",
+        format!(
+            "(ours {} / baseline {})",
+            fmt_d(s[2].median),
+            fmt_d(s[3].median)
+        ),
+    );
     bench.target(
         "W3 io fanout: wall time vs tokio baseline".into(),
         ratio(s[0].median, s[1].median),

@@ -26,6 +26,8 @@ pub(crate) struct RunScope {
     pub(crate) async_run: bool,
     /// The run's limit of steps running at once.
     pub(crate) max_concurrency: usize,
+    /// Awaiting steps are held to no limit (no pool or limit was given).
+    pub(crate) awaiting_unbounded: bool,
     /// How long the run waits for running steps when it stops.
     pub(crate) halt_timeout: std::time::Duration,
     pub(crate) events: Emitter,

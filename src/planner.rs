@@ -63,6 +63,10 @@ pub(crate) struct PlannedStep {
     pub(crate) plain_args: bool,
     pub(crate) run_async: bool,
     pub(crate) cpu_bound: bool,
+    /// Its `run` awaits (an async closure, a `Step` impl, a ready-made
+    /// kind) and is not `cpu_bound`: with default options it does not
+    /// take one of the run's core-sized slots.
+    pub(crate) awaits: bool,
     pub(crate) max_retries: Option<u32>,
     /// Unique producers this step waits for (data and `wait_for`).
     pub(crate) deps: SmallVec<[usize; 2]>,
@@ -129,6 +133,7 @@ impl PlannedStep {
             plain_args: true,
             run_async: true,
             cpu_bound: false,
+            awaits: false,
             max_retries: None,
             deps: SmallVec::new(),
             reads: SmallVec::new(),
@@ -237,6 +242,11 @@ pub(crate) fn plan_step(
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
+    let awaits = !cpu_bound
+        && match &def.implementation {
+            Implementation::Fn(f) => !matches!(f.run, Some(RunFn::Sync(_))),
+            _ => true,
+        };
     let arg_names = (def.arguments.len() <= SHARED_NAMES_MAX).then(|| names.share(&def.arguments));
     Ok(PlannedStep {
         plain,
@@ -245,6 +255,7 @@ pub(crate) fn plan_step(
         plain_args,
         run_async,
         cpu_bound,
+        awaits,
         max_retries,
         spec,
         deps,

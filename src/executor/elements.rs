@@ -49,6 +49,7 @@ pub(crate) async fn run_elements(
         lender: None,
         async_run: run_async,
         max_concurrency: outer.max_concurrency,
+        awaiting_unbounded: outer.awaiting_unbounded,
         halt_timeout: outer.halt_timeout,
         events: outer.events.clone(),
         span: outer.span.clone(),
@@ -60,6 +61,7 @@ pub(crate) async fn run_elements(
     let settings = Settings {
         run_async,
         max_concurrency: outer.max_concurrency,
+        awaiting_unbounded: outer.awaiting_unbounded,
         timeout: None,
         max_iterations: None,
         halt_timeout: outer.halt_timeout,

@@ -54,7 +54,7 @@ impl StepTask {
         args: Arguments,
         ctx: Context,
         span: Option<&tracing::Span>,
-        permit: Permit,
+        permit: Option<Permit>,
     ) -> StepTask {
         let span = span.map(|parent| Box::new(attempt::step_span(parent, &ctx)));
         StepTask {
@@ -62,7 +62,7 @@ impl StepTask {
             held: Some((step, args, ctx)),
             span,
             slow: None,
-            permit: Some(permit),
+            permit,
             ended: None,
         }
     }

@@ -58,6 +58,8 @@ pub struct RunRequest {
     max_iterations: Option<u64>,
     halt_timeout: Duration,
     pool: Option<ConcurrencyPool>,
+    /// A pool was given with [`RunRequest::pool`].
+    pool_given: bool,
     run_id: Option<String>,
     fully_reversible: bool,
     context: ValueMap,
@@ -73,6 +75,8 @@ struct Within {
     run_id: Name,
     span: tracing::Span,
     middleware: Vec<Arc<dyn Middleware>>,
+    /// The outer run holds its awaiting steps to no limit.
+    awaiting_unbounded: bool,
 }
 
 impl RunRequest {
@@ -87,6 +91,7 @@ impl RunRequest {
             max_iterations: None,
             halt_timeout: DEFAULT_HALT_TIMEOUT,
             pool: None,
+            pool_given: false,
             run_id: None,
             fully_reversible: false,
             context: ValueMap::new(),
@@ -96,9 +101,15 @@ impl RunRequest {
         }
     }
 
-    /// At most `n` steps of this run at once (default: the pool's size if a
-    /// pool is given, else the available cores; 0 is refused for an async
-    /// run).
+    /// At most `n` steps of this run at once; 0 is refused for an async
+    /// run.
+    ///
+    /// Without it, a run given a pool may use all of the pool's slots; a
+    /// run given neither holds its CPU work (plain `run_sync` closures and
+    /// `cpu_bound` steps) to the available cores, and runs its awaiting
+    /// steps (async closures, `Step` impls, the ready-made kinds) without
+    /// a limit, as they wait rather than compute. A run nested with
+    /// [`RunRequest::within`] follows its outer run.
     pub fn max_concurrency(mut self, n: usize) -> RunRequest {
         self.max_concurrency = Some(n);
         self
@@ -138,6 +149,7 @@ impl RunRequest {
     /// less. A pool of 0 slots is refused.
     pub fn pool(mut self, pool: ConcurrencyPool) -> RunRequest {
         self.pool = Some(pool);
+        self.pool_given = true;
         self
     }
 
@@ -209,6 +221,7 @@ impl RunRequest {
             run_id: outer.run_id.clone(),
             span: outer.span.clone(),
             middleware: outer.events.middleware().to_vec(),
+            awaiting_unbounded: outer.awaiting_unbounded,
         });
         self
     }
@@ -311,6 +324,9 @@ impl RunRequest {
                 message: "an async run needs at least 1".to_string(),
             });
         }
+        let awaiting_unbounded = self.max_concurrency.is_none()
+            && !self.pool_given
+            && self.within.as_ref().is_none_or(|w| w.awaiting_unbounded);
         let pool = self
             .pool
             .unwrap_or_else(|| ConcurrencyPool::new(max_concurrency.max(1)));
@@ -356,6 +372,7 @@ impl RunRequest {
             span,
             run_async: self.run_async,
             max_concurrency: max_concurrency.max(1),
+            awaiting_unbounded,
             timeout: self.timeout,
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,
@@ -377,6 +394,7 @@ struct Prepared {
     span: tracing::Span,
     run_async: bool,
     max_concurrency: usize,
+    awaiting_unbounded: bool,
     timeout: Option<Duration>,
     max_iterations: Option<u64>,
     halt_timeout: Duration,
@@ -395,6 +413,7 @@ impl Prepared {
             lender: None,
             async_run: self.run_async,
             max_concurrency: self.max_concurrency,
+            awaiting_unbounded: self.awaiting_unbounded,
             halt_timeout: self.halt_timeout,
             events: self.events,
             span: self.span.clone(),
@@ -406,6 +425,7 @@ impl Prepared {
         let settings = Settings {
             run_async: self.run_async,
             max_concurrency: self.max_concurrency,
+            awaiting_unbounded: self.awaiting_unbounded,
             timeout: self.timeout,
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,

@@ -44,6 +44,8 @@ pub(crate) struct Tasks {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     running: usize,
+    /// Of them, those holding a slot of the run's pool.
+    slotted: usize,
     tracker: Arc<Tracker>,
     /// Stops CPU-bound tasks (aborting does not reach the blocking pool).
     cancel: CancellationToken,
@@ -52,6 +54,8 @@ pub(crate) struct Tasks {
 struct Slot {
     handle: JoinHandle<()>,
     keys: Keys,
+    /// Holds a slot of the run's pool.
+    slotted: bool,
 }
 
 impl Tasks {
@@ -63,6 +67,7 @@ impl Tasks {
             slots: Vec::new(),
             free: Vec::new(),
             running: 0,
+            slotted: 0,
             tracker,
             cancel: CancellationToken::new(),
         }
@@ -73,19 +78,27 @@ impl Tasks {
         self.running
     }
 
+    /// How many running tasks hold a slot of the run's pool (what
+    /// `max_concurrency` counts).
+    pub(crate) fn slotted(&self) -> usize {
+        self.slotted
+    }
+
     /// The tracker counting this run's tasks.
     pub(crate) fn tracker(&self) -> &Arc<Tracker> {
         &self.tracker
     }
 
     /// Spawns one step's task (on the blocking pool if CPU-bound);
-    /// `undo_args` are its arguments if it can undo.
+    /// `undo_args` are its arguments if it can undo; `slotted` if it holds
+    /// a slot of the run's pool.
     pub(crate) fn spawn(
         &mut self,
         key: Key,
         undo_args: Option<Arguments>,
         task: BoxedTask,
         cpu_bound: bool,
+        slotted: bool,
     ) {
         let slot = self.slot();
         let reporting = self.reporting(slot, task);
@@ -106,7 +119,7 @@ impl Tasks {
         };
         let mut keys = Keys::new();
         keys.push((key, undo_args));
-        self.started(slot, handle, keys);
+        self.started(slot, handle, keys, slotted);
     }
 
     /// Spawns a chunk of plain steps.
@@ -114,7 +127,7 @@ impl Tasks {
         let slot = self.slot();
         let reporting = self.reporting(slot, ChunkFuture(Some(chunk)));
         let handle = tokio::spawn(reporting);
-        self.started(slot, handle, keys);
+        self.started(slot, handle, keys, true);
     }
 
     fn reporting<F>(&self, slot: usize, task: F) -> Reporting<F> {
@@ -136,9 +149,14 @@ impl Tasks {
         })
     }
 
-    fn started(&mut self, slot: usize, handle: JoinHandle<()>, keys: Keys) {
-        self.slots[slot] = Some(Slot { handle, keys });
+    fn started(&mut self, slot: usize, handle: JoinHandle<()>, keys: Keys, slotted: bool) {
+        self.slots[slot] = Some(Slot {
+            handle,
+            keys,
+            slotted,
+        });
         self.running += 1;
+        self.slotted += usize::from(slotted);
     }
 
     /// The next report, waiting for one; `None` when nothing runs.
@@ -164,10 +182,11 @@ impl Tasks {
     }
 
     fn taken(&mut self, slot: usize, finished: Option<Finished>) -> TaskReport {
-        let Slot { keys, .. } = self.slots[slot]
+        let Slot { keys, slotted, .. } = self.slots[slot]
             .take()
             .expect("a running task reports once");
         self.running -= 1;
+        self.slotted -= usize::from(slotted);
         self.free.push(slot);
         match finished {
             Some(f) => TaskReport::Finished(f),

@@ -21,10 +21,12 @@ use crate::step::{Runner, SyncRunFn};
 const CHEAP_STEP_NS: u64 = 1_000;
 
 impl Coordinator {
-    /// Whether step `key` runs off the coordinator (and so needs a slot).
+    /// Whether step `key` runs off the coordinator holding a slot.
     pub(super) fn needs_slot(&self, key: Key) -> bool {
+        let def = def_of(&self.plan, &self.instances[key.inst as usize], key.i());
         self.settings.run_async
-            && def_of(&self.plan, &self.instances[key.inst as usize], key.i()).run_async
+            && def.run_async
+            && !(self.settings.awaiting_unbounded && def.awaits)
     }
 
     /// A free slot: one taken while waiting, the pool's, or the one lent
@@ -80,47 +82,73 @@ impl Coordinator {
                 }
                 continue;
             }
-            if self.tasks.running() >= self.settings.max_concurrency {
-                return false;
-            }
-            let Some(permit) = self.take_slot() else {
-                return false;
+            // Awaiting steps of a run given no pool or limit take no slot.
+            let permit = if self.settings.awaiting_unbounded && def.awaits {
+                None
+            } else {
+                if self.tasks.slotted() >= self.settings.max_concurrency {
+                    return false;
+                }
+                let Some(permit) = self.take_slot() else {
+                    return false;
+                };
+                Some(permit)
             };
             self.ready.pop_front();
             let Some((args, ctx)) = self.prepare_or_fail(key, &def) else {
                 return false;
             };
             let span = self.step_spans.then_some(&self.span);
-            if let (Some(run), None, false) = (&def.plain, span, def.cpu_bound) {
-                if self.tasks.running() == 0
-                    && self.ready.is_empty()
-                    && self.inline.is_none()
-                    && !self.feed.as_ref().is_some_and(|f| f.wants_more())
-                {
-                    // The only step that can run: nothing would run beside
-                    // it, so a task of its own would only add hand-offs (a
-                    // chain of plain steps runs here, one after another).
-                    let attempt = attempt::run_plain(run, &args, &ctx);
+            // Plain closures never await: they always hold a slot.
+            let plain = match (&def.plain, span, def.cpu_bound, permit) {
+                (Some(run), None, false, Some(permit)) => Ok((run.clone(), permit)),
+                (.., permit) => Err(permit),
+            };
+            let permit = match plain {
+                Err(permit) => permit,
+                Ok((run, permit)) => {
+                    let undoes = def.can_undo;
                     drop(def);
-                    drop(permit);
-                    self.on_attempt(key, attempt, args, ctx);
-                    return true;
+                    if self.launch_plain((key, run, args, ctx), undoes, permit) {
+                        return true;
+                    }
+                    continue;
                 }
-                let first = (key, run.clone(), args, ctx);
-                let undoes = def.can_undo;
-                drop(def);
-                if self.launch_chunk(first, undoes, permit) {
-                    return true;
-                }
-                continue;
-            }
+            };
             let cpu_bound = def.cpu_bound;
             let undo_args = def.can_undo.then(|| args.clone());
+            let slotted = permit.is_some();
             let task = StepTask::new(key, def.runner(), args, ctx, span, permit);
             drop(def);
             self.tasks
-                .spawn(key, undo_args, BoxedTask::new(task), cpu_bound);
+                .spawn(key, undo_args, BoxedTask::new(task), cpu_bound, slotted);
         }
+    }
+
+    /// Starts a ready plain closure holding `permit`: here when it is the
+    /// only step that can run, else in a chunk. `true` right after an
+    /// attempt completed here.
+    fn launch_plain(
+        &mut self,
+        first: (Key, SyncRunFn, Arguments, Context),
+        undoes: bool,
+        permit: Permit,
+    ) -> bool {
+        if self.tasks.running() == 0
+            && self.ready.is_empty()
+            && self.inline.is_none()
+            && !self.feed.as_ref().is_some_and(|f| f.wants_more())
+        {
+            // The only step that can run: nothing would run beside it, so
+            // a task of its own would only add hand-offs (a chain of plain
+            // steps runs here, one after another).
+            let (key, run, args, ctx) = first;
+            let attempt = attempt::run_plain(&run, &args, &ctx);
+            drop(permit);
+            self.on_attempt(key, attempt, args, ctx);
+            return true;
+        }
+        self.launch_chunk(first, undoes, permit)
     }
 
     /// Starts an attempt in the coordinator: `true` if it completed at
@@ -162,15 +190,19 @@ impl Coordinator {
             self.run_chunk_here(first, permit);
             return true;
         }
-        let free = (self.settings.max_concurrency - self.tasks.running()).max(1);
+        let free = self
+            .settings
+            .max_concurrency
+            .saturating_sub(self.tasks.slotted())
+            .max(1);
         let share = (self.ready.len() + 1).div_ceil(free).min(MAX_CHUNK);
         if share == 1 {
             // Nothing to share the task with: a plain step task is lighter.
             let (key, run, args, ctx) = first;
             let undo_args = undoes.then(|| args.clone());
-            let task = StepTask::new(key, Runner::Plain(run), args, ctx, None, permit);
+            let task = StepTask::new(key, Runner::Plain(run), args, ctx, None, Some(permit));
             self.tasks
-                .spawn(key, undo_args, BoxedTask::new(task), false);
+                .spawn(key, undo_args, BoxedTask::new(task), false, true);
             return false;
         }
         let mut keys = Keys::new();

@@ -42,6 +42,9 @@ use instance::Instance;
 pub(crate) struct Settings {
     pub(crate) run_async: bool,
     pub(crate) max_concurrency: usize,
+    /// Awaiting steps run without a slot, beside the `max_concurrency`
+    /// others (the default when no pool or limit is given).
+    pub(crate) awaiting_unbounded: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_iterations: Option<u64>,
     pub(crate) halt_timeout: Duration,
@@ -382,7 +385,7 @@ impl Coordinator {
     fn blocked_on_pool(&self) -> bool {
         self.settings.run_async
             && self.spare.is_none()
-            && self.tasks.running() < self.settings.max_concurrency
+            && self.tasks.slotted() < self.settings.max_concurrency
             && self.ready.front().is_some_and(|&k| self.needs_slot(k))
     }
 

@@ -1,0 +1,156 @@
+//! The default limits: a run given no pool and no `max_concurrency` holds
+//! its CPU work (plain closures, `cpu_bound` steps) to the cores and its
+//! awaiting steps to nothing; a limit, a pool, or an outer run that has
+//! them holds every step.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Gauge;
+use reactor::kinds::compose;
+use reactor::{result, step, ConcurrencyPool, Inputs, Reactor, StepSpec};
+use tokio::sync::Barrier;
+
+/// `n` steps `s0..` built by `each`, then `all` reading every one.
+fn fan_out(name: &str, n: usize, each: impl Fn(usize) -> StepSpec) -> Reactor {
+    let mut b = Reactor::builder(name);
+    let mut all = step("all");
+    for i in 0..n {
+        b.add(each(i));
+        all = all.argument(format!("s{i}"), result(format!("s{i}")));
+    }
+    b.add(all.run_sync(|args, _| Ok(args.len())));
+    b.returns("all");
+    b.build().unwrap()
+}
+
+/// `n` async steps that each wait until all `n` have started.
+fn meeting(name: &str, n: usize) -> Reactor {
+    let barrier = Arc::new(Barrier::new(n));
+    fan_out(name, n, |i| {
+        let barrier = barrier.clone();
+        step(format!("s{i}")).run(move |_, _| {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                Ok(())
+            }
+        })
+    })
+}
+
+/// `n` async steps counted by `gauge`, each yielding a few times.
+fn counted(n: usize, gauge: &Arc<Gauge>) -> Reactor {
+    fan_out("counted", n, |i| {
+        let gauge = gauge.clone();
+        step(format!("s{i}")).run(move |_, _| {
+            let gauge = gauge.clone();
+            async move {
+                gauge.enter();
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                gauge.exit();
+                Ok(())
+            }
+        })
+    })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awaiting_steps_are_not_held_to_the_cores_by_default() {
+    // 64 steps that can only finish together: under a limit of the core
+    // count they would wait for each other forever (the timeout only
+    // turns that hang into a failure).
+    let reactor = meeting("meeting", 64);
+    let out = tokio::time::timeout(Duration::from_secs(60), reactor.run(Inputs::new())).await;
+    let out = out.expect("all 64 awaiting steps ran at once").unwrap();
+    assert_eq!(*out.get::<usize>().unwrap(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_work_is_held_to_the_cores_by_default() {
+    for cpu_bound in [false, true] {
+        let gauge = Arc::new(Gauge::default());
+        let reactor = fan_out("cpu", 32, |i| {
+            let gauge = gauge.clone();
+            let s = step(format!("s{i}"));
+            let s = if cpu_bound { s.cpu_bound() } else { s };
+            s.run_sync(move |_, _| {
+                gauge.enter();
+                let spin: u64 = (0..20_000_u64).map(std::hint::black_box).sum();
+                gauge.exit();
+                Ok(spin)
+            })
+        });
+        reactor.run(Inputs::new()).await.unwrap();
+        assert!(
+            gauge.max() <= cores(),
+            "cpu_bound {cpu_bound}: {} at once",
+            gauge.max()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_or_a_pool_holds_awaiting_steps() {
+    let gauge = Arc::new(Gauge::default());
+    counted(20, &gauge)
+        .run(Inputs::new())
+        .max_concurrency(3)
+        .await
+        .unwrap();
+    assert!(
+        gauge.max() <= 3,
+        "{} at once under a limit of 3",
+        gauge.max()
+    );
+
+    let gauge = Arc::new(Gauge::default());
+    let pool = ConcurrencyPool::new(2);
+    counted(20, &gauge)
+        .run(Inputs::new())
+        .pool(pool.clone())
+        .await
+        .unwrap();
+    assert!(gauge.max() <= 2, "{} at once on a pool of 2", gauge.max());
+    assert_eq!(pool.available(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_run_follows_its_outer_run() {
+    // Unlimited outside, unlimited inside: the 16 meet.
+    let outer = Reactor::builder("outer")
+        .add(compose("inner", meeting("inner", 16)))
+        .returns("inner")
+        .build()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), outer.run(Inputs::new())).await;
+    assert_eq!(
+        *out.expect("the nested steps ran at once")
+            .unwrap()
+            .get::<usize>()
+            .unwrap(),
+        16
+    );
+
+    // A limit outside holds the nested run's steps too.
+    let gauge = Arc::new(Gauge::default());
+    let outer = Reactor::builder("outer")
+        .add(compose("inner", counted(20, &gauge)))
+        .returns("inner")
+        .build()
+        .unwrap();
+    outer.run(Inputs::new()).max_concurrency(2).await.unwrap();
+    assert!(
+        gauge.max() <= 2,
+        "{} nested steps at once under a limit of 2",
+        gauge.max()
+    );
+}
