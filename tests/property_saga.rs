@@ -492,14 +492,18 @@ proptest! {
         specs in graph(14, false),
         conc in 1usize..5,
         run_async in proptest::bool::weighted(0.8),
+        default_options in proptest::bool::weighted(0.25),
     ) {
         quiet_planned_panics();
         let world = Arc::new(World::default());
         let reactor = build(&specs, &world);
         let pool = ConcurrencyPool::new(conc);
-        let out = THREADED.with(|rt| rt.block_on(
-            reactor.run(Inputs::new()).pool(pool.clone()).run_async(run_async).into_future()
-        ));
+        let out = THREADED.with(|rt| rt.block_on({
+            let run = reactor.run(Inputs::new()).run_async(run_async);
+            // Default options: CPU work on the cores, awaiting steps unheld.
+            let run = if default_options { run } else { run.pool(pool.clone()) };
+            run.into_future()
+        }));
         prop_assert_eq!(world.running(), 0, "a step still runs after the run returned");
         prop_assert_eq!(pool.available(), conc);
         let fails = specs.iter().any(|s| matches!(s.act, Act::Fail | Act::Panic));
@@ -526,14 +530,35 @@ proptest! {
         timeout_ms in proptest::option::of(0u64..50),
         halt_ms in 0u64..20,
         cancel_ms in proptest::option::of(0u64..50),
+        default_options in proptest::bool::weighted(0.25),
     ) {
+        let conc = (!default_options).then_some(conc);
         timed_case(&specs, conc, run_async, timeout_ms, halt_ms, cancel_ms)?;
     }
 }
 
+/// Waits (at most 10 s) until every slot of `pool` is free: a dropped run's
+/// aborted tasks give theirs back when they are dropped, CPU-bound ones on
+/// a thread of the blocking pool once they see they are cancelled.
+fn all_slots_back(pool: &ConcurrencyPool) -> bool {
+    let pool = pool.clone();
+    let (back, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        futures::executor::block_on(async {
+            let mut all = Vec::new();
+            for _ in 0..pool.limit() {
+                all.push(pool.acquire().await);
+            }
+        });
+        let _ = back.send(());
+    });
+    wait.recv_timeout(Duration::from_secs(10)).is_ok()
+}
+
+/// `conc`: the size of the run's pool, or `None` for default options.
 fn timed_case(
     specs: &[Spec],
-    conc: usize,
+    conc: Option<usize>,
     run_async: bool,
     timeout_ms: Option<u64>,
     halt_ms: u64,
@@ -547,14 +572,16 @@ fn timed_case(
     quiet_planned_panics();
     let world = Arc::new(World::default());
     let reactor = build(specs, &world);
-    let pool = ConcurrencyPool::new(conc);
+    let pool = ConcurrencyPool::new(conc.unwrap_or(1));
     let out = PAUSED.with(|rt| {
         rt.block_on(async {
             let mut run = reactor
                 .run(Inputs::new())
-                .pool(pool.clone())
                 .run_async(run_async)
                 .halt_timeout(Duration::from_millis(halt_ms));
+            if conc.is_some() {
+                run = run.pool(pool.clone());
+            }
             if let Some(t) = timeout_ms {
                 run = run.timeout(Duration::from_millis(t));
             }
@@ -566,14 +593,11 @@ fn timed_case(
                 None => Some(run.await),
             };
             if out.is_none() {
-                // Dropped: its steps stop soon after, and its aborted
-                // tasks give their slots back when the runtime drops them
-                // (a leaked slot still fails the check below).
+                // Dropped: its steps stop soon after, and this runtime
+                // drops its aborted tasks (giving their slots back) once
+                // it runs them again.
                 world.all_stopped().await;
-                for _ in 0..1_000 {
-                    if pool.available() == conc {
-                        break;
-                    }
+                for _ in 0..100 {
                     tokio::task::yield_now().await;
                 }
             }
@@ -585,7 +609,13 @@ fn timed_case(
         0,
         "a step still runs after the run returned"
     );
-    prop_assert_eq!(pool.available(), conc);
+    if out.is_none() {
+        prop_assert!(
+            all_slots_back(&pool),
+            "a slot of the dropped run never came back"
+        );
+    }
+    prop_assert_eq!(pool.available(), pool.limit());
     let sequential = !run_async;
     match out {
         // Cancelled: nothing is undone.
@@ -621,5 +651,5 @@ fn a_failure_in_the_coordinator_beside_a_map() {
             act: Act::Ok,
         },
     ];
-    timed_case(&specs, 1, true, None, 0, None).unwrap();
+    timed_case(&specs, Some(1), true, None, 0, None).unwrap();
 }
