@@ -18,6 +18,7 @@
 //! interleaved sample by sample so that drift affects them alike. Every
 //! sample's result is checked; a wrong answer panics (exit code 101).
 
+mod adaptive;
 mod baseline;
 mod small_runs;
 
@@ -1871,7 +1872,7 @@ fn main() {
         rows: Vec::new(),
     };
     // The build comes first, on a fresh heap, as it would at start-up.
-    let workloads: [(&str, WorkloadFn); 12] = [
+    let workloads: [(&str, WorkloadFn); 13] = [
         ("build", build_1m),
         ("w1", w1),
         ("w2", w2),
@@ -1884,6 +1885,7 @@ fn main() {
         ("w9", small_runs::w9),
         ("w10", w10),
         ("rss", w1_million),
+        ("auto", adaptive::adaptive),
     ];
     for (id, run) in workloads {
         if bench.cfg.selected(id) {

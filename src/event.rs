@@ -62,6 +62,12 @@ pub enum EventKind<'a> {
         /// How long the run took.
         duration: Duration,
     },
+    /// The adaptive limit of a run's awaiting steps
+    /// ([`Concurrency::Auto`](crate::Concurrency::Auto)) changed.
+    ConcurrencyLimit {
+        /// How many awaiting steps may now be in flight.
+        limit: usize,
+    },
     /// A step attempt started.
     StepStart {
         /// The attempt, from 1.
@@ -203,6 +209,7 @@ impl EventKind<'_> {
             EventKind::RunComplete { .. } => "run.complete",
             EventKind::RunError { .. } => "run.error",
             EventKind::RunHalt { .. } => "run.halt",
+            EventKind::ConcurrencyLimit { .. } => "run.concurrency.limit",
             EventKind::StepStart { .. } => "step.run.start",
             EventKind::StepComplete { .. } => "step.run.complete",
             EventKind::StepError { .. } => "step.run.error",

@@ -89,6 +89,7 @@ pub use executor::{
 pub use mermaid::{Direction, MermaidOptions};
 pub use middleware::{Middleware, RunInfo};
 pub use name::Name;
+pub use pool::adaptive::Concurrency;
 pub use pool::{ConcurrencyPool, Permit};
 pub use reactor::{Inputs, Reactor};
 pub use recording::{Recording, StepRecord, StepState};

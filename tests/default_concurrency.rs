@@ -154,3 +154,81 @@ async fn a_nested_run_follows_its_outer_run() {
         gauge.max()
     );
 }
+
+/// A service whose latency grows with the square of the calls in flight
+/// past `knee`.
+#[derive(Default)]
+struct Service {
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Service {
+    async fn call(&self, knee: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(n, SeqCst);
+        let load = (n as f64 / knee as f64).max(1.0);
+        tokio::time::sleep(Duration::from_secs_f64(0.010 * load * load)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Records the adaptive limit's values.
+#[derive(Default)]
+struct Limits(std::sync::Mutex<Vec<usize>>);
+
+impl reactor::Middleware for Limits {
+    fn on_event(&self, event: &reactor::Event<'_>) {
+        if let reactor::EventKind::ConcurrencyLimit { limit } = event.kind {
+            self.0.lock().unwrap().push(limit);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_backs_off_when_latency_grows() {
+    let service = Arc::new(Service::default());
+    let reactor = fan_out("calls", 400, |i| {
+        let service = service.clone();
+        step(format!("s{i}")).run(move |_, _| {
+            let service = service.clone();
+            async move {
+                service.call(8).await;
+                Ok(i)
+            }
+        })
+    });
+    let limits = Arc::new(Limits::default());
+    let out = reactor
+        .run(Inputs::new())
+        .concurrency(reactor::Concurrency::Auto)
+        .middleware(limits.clone())
+        .await
+        .unwrap();
+    assert_eq!(*out.get::<usize>().unwrap(), 400);
+    let limits = limits.0.lock().unwrap().clone();
+    assert!(!limits.is_empty(), "the limit's changes are reported");
+    assert!(
+        limits.windows(2).any(|w| w[1] < w[0]),
+        "it came down as latency grew: {limits:?}"
+    );
+    let peak = service.peak.load(std::sync::atomic::Ordering::SeqCst);
+    let highest = limits.iter().copied().max().unwrap().max(10);
+    assert!(
+        peak <= highest,
+        "{peak} calls in flight, the limit reached {highest}"
+    );
+    assert!(peak < 100, "held well below the 400 that could run: {peak}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_concurrency_is_a_limit() {
+    let gauge = Arc::new(Gauge::default());
+    counted(20, &gauge)
+        .run(Inputs::new())
+        .concurrency(3)
+        .await
+        .unwrap();
+    assert!(gauge.max() <= 3, "{} at once", gauge.max());
+}

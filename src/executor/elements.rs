@@ -62,6 +62,8 @@ pub(crate) async fn run_elements(
         run_async,
         max_concurrency: outer.max_concurrency,
         awaiting_unbounded: outer.awaiting_unbounded,
+        // Elements are held by their map's batch size.
+        adaptive: false,
         timeout: None,
         max_iterations: None,
         halt_timeout: outer.halt_timeout,

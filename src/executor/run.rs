@@ -16,6 +16,7 @@ use crate::error::{panic_message, Error, Reason};
 use crate::middleware::{Emitter, Middleware, RunInfo};
 use crate::name::Name;
 use crate::planner::Plan;
+use crate::pool::adaptive::Concurrency;
 use crate::pool::ConcurrencyPool;
 use crate::reactor::Reactor;
 use crate::value::{Value, ValueMap};
@@ -53,6 +54,8 @@ pub struct RunRequest {
     inputs: ValueMap,
     resume: Option<RunState>,
     max_concurrency: Option<usize>,
+    /// [`Concurrency::Auto`]: awaiting steps under an adaptive limit.
+    adaptive: bool,
     run_async: bool,
     timeout: Option<Duration>,
     max_iterations: Option<u64>,
@@ -86,6 +89,7 @@ impl RunRequest {
             inputs,
             resume,
             max_concurrency: None,
+            adaptive: false,
             run_async: true,
             timeout: None,
             max_iterations: None,
@@ -112,6 +116,39 @@ impl RunRequest {
     /// [`RunRequest::within`] follows its outer run.
     pub fn max_concurrency(mut self, n: usize) -> RunRequest {
         self.max_concurrency = Some(n);
+        self
+    }
+
+    /// How many steps may run at once: a [`Concurrency::Limit`] as
+    /// [`RunRequest::max_concurrency`], or [`Concurrency::Auto`]: CPU work
+    /// on the cores (or the pool given), awaiting steps under a limit that
+    /// adapts to their latency, reported by
+    /// [`EventKind::ConcurrencyLimit`](crate::EventKind::ConcurrencyLimit)
+    /// events. A map's elements are held by its batch size, not by the
+    /// adaptive limit.
+    ///
+    /// ```
+    /// use reactor::{step, Concurrency, Inputs, Reactor};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), reactor::Error> {
+    /// let reactor = Reactor::builder("calls")
+    ///     .add(step("call").run(|_, _| async { Ok(1_u8) }))
+    ///     .returns("call")
+    ///     .build()?;
+    /// reactor.run(Inputs::new()).concurrency(Concurrency::Auto).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn concurrency(mut self, concurrency: impl Into<Concurrency>) -> RunRequest {
+        match concurrency.into() {
+            Concurrency::Limit(n) => {
+                self.max_concurrency = Some(n);
+                self.adaptive = false;
+            }
+            Concurrency::Auto => {
+                self.max_concurrency = None;
+                self.adaptive = true;
+            }
+        }
         self
     }
 
@@ -324,9 +361,10 @@ impl RunRequest {
                 message: "an async run needs at least 1".to_string(),
             });
         }
-        let awaiting_unbounded = self.max_concurrency.is_none()
-            && !self.pool_given
-            && self.within.as_ref().is_none_or(|w| w.awaiting_unbounded);
+        let awaiting_unbounded = self.adaptive
+            || (self.max_concurrency.is_none()
+                && !self.pool_given
+                && self.within.as_ref().is_none_or(|w| w.awaiting_unbounded));
         let pool = self
             .pool
             .unwrap_or_else(|| ConcurrencyPool::new(max_concurrency.max(1)));
@@ -373,6 +411,7 @@ impl RunRequest {
             run_async: self.run_async,
             max_concurrency: max_concurrency.max(1),
             awaiting_unbounded,
+            adaptive: self.adaptive,
             timeout: self.timeout,
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,
@@ -395,6 +434,7 @@ struct Prepared {
     run_async: bool,
     max_concurrency: usize,
     awaiting_unbounded: bool,
+    adaptive: bool,
     timeout: Option<Duration>,
     max_iterations: Option<u64>,
     halt_timeout: Duration,
@@ -426,6 +466,7 @@ impl Prepared {
             run_async: self.run_async,
             max_concurrency: self.max_concurrency,
             awaiting_unbounded: self.awaiting_unbounded,
+            adaptive: self.adaptive,
             timeout: self.timeout,
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,

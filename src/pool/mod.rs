@@ -19,6 +19,7 @@
 //! `--cfg reactor_loom` the primitives are `loom`'s, and the models in
 //! `loom_tests` check the pool, its wake-ups and its lending.
 
+pub(crate) mod adaptive;
 pub(crate) mod lend;
 mod sync;
 mod waiters;

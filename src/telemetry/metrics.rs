@@ -100,6 +100,10 @@ impl Middleware for Metrics {
             EventKind::UndoComplete { .. } => self.undo(&reactor, step(), "done"),
             EventKind::UndoRetry { .. } => self.undo(&reactor, step(), "retried"),
             EventKind::UndoError { .. } => self.undo(&reactor, step(), "error"),
+            EventKind::ConcurrencyLimit { limit } => {
+                gauge!("reactor_concurrency_limit", "reactor" => reactor.clone())
+                    .set(*limit as f64);
+            }
             _ => {}
         }
     }

@@ -25,6 +25,7 @@
 //! | `reactor.step.retry` | (a retry was decided, with its backoff) |
 //! | `reactor.step.failed` | (the step failed for good) |
 //! | `reactor.step.abandoned` | (cancelled after the halt timeout) |
+//! | `reactor.run.concurrency_limit` | (the adaptive limit changed: [`EventKind::ConcurrencyLimit`](crate::EventKind::ConcurrencyLimit)) |
 //!
 //! # Metrics
 //!
@@ -44,6 +45,7 @@
 //! | `reactor_undos_total` | counter | `reactor`, `step`, `outcome` (`done`, `retried`, `error`) | undo attempts |
 //! | `reactor_step_queued_seconds` | histogram | `reactor` | how long a ready step waited for a slot or its turn |
 //! | `reactor_pool_slots_in_use` | gauge | `pool` | slots taken, for [named](crate::ConcurrencyPool::named) pools |
+//! | `reactor_concurrency_limit` | gauge | `reactor` | the adaptive limit of awaiting steps ([`Concurrency::Auto`](crate::Concurrency::Auto)) |
 //! | `reactor_pool_slots` | gauge | `pool` | the pool's size |
 //!
 //! # Spans
@@ -228,5 +230,6 @@ fn describe(
             Some(error.attempt),
         ),
         K::StepAbandoned => ("reactor.step.abandoned", None, None, None),
+        K::ConcurrencyLimit { .. } => ("reactor.run.concurrency_limit", None, None, None),
     }
 }

@@ -82,8 +82,17 @@ impl Coordinator {
                 }
                 continue;
             }
-            // Awaiting steps of a run given no pool or limit take no slot.
+            // Awaiting steps of a run given no pool or limit take no slot
+            // (under Concurrency::Auto, a place under the adaptive limit).
             let permit = if self.settings.awaiting_unbounded && def.awaits {
+                let unslotted = self.tasks.running() - self.tasks.slotted();
+                if self
+                    .adaptive
+                    .as_ref()
+                    .is_some_and(|a| unslotted >= a.current())
+                {
+                    return false;
+                }
                 None
             } else {
                 if self.tasks.slotted() >= self.settings.max_concurrency {
@@ -118,6 +127,9 @@ impl Coordinator {
             let cpu_bound = def.cpu_bound;
             let undo_args = def.can_undo.then(|| args.clone());
             let slotted = permit.is_some();
+            if !slotted && self.adaptive.is_some() {
+                self.launched.insert(key, tokio::time::Instant::now());
+            }
             let task = StepTask::new(key, def.runner(), args, ctx, span, permit);
             drop(def);
             self.tasks

@@ -32,6 +32,7 @@ use crate::context::{Context, RunScope};
 use crate::error::{Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
 use crate::planner::{Plan, PlannedStep};
+use crate::pool::adaptive::AdaptiveLimit;
 use crate::pool::Permit;
 use crate::value::{Value, ValueMap};
 
@@ -45,6 +46,9 @@ pub(crate) struct Settings {
     /// Awaiting steps run without a slot, beside the `max_concurrency`
     /// others (the default when no pool or limit is given).
     pub(crate) awaiting_unbounded: bool,
+    /// Those awaiting steps are held to an adaptive limit
+    /// ([`Concurrency::Auto`](crate::Concurrency::Auto)).
+    pub(crate) adaptive: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_iterations: Option<u64>,
     pub(crate) halt_timeout: Duration,
@@ -195,6 +199,10 @@ pub(crate) struct Coordinator {
     inline: Option<Inline>,
     /// A slot taken while waiting for one, for the next step to start.
     spare: Option<Permit>,
+    /// The adaptive limit of awaiting steps, and when each running one
+    /// started ([`Concurrency::Auto`](crate::Concurrency::Auto) only).
+    adaptive: Option<AdaptiveLimit>,
+    launched: rustc_hash::FxHashMap<Key, Instant>,
     backoffs: BinaryHeap<Reverse<(Instant, Key)>>,
     undo: UndoStack,
     errors: Vec<StepError>,
@@ -239,6 +247,7 @@ impl Coordinator {
         let deadline = settings.timeout.map(|t| after(started, t));
         let tasks = Tasks::new(scope.tracker.clone());
         let events = scope.events.is_active();
+        let adaptive = settings.adaptive.then(AdaptiveLimit::default);
         // Boxed: the coordinator is large, and a run moves it into its future.
         let mut c = Box::new(Coordinator {
             plan,
@@ -257,6 +266,8 @@ impl Coordinator {
             tasks,
             inline: None,
             spare: None,
+            adaptive,
+            launched: Default::default(),
             backoffs: BinaryHeap::new(),
             undo: UndoStack::default(),
             errors: Vec::new(),
@@ -528,6 +539,7 @@ impl Coordinator {
             TaskReport::Finished(finished) => self.on_finished(finished),
             TaskReport::Lost(keys) => {
                 for (key, undo_args) in keys {
+                    self.launched.remove(&key);
                     self.lost(key, undo_args);
                 }
             }
@@ -540,6 +552,7 @@ impl Coordinator {
             self.measured_plain(d);
         }
         for e in ended {
+            self.sample_latency(e.key);
             self.on_attempt(e.key, e.attempt, e.args, e.ctx);
         }
         // Steps a chunk left unrun go first, in their order (they come last
@@ -550,6 +563,17 @@ impl Coordinator {
             inst.retry_args.insert(key.step as usize, args);
             self.ready.push_front(key);
             self.mark_ready(key);
+        }
+    }
+
+    /// An awaiting step under the adaptive limit ended: its latency moves
+    /// the limit, and a new limit is reported.
+    fn sample_latency(&mut self, key: Key) {
+        let (Some(limit), Some(started)) = (&mut self.adaptive, self.launched.remove(&key)) else {
+            return;
+        };
+        if let Some(limit) = limit.sample(started.elapsed().as_secs_f64()) {
+            self.emit_run(|| EventKind::ConcurrencyLimit { limit });
         }
     }
 
