@@ -43,8 +43,13 @@ pub enum Concurrency {
     /// At most this many (as [`RunRequest::max_concurrency`](crate::RunRequest::max_concurrency)).
     Limit(usize),
     /// CPU work held to the cores; awaiting steps held to a limit that
-    /// adapts to their latency (see the [module](self)): it rises while
-    /// latency holds and falls as it grows. Its value is reported by
+    /// adapts to their latency, starting at 10. A gradient limiter (after
+    /// Netflix's `concurrency-limits` and TCP Vegas): each completion
+    /// compares its latency with the lowest seen; within 1.5× of it the
+    /// limit grows by about √limit a round trip, past it the limit shrinks
+    /// in proportion (at most by half a round trip). Against a service
+    /// that slows with its load it settles where latency is about 1.8× the
+    /// unloaded one. Its value is reported by
     /// [`EventKind::ConcurrencyLimit`](crate::EventKind::ConcurrencyLimit)
     /// events whenever it changes.
     Auto,

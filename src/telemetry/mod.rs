@@ -2,7 +2,7 @@
 //!
 //! Three ways to watch runs, all ready-made:
 //!
-//! - [`Metrics`], a middleware recording through the [`metrics`] crate's
+//! - [`Metrics`], a middleware recording through the [`metrics`](::metrics) crate's
 //!   facade, so any exporter works (Prometheus, StatsD, OpenTelemetry...);
 //! - `tracing` spans, always there: attach a subscriber (with
 //!   `tracing-opentelemetry` for OpenTelemetry traces);
@@ -25,7 +25,7 @@
 //! | `reactor.step.retry` | (a retry was decided, with its backoff) |
 //! | `reactor.step.failed` | (the step failed for good) |
 //! | `reactor.step.abandoned` | (cancelled after the halt timeout) |
-//! | `reactor.run.concurrency_limit` | (the adaptive limit changed: [`EventKind::ConcurrencyLimit`](crate::EventKind::ConcurrencyLimit)) |
+//! | `reactor.run.concurrency_limit` | (the adaptive limit changed: [`EventKind::ConcurrencyLimit`]) |
 //!
 //! # Metrics
 //!
