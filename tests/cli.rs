@@ -354,8 +354,8 @@ async fn timeline_progress_and_mermaid_report_on_stderr() {
         "--timeline",
         "--progress",
         "--mermaid",
-        "--max-concurrency",
-        "2",
+        "--concurrency",
+        "auto",
     ])
     .await;
     assert_eq!(ran.code, 0, "{}", ran.err);
@@ -502,6 +502,35 @@ async fn mistakes_in_the_binarys_declarations_are_named() {
     ])
     .await;
     assert_eq!(ran.code, 2, "clap refuses it: {}", ran.err);
+    let ran = cli(&[
+        "run",
+        "untyped",
+        "-i",
+        "a=1",
+        "-i",
+        "b=2",
+        "--concurrency",
+        "some",
+    ])
+    .await;
+    assert_eq!(ran.code, 2, "clap refuses it: {}", ran.err);
+    assert!(
+        ran.err.contains("expected `auto` or a number"),
+        "{}",
+        ran.err
+    );
+    let ran = cli(&[
+        "run",
+        "untyped",
+        "-i",
+        "a=1",
+        "-i",
+        "b=2",
+        "--max-concurrency",
+        "3",
+    ])
+    .await;
+    assert_eq!(ran.code, 0, "the old name still works: {}", ran.err);
 }
 
 /// A writer whose reader has gone away.

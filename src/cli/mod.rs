@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `list` | names each reactor, its inputs and description |
 //! | `describe NAME [--direction td\|lr\|bt\|rl] [--collapse] [--mermaid]` | its inputs, steps, their arguments and sources, and a Mermaid diagram |
-//! | `run NAME [--input KEY=VALUE]... [--inputs FILE] [--format json\|yaml] [--progress] [--timeline] [--mermaid] [--max-concurrency N]` | runs it and prints the result |
+//! | `run NAME [--input KEY=VALUE]... [--inputs FILE] [--format json\|yaml] [--progress] [--timeline] [--mermaid] [--concurrency N\|auto]` | runs it and prints the result |
 //! | `demo [--quick]` | the program's own demonstration, if it has one (also what no command runs) |
 //!
 //! Inputs come from a JSON or YAML file (`--inputs f.json`, `f.yaml`, or
@@ -76,6 +76,7 @@ use serde::Serialize;
 use crate::error::BoxError;
 use crate::executor::RunRequest;
 use crate::mermaid::{Direction, MermaidOptions};
+use crate::pool::adaptive::Concurrency;
 use crate::reactor::Reactor;
 use crate::recording::Recording;
 use values::{InputParser, OutputFn};
@@ -257,9 +258,10 @@ enum Command {
         /// Prints the run-annotated Mermaid diagram when the run ends.
         #[arg(long)]
         mermaid: bool,
-        /// The run's concurrency limit (at least 1).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        max_concurrency: Option<u32>,
+        /// How many steps run at once: a limit (at least 1), or `auto` for
+        /// an adaptive limit of awaiting steps.
+        #[arg(long, alias = "max-concurrency", value_name = "N|auto", value_parser = parse_concurrency)]
+        concurrency: Option<Concurrency>,
     },
     /// Runs the program's demonstration.
     Demo {
@@ -405,14 +407,14 @@ impl App {
                 progress,
                 timeline,
                 mermaid,
-                max_concurrency,
+                concurrency,
             }) => {
                 let how = RunHow {
                     format,
                     progress,
                     timeline,
                     mermaid,
-                    max_concurrency,
+                    concurrency,
                 };
                 self.run_one(&name, inputs, &input, how, out, err).await
             }
@@ -528,8 +530,8 @@ impl App {
         if let Some(configure) = &entry.configure {
             request = guarded("configuring the run", || configure(request))?;
         }
-        if let Some(n) = how.max_concurrency {
-            request = request.max_concurrency(n as usize);
+        if let Some(c) = how.concurrency {
+            request = request.concurrency(c);
         }
         let recording = (how.timeline || how.mermaid).then(Recording::new);
         if let Some(r) = &recording {
@@ -577,7 +579,20 @@ struct RunHow {
     progress: bool,
     timeline: bool,
     mermaid: bool,
-    max_concurrency: Option<u32>,
+    concurrency: Option<Concurrency>,
+}
+
+/// `--concurrency`: `auto`, or a limit of at least 1.
+fn parse_concurrency(text: &str) -> Result<Concurrency, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(Concurrency::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Concurrency::Limit(n)),
+        _ => Err(format!(
+            "expected `auto` or a number of at least 1, got `{text}`"
+        )),
+    }
 }
 
 /// Runs user code `f` of the command line (a configure closure, a
