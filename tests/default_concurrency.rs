@@ -74,7 +74,9 @@ async fn awaiting_steps_are_not_held_to_the_cores_by_default() {
     assert_eq!(*out.get::<usize>().unwrap(), 64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// More workers than cores, and steps long enough to overlap: only the
+// limit keeps them to the cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
 async fn cpu_work_is_held_to_the_cores_by_default() {
     for cpu_bound in [false, true] {
         let gauge = Arc::new(Gauge::default());
@@ -84,9 +86,12 @@ async fn cpu_work_is_held_to_the_cores_by_default() {
             let s = if cpu_bound { s.cpu_bound() } else { s };
             s.run_sync(move |_, _| {
                 gauge.enter();
-                let spin: u64 = (0..20_000_u64).map(std::hint::black_box).sum();
+                let until = std::time::Instant::now() + Duration::from_millis(2);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
                 gauge.exit();
-                Ok(spin)
+                Ok(())
             })
         });
         reactor.run(Inputs::new()).await.unwrap();
@@ -231,4 +236,67 @@ async fn a_fixed_concurrency_is_a_limit() {
         .await
         .unwrap();
     assert!(gauge.max() <= 3, "{} at once", gauge.max());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_never_lifts_a_limit_or_a_pool() {
+    let gauge = Arc::new(Gauge::default());
+    counted(20, &gauge)
+        .run(Inputs::new())
+        .concurrency(reactor::Concurrency::Auto)
+        .max_concurrency(3)
+        .await
+        .unwrap();
+    assert!(
+        gauge.max() <= 3,
+        "{} at once under a limit of 3",
+        gauge.max()
+    );
+
+    let gauge = Arc::new(Gauge::default());
+    counted(20, &gauge)
+        .run(Inputs::new())
+        .pool(ConcurrencyPool::new(2))
+        .concurrency(reactor::Concurrency::Auto)
+        .await
+        .unwrap();
+    assert!(gauge.max() <= 2, "{} at once on a pool of 2", gauge.max());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_run_driven_by_its_caller_lets_the_callers_other_work_run() {
+    // 100 plain steps in a chain, each busy for 100 µs, run in the task
+    // awaiting the run; beside it in the same task, a loop that only
+    // advances when the task gets back to it.
+    let beside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut b = Reactor::builder("chain");
+    for i in 0..100 {
+        let s = step(format!("s{i}"));
+        let s = if i == 0 {
+            s
+        } else {
+            s.argument("p", result(format!("s{}", i - 1)))
+        };
+        let beside = beside.clone();
+        b.add(s.run_sync(move |_, _| {
+            let until = std::time::Instant::now() + Duration::from_micros(100);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            Ok(beside.load(std::sync::atomic::Ordering::SeqCst))
+        }));
+    }
+    let reactor = b.returns("s99").build().unwrap();
+    let counter = beside.clone();
+    let (out, ()) = tokio::join!(reactor.run(Inputs::new()), async move {
+        for _ in 0..1_000 {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::yield_now().await;
+        }
+    });
+    let seen_by_the_last_step = *out.unwrap().get::<usize>().unwrap();
+    assert!(
+        seen_by_the_last_step > 1,
+        "the loop beside the run never advanced while it ran ({seen_by_the_last_step})"
+    );
 }

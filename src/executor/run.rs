@@ -116,16 +116,23 @@ impl RunRequest {
     /// [`RunRequest::within`] follows its outer run.
     pub fn max_concurrency(mut self, n: usize) -> RunRequest {
         self.max_concurrency = Some(n);
+        self.adaptive = false;
         self
     }
 
     /// How many steps may run at once: a [`Concurrency::Limit`] as
     /// [`RunRequest::max_concurrency`], or [`Concurrency::Auto`]: CPU work
-    /// on the cores (or the pool given), awaiting steps under a limit that
-    /// adapts to their latency, reported by
+    /// on the cores, awaiting steps under a limit that adapts to their
+    /// latency, reported by
     /// [`EventKind::ConcurrencyLimit`](crate::EventKind::ConcurrencyLimit)
-    /// events. A map's elements are held by its batch size, not by the
-    /// adaptive limit.
+    /// events. The last of `concurrency` and `max_concurrency` called
+    /// wins. A pool given, or an outer run ([`RunRequest::within`]) with a
+    /// limit or a pool, still holds every step: the adaptive limit only
+    /// governs what would otherwise be unheld. It counts this run's own
+    /// awaiting steps (a composed reactor's steps are not under it), and
+    /// starts at 10, so steps that can only finish together (more than 10
+    /// waiting for each other) never do under it. A map's elements are
+    /// held by its batch size, not by the adaptive limit.
     ///
     /// ```
     /// use reactor::{step, Concurrency, Inputs, Reactor};
@@ -361,10 +368,13 @@ impl RunRequest {
                 message: "an async run needs at least 1".to_string(),
             });
         }
-        let awaiting_unbounded = self.adaptive
-            || (self.max_concurrency.is_none()
-                && !self.pool_given
-                && self.within.as_ref().is_none_or(|w| w.awaiting_unbounded));
+        // Awaiting steps are held to no limit (or to the adaptive one)
+        // only where nothing else holds them: a limit, a pool or an outer
+        // run with either holds every step.
+        let awaiting_unbounded = self.max_concurrency.is_none()
+            && !self.pool_given
+            && self.within.as_ref().is_none_or(|w| w.awaiting_unbounded);
+        let adaptive = self.adaptive && awaiting_unbounded;
         let pool = self
             .pool
             .unwrap_or_else(|| ConcurrencyPool::new(max_concurrency.max(1)));
@@ -411,7 +421,7 @@ impl RunRequest {
             run_async: self.run_async,
             max_concurrency: max_concurrency.max(1),
             awaiting_unbounded,
-            adaptive: self.adaptive,
+            adaptive,
             timeout: self.timeout,
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,

@@ -6,7 +6,8 @@
 //!
 //! Each completed awaiting step gives a latency sample. The limiter keeps
 //! a baseline, what the service answers in when it is not loaded: the
-//! lowest latency seen, drifting up slowly towards the samples (so that a
+//! mean of the first 10 samples, then following faster samples an eighth
+//! of the way each (so one fast answer does not pin it) and drifts up slowly towards slower ones (so that a
 //! service that became slower for good is followed, over thousands of
 //! samples), and compares each sample with it:
 //!
@@ -70,6 +71,8 @@ const INITIAL: f64 = 10.0;
 /// How slowly the baseline drifts up towards the samples (a sample moves
 /// it 1/`DRIFT` of the way).
 const DRIFT: f64 = 5_000.0;
+/// How many first samples the baseline starts as the mean of.
+const WARM_UP: u32 = 10;
 
 /// The adaptive limit of one run's awaiting steps.
 #[derive(Debug)]
@@ -77,6 +80,7 @@ pub(crate) struct AdaptiveLimit {
     limit: f64,
     /// The baseline latency, in seconds (0 before the first sample).
     base: f64,
+    samples: u32,
 }
 
 impl Default for AdaptiveLimit {
@@ -84,6 +88,7 @@ impl Default for AdaptiveLimit {
         AdaptiveLimit {
             limit: INITIAL,
             base: 0.0,
+            samples: 0,
         }
     }
 }
@@ -101,8 +106,15 @@ impl AdaptiveLimit {
             return None;
         }
         let before = self.current();
-        if self.base == 0.0 || latency < self.base {
-            self.base = latency;
+        self.samples = self.samples.saturating_add(1);
+        if self.samples <= WARM_UP {
+            // The first samples' mean: one odd first answer is diluted.
+            self.base += (latency - self.base) / f64::from(self.samples);
+        } else if latency < self.base {
+            // Down an eighth of the way: a service that became faster is
+            // followed within tens of samples, while one fast answer (a
+            // cache hit, a quick error) does not pin the baseline.
+            self.base -= (self.base - latency) / 8.0;
         } else {
             self.base += (latency - self.base) / DRIFT;
         }
@@ -163,6 +175,16 @@ mod tests {
             "{} from {high}",
             limit.current()
         );
+    }
+
+    #[test]
+    fn one_fast_answer_does_not_pin_the_limit() {
+        let mut limit = AdaptiveLimit::default();
+        limit.sample(0.000_1);
+        for _ in 0..300 {
+            limit.sample(0.020);
+        }
+        assert!(limit.current() > 20, "{}", limit.current());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::attempt::SlowAttempt;
-use super::places::Finished;
+use super::places::{Finished, CHUNK_TIME};
 use super::state::RunState;
 use super::tasks::{TaskReport, Tasks};
 use super::undo::UndoStack;
@@ -311,6 +311,9 @@ impl Coordinator {
             self.emit_run(|| EventKind::RunStart { resumed });
         }
         let mut count = true;
+        // Steps run here one after another yield to the task's other work
+        // every so often (the coordinator may be the caller's own task).
+        let (mut inline_runs, mut busy_since) = (0_u32, Instant::now());
         loop {
             if count {
                 if let Some(max) = self.settings.max_iterations {
@@ -338,7 +341,16 @@ impl Coordinator {
             if ran_inline {
                 // One step ran in the coordinator: that was an iteration.
                 count = true;
+                inline_runs += 1;
+                if inline_runs % 32 == 0 && busy_since.elapsed() >= CHUNK_TIME {
+                    tokio::task::yield_now().await;
+                    busy_since = Instant::now();
+                }
                 continue;
+            }
+            if inline_runs != 0 {
+                // Waiting gives the task's other work its turn.
+                (inline_runs, busy_since) = (0, Instant::now());
             }
             count = match self.wait().await {
                 Wake::Completion => true,
@@ -552,7 +564,8 @@ impl Coordinator {
             self.measured_plain(d);
         }
         for e in ended {
-            self.sample_latency(e.key);
+            let succeeded = matches!(e.attempt.verdict, super::attempt::Verdict::Done { .. });
+            self.sample_latency(e.key, succeeded);
             self.on_attempt(e.key, e.attempt, e.args, e.ctx);
         }
         // Steps a chunk left unrun go first, in their order (they come last
@@ -566,12 +579,16 @@ impl Coordinator {
         }
     }
 
-    /// An awaiting step under the adaptive limit ended: its latency moves
-    /// the limit, and a new limit is reported.
-    fn sample_latency(&mut self, key: Key) {
+    /// An awaiting step under the adaptive limit ended: the latency of a
+    /// success moves the limit (a failure's or a retry's says little about
+    /// the service's load), and a new limit is reported.
+    fn sample_latency(&mut self, key: Key, succeeded: bool) {
         let (Some(limit), Some(started)) = (&mut self.adaptive, self.launched.remove(&key)) else {
             return;
         };
+        if !succeeded {
+            return;
+        }
         if let Some(limit) = limit.sample(started.elapsed().as_secs_f64()) {
             self.emit_run(|| EventKind::ConcurrencyLimit { limit });
         }
