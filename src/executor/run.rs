@@ -809,7 +809,9 @@ impl HaltedRun {
     }
 
     /// Resumes the run with its stored inputs and results; completed steps
-    /// do not run again.
+    /// do not run again. Run options (concurrency, pool, timeouts,
+    /// middleware) are not part of the state: set them again on the
+    /// returned request, or it runs with the defaults.
     pub fn resume(self) -> RunRequest {
         let reactor = self.reactor.clone();
         let span = self.span.clone();
