@@ -173,7 +173,10 @@ async fn a_map_inside_a_compose_inside_a_switch_is_undone_with_the_outer_saga() 
     let inner = Reactor::builder("inner")
         .input("items")
         .add(
+            // One element at a time: they complete in source order, so
+            // the undo order below is known.
             map("book_all", input("items"))
+                .batch_size(1)
                 .steps([step("book")
                     .argument("n", element("book_all"))
                     .run_sync(|a, _| Ok(*a.get::<i64>("n")?))
