@@ -490,46 +490,22 @@ async fn mistakes_in_the_binarys_declarations_are_named() {
         &ran,
         "declares input `c`, which reactor `untyped` does not have",
     );
-    let ran = cli(&[
-        "run",
-        "untyped",
-        "-i",
-        "a=1",
-        "-i",
-        "b=2",
-        "--max-concurrency",
-        "0",
-    ])
-    .await;
+    // `untyped` run with its inputs and `extra`.
+    let untyped_with = |extra: &'static [&'static str]| async move {
+        let mut args = vec!["run", "untyped", "-i", "a=1", "-i", "b=2"];
+        args.extend_from_slice(extra);
+        cli(&args).await
+    };
+    let ran = untyped_with(&["--max-concurrency", "0"]).await;
     assert_eq!(ran.code, 2, "clap refuses it: {}", ran.err);
-    let ran = cli(&[
-        "run",
-        "untyped",
-        "-i",
-        "a=1",
-        "-i",
-        "b=2",
-        "--concurrency",
-        "some",
-    ])
-    .await;
+    let ran = untyped_with(&["--concurrency", "some"]).await;
     assert_eq!(ran.code, 2, "clap refuses it: {}", ran.err);
     assert!(
         ran.err.contains("expected `auto` or a number"),
         "{}",
         ran.err
     );
-    let ran = cli(&[
-        "run",
-        "untyped",
-        "-i",
-        "a=1",
-        "-i",
-        "b=2",
-        "--max-concurrency",
-        "3",
-    ])
-    .await;
+    let ran = untyped_with(&["--max-concurrency", "3"]).await;
     assert_eq!(ran.code, 0, "the old name still works: {}", ran.err);
 }
 
