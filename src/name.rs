@@ -25,6 +25,13 @@ use smol_str::SmolStr;
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(SmolStr);
 
+/// Whether `name` is one the engine made for itself (a map's element
+/// input, a group's gathering step, ...: they start with `__`), which
+/// diagrams, descriptions and progress bars leave out.
+pub(crate) fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
 impl Name {
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {

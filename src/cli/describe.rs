@@ -2,11 +2,9 @@
 
 use std::fmt::Write as _;
 
+use crate::name::is_internal;
 use crate::reactor::Reactor;
 use crate::step::{Shape, StepSpec};
-
-/// Names starting with this are the engine's own (hidden, as in diagrams).
-const INTERNAL: &str = "__";
 
 /// The reactor's name, description, inputs, return step, then each step
 /// with its kind and options (a map's batch size and ordering,
@@ -39,7 +37,7 @@ pub(super) fn describe(reactor: &Reactor) -> String {
 }
 
 fn step(out: &mut String, spec: &StepSpec, depth: usize) {
-    if spec.name().starts_with(INTERNAL) {
+    if is_internal(spec.name()) {
         return;
     }
     let pad = "  ".repeat(depth);
@@ -82,7 +80,7 @@ fn step(out: &mut String, spec: &StepSpec, depth: usize) {
     }
     out.push('\n');
     for a in &def.arguments {
-        if !a.name.starts_with(INTERNAL) {
+        if !is_internal(&a.name) {
             let _ = writeln!(out, "{pad}  {} <- {}", a.name, a.source);
         }
     }

@@ -13,6 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::event::{Event, EventKind};
 use crate::middleware::Middleware;
+use crate::name::is_internal;
 use crate::reactor::Reactor;
 use crate::step::Shape;
 
@@ -43,7 +44,7 @@ impl Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let top: HashSet<String> = reactor
             .step_names()
-            .filter(|n| !n.starts_with("__"))
+            .filter(|n| !is_internal(n))
             .map(str::to_string)
             .collect();
         let steps = multi.add(ProgressBar::new(top.len() as u64));
@@ -57,7 +58,11 @@ impl Progress {
         let mut nested = HashSet::new();
         for s in &reactor.plan().steps {
             let shape = s.spec.def().extras().shape.as_deref();
-            nested_names(shape, &mut nested);
+            if let Some(shape) = shape {
+                shape.for_each_nested(&mut |s| {
+                    nested.insert(s.name().to_string());
+                });
+            }
             if let Some(Shape::Map { returns, .. }) = shape {
                 let bar = multi.add(ProgressBar::no_length());
                 bar.set_style(
@@ -88,19 +93,6 @@ impl Progress {
     }
 }
 
-/// Every step name nested in `shape`, at any depth.
-fn nested_names(shape: Option<&Shape>, names: &mut HashSet<String>) {
-    let steps: Vec<&crate::StepSpec> = match shape {
-        Some(Shape::Map { steps, .. } | Shape::Nested { steps, .. }) => steps.iter().collect(),
-        Some(Shape::Switch { branches }) => branches.iter().flat_map(|b| &b.1).collect(),
-        _ => return,
-    };
-    for s in steps {
-        names.insert(s.name().to_string());
-        nested_names(s.def().extras().shape.as_deref(), names);
-    }
-}
-
 impl Middleware for Progress {
     fn on_event(&self, event: &Event<'_>) {
         let Some(step) = event.step else { return };
@@ -121,7 +113,7 @@ impl Middleware for Progress {
         let root = seen.root.get_or_insert_with(|| event.run_id.to_string());
         let in_root = *root == event.run_id;
         let top = self.top.contains(step);
-        if !in_root || step.starts_with("__") || (self.nested.contains(step) && !top) {
+        if !in_root || is_internal(step) || (self.nested.contains(step) && !top) {
             return;
         }
         if matches!(event.kind, EventKind::StepStart { .. }) && seen.known.insert(step.to_string())

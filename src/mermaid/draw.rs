@@ -9,16 +9,12 @@ use rustc_hash::FxHashMap;
 
 use super::{escape, shorten, state_class, MermaidOptions, CLASS_DEFS};
 use crate::argument::Origin;
+use crate::name::is_internal;
 use crate::name::Name;
 use crate::planner::Plan;
 use crate::reactor::Reactor;
 use crate::recording::{Recording, StepRecord, StepState};
 use crate::step::{Shape, StepSpec};
-
-/// Arguments and steps whose names start with this are the kinds' own
-/// plumbing (a map's element and outer results, a switch's outer results,
-/// a group's gathering step), not drawn.
-const INTERNAL: &str = "__";
 
 /// The steps of one scope (a reactor, a map's element, a branch) and what
 /// their names and inputs resolve to.
@@ -268,33 +264,15 @@ impl Drawer<'_> {
 
     /// Records the names a collapsed nesting step holds.
     fn walk_names(&mut self, shape: &Shape) {
-        let visit = |steps: &[StepSpec], this: &mut Self| {
-            for s in steps {
-                this.known.insert(s.name_arc().clone());
-                if let Some(inner) = s.def().extras().shape.clone() {
-                    this.walk_names(&inner);
-                }
-            }
-        };
-        match shape {
-            Shape::Leaf(_) => {}
-            Shape::Map { steps, .. } | Shape::Nested { steps, .. } => visit(steps, self),
-            Shape::Reactor { plan, .. } => {
-                let steps = specs(plan);
-                visit(&steps, self);
-            }
-            Shape::Switch { branches } => {
-                for (_, steps, _) in branches {
-                    visit(steps, self);
-                }
-            }
-        }
+        shape.for_each_nested(&mut |s| {
+            self.known.insert(s.name_arc().clone());
+        });
     }
 
     /// A step's argument and `wait_for` edges.
     fn arguments(&mut self, s: &StepSpec, to: &str, scope: &Scope<'_>, depth: usize) {
         for a in &s.def().arguments {
-            if a.name.starts_with(INTERNAL) {
+            if is_internal(&a.name) {
                 continue;
             }
             let label = self.options.arguments.then(|| a.name.as_str());
@@ -367,7 +345,7 @@ impl Drawer<'_> {
     fn emitted(&mut self, records: &FxHashMap<String, StepRecord>) {
         let mut extra: Vec<(&String, &StepRecord)> = records
             .iter()
-            .filter(|(n, _)| !n.starts_with(INTERNAL) && !self.known.contains(n.as_str()))
+            .filter(|(n, _)| !is_internal(n) && !self.known.contains(n.as_str()))
             .collect();
         if extra.is_empty() {
             return;

@@ -139,6 +139,27 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
+    /// Calls `visit` with every step nested in this shape, at any depth
+    /// (a composed or recursed reactor's steps included).
+    pub(crate) fn for_each_nested(&self, visit: &mut dyn FnMut(&StepSpec)) {
+        let mut each = |s: &StepSpec| {
+            visit(s);
+            if let Some(inner) = s.def().extras().shape.as_deref() {
+                inner.for_each_nested(visit);
+            }
+        };
+        match self {
+            Shape::Leaf(_) => {}
+            Shape::Map { steps, .. } | Shape::Nested { steps, .. } => steps.iter().for_each(each),
+            Shape::Reactor { plan, .. } => plan.steps.iter().for_each(|p| each(&p.spec)),
+            Shape::Switch { branches } => {
+                for (_, steps, _) in branches {
+                    steps.iter().for_each(&mut each);
+                }
+            }
+        }
+    }
+
     /// The kind's name, as diagrams and descriptions show it.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
