@@ -69,7 +69,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use futures::FutureExt as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -435,15 +434,9 @@ impl App {
             .demo
             .ok_or_else(|| Failure(format!("`{}` has no demo", self.name)))?;
         // A panicking demo is reported like a failing one.
-        match std::panic::AssertUnwindSafe(demo(quick))
-            .catch_unwind()
-            .await
-        {
+        match crate::executor::attempt::guarded(|| demo(quick)).await {
             Ok(result) => result.map_err(|e| Failure(format!("demo failed: {e}"))),
-            Err(panic) => Err(Failure(format!(
-                "demo panicked: {}",
-                crate::error::panic_message(panic.as_ref())
-            ))),
+            Err(panic) => Err(Failure(format!("demo panicked: {panic}"))),
         }
     }
 
