@@ -24,9 +24,14 @@ impl Coordinator {
     /// Whether step `key` runs off the coordinator holding a slot.
     pub(super) fn needs_slot(&self, key: Key) -> bool {
         let def = def_of(&self.plan, &self.instances[key.inst as usize], key.i());
-        self.settings.run_async
-            && def.run_async
-            && !(self.settings.awaiting_unbounded && def.awaits)
+        self.settings.run_async && def.run_async && !self.unheld(&def)
+    }
+
+    /// Whether `def` runs without a slot: an awaiting step of a run given
+    /// no pool or limit (under `Concurrency::Auto`, under its adaptive
+    /// limit instead).
+    fn unheld(&self, def: &PlannedStep) -> bool {
+        self.settings.awaiting_unbounded && def.awaits
     }
 
     /// A free slot: one taken while waiting, the pool's, or the one lent
@@ -82,9 +87,9 @@ impl Coordinator {
                 }
                 continue;
             }
-            // Awaiting steps of a run given no pool or limit take no slot
-            // (under Concurrency::Auto, a place under the adaptive limit).
-            let permit = if self.settings.awaiting_unbounded && def.awaits {
+            // An unheld step takes no slot, but a place under the adaptive
+            // limit if there is one.
+            let permit = if self.unheld(&def) {
                 let unslotted = self.tasks.running() - self.tasks.slotted();
                 if self
                     .adaptive
@@ -109,20 +114,16 @@ impl Coordinator {
             };
             let span = self.step_spans.then_some(&self.span);
             // Plain closures never await: they always hold a slot.
-            let plain = match (&def.plain, span, def.cpu_bound, permit) {
-                (Some(run), None, false, Some(permit)) => Ok((run.clone(), permit)),
-                (.., permit) => Err(permit),
-            };
-            let permit = match plain {
-                Err(permit) => permit,
-                Ok((run, permit)) => {
-                    let undoes = def.can_undo;
+            let permit = match (&def.plain, span, def.cpu_bound, permit) {
+                (Some(run), None, false, Some(permit)) => {
+                    let (run, undoes) = (run.clone(), def.can_undo);
                     drop(def);
                     if self.launch_plain((key, run, args, ctx), undoes, permit) {
                         return true;
                     }
                     continue;
                 }
+                (.., permit) => permit,
             };
             let cpu_bound = def.cpu_bound;
             let undo_args = def.can_undo.then(|| args.clone());
