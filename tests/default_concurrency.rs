@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::Gauge;
 use reactor::kinds::compose;
-use reactor::{result, step, ConcurrencyPool, Inputs, Reactor, StepSpec};
+use reactor::{result, step, Concurrency, ConcurrencyPool, Inputs, Reactor, RunRequest, StepSpec};
 use tokio::sync::Barrier;
 
 /// `n` steps `s0..` built by `each`, then `all` reading every one.
@@ -59,6 +59,13 @@ fn counted(n: usize, gauge: &Arc<Gauge>) -> Reactor {
     })
 }
 
+/// The most of 20 counted async steps at once, in a run set up by `with`.
+async fn peak_of(with: impl FnOnce(RunRequest) -> RunRequest) -> usize {
+    let gauge = Arc::new(Gauge::default());
+    with(counted(20, &gauge).run(Inputs::new())).await.unwrap();
+    gauge.max()
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -105,26 +112,12 @@ async fn cpu_work_is_held_to_the_cores_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_or_a_pool_holds_awaiting_steps() {
-    let gauge = Arc::new(Gauge::default());
-    counted(20, &gauge)
-        .run(Inputs::new())
-        .max_concurrency(3)
-        .await
-        .unwrap();
-    assert!(
-        gauge.max() <= 3,
-        "{} at once under a limit of 3",
-        gauge.max()
-    );
+    let peak = peak_of(|r| r.max_concurrency(3)).await;
+    assert!(peak <= 3, "{peak} at once under a limit of 3");
 
-    let gauge = Arc::new(Gauge::default());
     let pool = ConcurrencyPool::new(2);
-    counted(20, &gauge)
-        .run(Inputs::new())
-        .pool(pool.clone())
-        .await
-        .unwrap();
-    assert!(gauge.max() <= 2, "{} at once on a pool of 2", gauge.max());
+    let peak = peak_of(|r| r.pool(pool.clone())).await;
+    assert!(peak <= 2, "{peak} at once on a pool of 2");
     assert_eq!(pool.available(), 2);
 }
 
@@ -207,7 +200,7 @@ async fn an_adaptive_limit_backs_off_when_latency_grows() {
     let limits = Arc::new(Limits::default());
     let out = reactor
         .run(Inputs::new())
-        .concurrency(reactor::Concurrency::Auto)
+        .concurrency(Concurrency::Auto)
         .middleware(limits.clone())
         .await
         .unwrap();
@@ -229,38 +222,18 @@ async fn an_adaptive_limit_backs_off_when_latency_grows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_concurrency_is_a_limit() {
-    let gauge = Arc::new(Gauge::default());
-    counted(20, &gauge)
-        .run(Inputs::new())
-        .concurrency(3)
-        .await
-        .unwrap();
-    assert!(gauge.max() <= 3, "{} at once", gauge.max());
+    let peak = peak_of(|r| r.concurrency(3)).await;
+    assert!(peak <= 3, "{peak} at once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_never_lifts_a_limit_or_a_pool() {
-    let gauge = Arc::new(Gauge::default());
-    counted(20, &gauge)
-        .run(Inputs::new())
-        .concurrency(reactor::Concurrency::Auto)
-        .max_concurrency(3)
-        .await
-        .unwrap();
-    assert!(
-        gauge.max() <= 3,
-        "{} at once under a limit of 3",
-        gauge.max()
-    );
+    let peak = peak_of(|r| r.concurrency(Concurrency::Auto).max_concurrency(3)).await;
+    assert!(peak <= 3, "{peak} at once under a limit of 3");
 
-    let gauge = Arc::new(Gauge::default());
-    counted(20, &gauge)
-        .run(Inputs::new())
-        .pool(ConcurrencyPool::new(2))
-        .concurrency(reactor::Concurrency::Auto)
-        .await
-        .unwrap();
-    assert!(gauge.max() <= 2, "{} at once on a pool of 2", gauge.max());
+    let pool = ConcurrencyPool::new(2);
+    let peak = peak_of(|r| r.pool(pool).concurrency(Concurrency::Auto)).await;
+    assert!(peak <= 2, "{peak} at once on a pool of 2");
 }
 
 #[tokio::test(flavor = "current_thread")]
