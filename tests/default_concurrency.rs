@@ -1,6 +1,6 @@
 //! The default limits: a run given no pool and no `max_concurrency` holds
 //! its CPU work (plain closures, `cpu_bound` steps) to the cores and its
-//! awaiting steps to nothing; a limit, a pool, or an outer run that has
+//! awaiting steps to 10,000 in flight; a limit, a pool, or an outer run that has
 //! them holds every step.
 
 mod common;
@@ -272,4 +272,35 @@ async fn a_run_driven_by_its_caller_lets_the_callers_other_work_run() {
         seen_by_the_last_step > 1,
         "the loop beside the run never advanced while it ran ({seen_by_the_last_step})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_fan_out_holds_at_most_10_000_awaiting_steps_by_default() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    const STEPS: usize = 10_050;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let reactor = fan_out("huge", STEPS, |i| {
+        let (in_flight, gate) = (in_flight.clone(), gate.clone());
+        step(format!("s{i}")).run(move |_, _| {
+            let (in_flight, gate) = (in_flight.clone(), gate.clone());
+            async move {
+                in_flight.fetch_add(1, SeqCst);
+                gate.acquire().await.unwrap().forget();
+                Ok(())
+            }
+        })
+    });
+    let run = tokio::spawn(async move { reactor.run(Inputs::new()).await });
+    // Wait until 10,000 are in, then give any more the time to come in.
+    while in_flight.load(SeqCst) < 10_000 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    let peak = in_flight.load(SeqCst);
+    gate.add_permits(STEPS);
+    assert_eq!(*run.await.unwrap().unwrap().get::<usize>().unwrap(), STEPS);
+    assert_eq!(peak, 10_000, "awaiting steps in flight at once");
 }

@@ -27,8 +27,8 @@
 //! - **a task of its own**, holding a slot of the run's pool and a place
 //!   under `max_concurrency` (CPU-bound steps on the blocking pool); in a
 //!   run given no pool and no limit, an awaiting step (async closure,
-//!   `Step` impl, ready-made kind) holds neither, so only CPU work is held
-//!   to the cores;
+//!   `Step` impl, ready-made kind) holds neither (up to 10,000 of them in
+//!   flight), so only CPU work is held to the cores;
 //! - **a chunk**: several ready plain closure steps (`run_sync`, no guard,
 //!   no compensation) run one after another holding one slot, at most
 //!   200 µs before the rest go back to the ready queue: in a task of their

@@ -112,7 +112,8 @@ impl RunRequest {
     /// run given neither holds its CPU work (plain `run_sync` closures and
     /// `cpu_bound` steps) to the available cores, and runs its awaiting
     /// steps (async closures, `Step` impls, the ready-made kinds) without
-    /// a limit, as they wait rather than compute. A run nested with
+    /// a slot, as they wait rather than compute: up to 10,000 of them at
+    /// once, so that a fan-out of millions does not hold a task for each. A run nested with
     /// [`RunRequest::within`] follows its outer run.
     pub fn max_concurrency(mut self, n: usize) -> RunRequest {
         self.max_concurrency = Some(n);

@@ -15,6 +15,11 @@ use crate::planner::{ArgFrom, PlannedStep};
 use crate::pool::Permit;
 use crate::step::{Runner, SyncRunFn};
 
+/// At most this many unheld awaiting steps of one run are in flight at
+/// once (without `Concurrency::Auto`): far past what waiting on I/O needs,
+/// while a fan-out of millions of steps does not hold a task for each.
+pub(crate) const UNHELD_LIMIT: usize = 10_000;
+
 /// Plain steps costing less than this (measured over this run's chunks)
 /// run their chunks in the coordinator: handing them to another task
 /// would cost more than running them.
@@ -28,8 +33,8 @@ impl Coordinator {
     }
 
     /// Whether `def` runs without a slot: an awaiting step of a run given
-    /// no pool or limit (under `Concurrency::Auto`, under its adaptive
-    /// limit instead).
+    /// no pool or limit, held only to [`UNHELD_LIMIT`] (under
+    /// `Concurrency::Auto`, to its adaptive limit instead).
     fn unheld(&self, def: &PlannedStep) -> bool {
         self.settings.awaiting_unbounded && def.awaits
     }
@@ -91,11 +96,8 @@ impl Coordinator {
             // limit if there is one.
             let permit = if self.unheld(&def) {
                 let unslotted = self.tasks.running() - self.tasks.slotted();
-                if self
-                    .adaptive
-                    .as_ref()
-                    .is_some_and(|a| unslotted >= a.current())
-                {
+                let limit = self.adaptive.as_ref().map_or(UNHELD_LIMIT, |a| a.current());
+                if unslotted >= limit {
                     return false;
                 }
                 None
