@@ -335,12 +335,22 @@ fn w1_reactor(n: i64, awaiting: bool) -> Reactor {
     w1_declare(n, awaiting).build().expect("W1 plans")
 }
 
-fn w1_dag(n: i64) -> Dag {
+/// W1's DAG for the baselines; with `awaiting`, its step bodies are
+/// async (as ours with async closures), else plain (the tokio baseline
+/// spawns a task per step either way).
+fn w1_dag(n: i64, awaiting: bool) -> Dag {
     let mut nodes = Vec::with_capacity(n as usize + 1);
     for i in 1..=n {
+        let work = if awaiting {
+            Work::Async(Arc::new(move |a: Vec<Val>| {
+                Box::pin(async move { val(*get::<i64>(&a[0]) + i) })
+            }))
+        } else {
+            Work::Sync(Arc::new(move |a: &[Val]| val(*get::<i64>(&a[0]) + i)))
+        };
         nodes.push(Node {
             args: vec![Src::Input(0)],
-            work: Work::Sync(Arc::new(move |a: &[Val]| val(*get::<i64>(&a[0]) + i))),
+            work,
         });
     }
     nodes.push(Node {
@@ -777,7 +787,7 @@ fn w1(bench: &mut Bench) {
                 n: n as usize,
                 reactor: w1_reactor(n, true),
                 plain: w1_reactor(n, false),
-                dag: w1_dag(n),
+                dag: w1_dag(n, false),
                 expected: w1_expected(n),
                 elixir,
                 async_target: n >= 10_000,
@@ -1651,7 +1661,7 @@ fn w1_million_run(which: &str) {
     let expected = w1_expected(MILLION);
     let (built, took) = match which {
         "baseline" => {
-            let dag = Arc::new(w1_dag_awaiting(MILLION));
+            let dag = Arc::new(w1_dag(MILLION, true));
             let built = peak_rss_mib();
             let started = Instant::now();
             let v = rt.block_on(baseline::run_tokio(dag, x_val(), 2));
@@ -1675,27 +1685,6 @@ fn w1_million_run(which: &str) {
     println!("BUILT_MIB {built:.1}");
     println!("PEAK_MIB {:.1}", peak_rss_mib());
     println!("RUN_NS {}", took.as_nanos());
-}
-
-/// W1's DAG with async step bodies (a task per step, as ours with async
-/// closures).
-fn w1_dag_awaiting(n: i64) -> Dag {
-    let mut nodes = Vec::with_capacity(n as usize + 1);
-    for i in 1..=n {
-        nodes.push(Node {
-            args: vec![Src::Input(0)],
-            work: Work::Async(Arc::new(move |a: Vec<Val>| {
-                Box::pin(async move { val(*get::<i64>(&a[0]) + i) })
-            })),
-        });
-    }
-    nodes.push(Node {
-        args: (0..n as usize).map(Src::Step).collect(),
-        work: Work::Sync(Arc::new(|a: &[Val]| {
-            val(a.iter().map(|v| *get::<i64>(v)).sum::<i64>())
-        })),
-    });
-    Dag::new(nodes, n as usize)
 }
 
 struct MillionRun {
