@@ -259,6 +259,44 @@ pub enum Error {
         /// What does not fit.
         problem: String,
     },
+    /// A value could not cross a durable run's journal.
+    #[error("a `{type_name}` could not be encoded or decoded: {message}")]
+    Codec {
+        /// The type of the value.
+        type_name: &'static str,
+        /// What serde said.
+        message: String,
+    },
+    /// A reactor cannot run durably: a value it would journal has no
+    /// encoding, or it uses what the journal cannot record yet.
+    #[error("reactor `{reactor}` cannot run durably: {problem}")]
+    NotDurable {
+        /// The reactor.
+        reactor: String,
+        /// What is missing, naming the step or input.
+        problem: String,
+    },
+    /// The journal's store failed (after its retries).
+    #[error(transparent)]
+    Store(#[from] crate::journal::StoreError),
+    /// A run was journalled under another definition of its reactor.
+    #[error("run `{run_id}` of reactor `{reactor}` was started under another definition: {changed}")]
+    DefinitionChanged {
+        /// The run.
+        run_id: String,
+        /// The reactor.
+        reactor: String,
+        /// What changed (the first difference found).
+        changed: String,
+    },
+    /// No run, or no reactor, of that name is known.
+    #[error("unknown {what} `{name}`")]
+    Unknown {
+        /// `"run"` or `"reactor"`.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
     /// Only a successful, fully reversible run can be undone.
     #[error("the run `{run_id}` cannot be undone: {message}")]
     State {
@@ -286,12 +324,17 @@ impl Error {
             | Error::NestingTooDeep { .. }
             | Error::MissingArgument { .. }
             | Error::ArgumentType { .. }
-            | Error::ValueType { .. } => ErrorClass::Invalid,
+            | Error::ValueType { .. }
+            | Error::Codec { .. }
+            | Error::NotDurable { .. }
+            | Error::Unknown { .. } => ErrorClass::Invalid,
+            Error::Store(_) => ErrorClass::Internal,
             Error::NoSteps { .. }
             | Error::MissingReturn { .. }
             | Error::UnknownReturn { .. }
             | Error::Halted(_)
             | Error::StateMismatch { .. }
+            | Error::DefinitionChanged { .. }
             | Error::Refused { .. }
             | Error::State { .. } => ErrorClass::Validation,
         }

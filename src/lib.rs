@@ -61,10 +61,12 @@ mod argument;
 mod builder;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod codec;
 mod context;
 mod error;
 mod event;
 pub mod executor;
+pub mod journal;
 pub mod kinds;
 pub mod mermaid;
 mod middleware;

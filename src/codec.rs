@@ -1,0 +1,87 @@
+//! Codecs: how a [`Value`] crosses a durable run's journal.
+//!
+//! Values are type-erased, so the engine cannot serialize one on its own.
+//! A step declares the type of its result with
+//! [`StepSpec::output`](crate::StepSpec::output), an input with
+//! [`Builder::input_as`](crate::Builder::input_as): either records a
+//! [`Codec`] for that type (serde, as JSON). Registering a reactor with a
+//! durable [`Runtime`](crate::durable::Runtime) refuses one whose step or
+//! input has none, naming it.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::value::Value;
+
+/// Encodes and decodes values of one type, as JSON.
+#[derive(Clone, Copy)]
+pub(crate) struct Codec {
+    type_name: fn() -> &'static str,
+    encode: fn(&Value) -> Result<serde_json::Value, Error>,
+    decode: fn(serde_json::Value) -> Result<Value, Error>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Codec").field(&self.type_name()).finish()
+    }
+}
+
+impl Codec {
+    /// The codec of `T`.
+    pub(crate) fn of<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> Codec {
+        Codec {
+            type_name: std::any::type_name::<T>,
+            encode: |v| {
+                let t = v.get::<T>()?;
+                serde_json::to_value(t).map_err(|e| Error::Codec {
+                    type_name: std::any::type_name::<T>(),
+                    message: e.to_string(),
+                })
+            },
+            decode: |json| {
+                serde_json::from_value::<T>(json)
+                    .map(Value::new)
+                    .map_err(|e| Error::Codec {
+                        type_name: std::any::type_name::<T>(),
+                        message: e.to_string(),
+                    })
+            },
+        }
+    }
+
+    /// The type this codec encodes.
+    pub(crate) fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    /// `value` as JSON; an error names both types if it is not of this
+    /// codec's type.
+    pub(crate) fn encode(&self, value: &Value) -> Result<serde_json::Value, Error> {
+        (self.encode)(value)
+    }
+
+    /// The value `json` encodes.
+    pub(crate) fn decode(&self, json: serde_json::Value) -> Result<Value, Error> {
+        (self.decode)(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_names_types() {
+        let c = Codec::of::<Vec<u32>>();
+        let json = c.encode(&Value::new(vec![1_u32, 2])).unwrap();
+        assert_eq!(json, serde_json::json!([1, 2]));
+        let back = c.decode(json).unwrap();
+        assert_eq!(back.get::<Vec<u32>>().unwrap(), &vec![1, 2]);
+        let wrong = c.encode(&Value::new("x")).unwrap_err().to_string();
+        assert!(wrong.contains("Vec<u32>") && wrong.contains("&str"), "{wrong}");
+        let bad = c.decode(serde_json::json!("x")).unwrap_err().to_string();
+        assert!(bad.contains("Vec<u32>"), "{bad}");
+    }
+}

@@ -1,0 +1,20 @@
+//! Journals of durable runs: the records ([`Record`], [`Entry`]), the
+//! [`Store`] trait they are kept behind, and its two stores:
+//! [`MemoryStore`] and [`SqliteStore`] (the embedded default).
+//!
+//! The executor writes a run's journal through [`RunJournal`] (crate
+//! internal): it numbers the records, batches them, and retries a failing
+//! store with backoff. The durable [`Runtime`](crate::durable::Runtime)
+//! starts, recovers and resumes runs from their journals.
+
+mod memory;
+mod record;
+pub(crate) mod run;
+mod sqlite;
+mod store;
+
+pub use memory::MemoryStore;
+pub use record::{Entry, Record, RunEnd, RunStatus, UndoItem};
+pub(crate) use run::RunJournal;
+pub use sqlite::{SqliteStore, Synchronous};
+pub use store::{Created, Journal, NewRun, RunSummary, Store, StoreError};

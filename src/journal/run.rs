@@ -1,0 +1,126 @@
+//! [`RunJournal`]: one run's journal as the executor writes it.
+//!
+//! The executor pushes entries as they happen and flushes where the
+//! write-ahead rule needs them durable (before a completed step's
+//! dependents start, before and during unwinding, at the end). A flush
+//! appends everything pushed since the last one in one call, so one
+//! commit carries a whole level of the run's graph, and the store's
+//! writer batches the flushes of concurrent runs together.
+//!
+//! A failing store is retried with backoff (10 ms doubling to 1 s) for up
+//! to [`RETRY_FOR`]; an error that cannot pass (an unknown run, a corrupt
+//! journal) is returned at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::record::{Entry, Record};
+use super::store::{Store, StoreError};
+
+/// How long a failing store is retried before a flush gives up.
+pub(crate) const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// One run's journal, shared by its coordinator and its undo stack.
+pub(crate) struct RunJournal {
+    store: Arc<dyn Store>,
+    run_id: String,
+    /// How many times the run has been taken up (1: its first start).
+    epoch: u32,
+    pending: Mutex<Pending>,
+    /// Held while flushing, so that flushes land in order.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+struct Pending {
+    next_seq: u64,
+    records: Vec<Record>,
+}
+
+impl std::fmt::Debug for RunJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunJournal")
+            .field("run_id", &self.run_id)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+impl RunJournal {
+    /// The journal of run `run_id`, whose next record is `next_seq`.
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        run_id: String,
+        next_seq: u64,
+        epoch: u32,
+    ) -> RunJournal {
+        RunJournal {
+            store,
+            run_id,
+            epoch,
+            pending: Mutex::new(Pending {
+                next_seq,
+                records: Vec::new(),
+            }),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// How many times the run has been taken up (1: its first start).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `entry` to the next flush.
+    pub(crate) fn push(&self, entry: Entry) {
+        let mut p = self.lock();
+        let seq = p.next_seq;
+        p.next_seq += 1;
+        p.records.push(Record::new(seq, entry));
+    }
+
+    /// Whether entries wait for a flush.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.lock().records.is_empty()
+    }
+
+    /// Pushes `entry` and flushes.
+    pub(crate) async fn write(&self, entry: Entry) -> Result<(), StoreError> {
+        self.push(entry);
+        self.flush().await
+    }
+
+    /// Makes everything pushed so far durable.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let _order = self.flushing.lock().await;
+        let records = std::mem::take(&mut self.lock().records);
+        if records.is_empty() {
+            return Ok(());
+        }
+        append_with_retry(&*self.store, &self.run_id, records).await
+    }
+}
+
+/// Appends `records`, retrying a transient failure with backoff.
+pub(crate) async fn append_with_retry(
+    store: &dyn Store,
+    run_id: &str,
+    records: Vec<Record>,
+) -> Result<(), StoreError> {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match store.append(run_id, records.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && started.elapsed() < RETRY_FOR => {
+                tracing::warn!(run_id, error = %e, "journal append failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

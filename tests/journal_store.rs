@@ -1,0 +1,222 @@
+//! Store conformance: one suite, run against every store (the promises of
+//! `reactor::journal::Store`), plus what only a file can show (a reopened
+//! store, a corrupt or truncated journal).
+
+use std::sync::Arc;
+
+use reactor::journal::{
+    Created, Entry, MemoryStore, NewRun, Record, RunEnd, RunStatus, SqliteStore, Store,
+    StoreError, Synchronous,
+};
+
+fn started(reactor: &str) -> Entry {
+    Entry::RunStarted {
+        reactor: reactor.into(),
+        def_hash: "h".into(),
+        definition: vec!["step a".into()],
+        inputs: [("x".to_string(), serde_json::json!(1))].into(),
+        idempotency_key: None,
+    }
+}
+
+fn new_run(id: &str, key: Option<&str>) -> NewRun {
+    NewRun {
+        id: id.into(),
+        reactor: "r".into(),
+        idempotency_key: key.map(Into::into),
+        first: Record::new(0, started("r")),
+    }
+}
+
+fn done(seq: u64, step: &str) -> Record {
+    Record::new(
+        seq,
+        Entry::StepDone {
+            step: step.into(),
+            attempt: 1,
+            value: serde_json::json!(seq),
+        },
+    )
+}
+
+/// Every promise of the `Store` trait, on `store`.
+async fn conformance(store: Arc<dyn Store>) {
+    // Create, and dedupe on the idempotency key.
+    assert_eq!(store.create_run(new_run("a", Some("k1"))).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create_run(new_run("b", Some("k1"))).await.unwrap(),
+        Created::Existing("a".into())
+    );
+    assert!(matches!(store.load("b").await, Err(StoreError::UnknownRun(_))));
+    store.create_run(new_run("c", None)).await.unwrap();
+    store.create_run(new_run("d", None)).await.unwrap();
+
+    // Appends, in order; a retried append changes nothing.
+    store.append("a", vec![done(1, "s1"), done(2, "s2")]).await.unwrap();
+    store.append("a", vec![done(1, "other"), done(2, "other")]).await.unwrap();
+    store.append("a", vec![done(3, "s3")]).await.unwrap();
+    let j = store.load("a").await.unwrap();
+    let steps: Vec<_> = j
+        .records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::StepDone { step, .. } => Some(step.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, ["s1", "s2", "s3"]);
+    assert_eq!(j.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(j.run.idempotency_key.as_deref(), Some("k1"));
+
+    // An append to a run that does not exist.
+    assert!(matches!(
+        store.append("nope", vec![done(1, "x")]).await,
+        Err(StoreError::UnknownRun(_))
+    ));
+
+    // Status follows the entries.
+    store.append("c", vec![Record::new(1, Entry::Halted)]).await.unwrap();
+    store
+        .append(
+            "d",
+            vec![Record::new(
+                1,
+                Entry::RunEnded {
+                    end: RunEnd::Completed {
+                        value: serde_json::json!("ok"),
+                    },
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    let ids = |runs: Vec<reactor::journal::RunSummary>| {
+        runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(store.runs(Some(RunStatus::Running)).await.unwrap()), ["a"]);
+    assert_eq!(ids(store.runs(Some(RunStatus::Halted)).await.unwrap()), ["c"]);
+    assert_eq!(ids(store.runs(Some(RunStatus::Completed)).await.unwrap()), ["d"]);
+    assert_eq!(ids(store.runs(None).await.unwrap()), ["a", "c", "d"]);
+    store
+        .append("c", vec![Record::new(2, Entry::Resumed { epoch: 2 })])
+        .await
+        .unwrap();
+    assert_eq!(store.load("c").await.unwrap().run.status, RunStatus::Running);
+    // A retried status change does not move the status back.
+    store.append("c", vec![Record::new(1, Entry::Halted)]).await.unwrap();
+    assert_eq!(store.load("c").await.unwrap().run.status, RunStatus::Running);
+
+    // A gap is reported on load, not panicked on.
+    store.create_run(new_run("gap", None)).await.unwrap();
+    store.append("gap", vec![done(2, "late")]).await.unwrap();
+    match store.load("gap").await {
+        Err(StoreError::Corrupt { seq: 1, .. }) => {}
+        other => panic!("a journal with a gap loaded: {other:?}"),
+    }
+
+    // More than 10,000 records in one journal, appended by many writers at
+    // once (one per run) and in batches.
+    let big = 10_050_u64;
+    store.create_run(new_run("big", None)).await.unwrap();
+    let mut handles = Vec::new();
+    for w in 0..8_u64 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let id = format!("w{w}");
+            store.create_run(new_run(&id, None)).await.unwrap();
+            for seq in 1..=200 {
+                store.append(&id, vec![done(seq, "s")]).await.unwrap();
+            }
+        }));
+    }
+    let mut seq = 1;
+    while seq <= big {
+        let batch: Vec<_> = (seq..(seq + 500).min(big + 1)).map(|s| done(s, "s")).collect();
+        seq += batch.len() as u64;
+        store.append("big", batch).await.unwrap();
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let j = store.load("big").await.unwrap();
+    assert_eq!(j.records.len() as u64, big + 1);
+    for w in 0..8 {
+        assert_eq!(store.load(&format!("w{w}")).await.unwrap().records.len(), 201);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    conformance(Arc::new(MemoryStore::new())).await;
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("reactor-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_conforms() {
+    let dir = temp_dir("conform");
+    conformance(Arc::new(SqliteStore::open(dir.join("j.db")).unwrap())).await;
+    conformance(Arc::new(
+        SqliteStore::open_with(dir.join("normal.db"), Synchronous::Normal).unwrap(),
+    ))
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_journal_survives_reopening() {
+    let dir = temp_dir("reopen");
+    let path = dir.join("nested/dirs/j.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_run(new_run("a", Some("key"))).await.unwrap();
+        store.append("a", vec![done(1, "s1")]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let j = store.load("a").await.unwrap();
+    assert_eq!(j.records.len(), 2);
+    assert_eq!(
+        store.create_run(new_run("z", Some("key"))).await.unwrap(),
+        Created::Existing("a".into())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_corrupt_and_truncated_journals_are_reported() {
+    let dir = temp_dir("corrupt");
+    let path = dir.join("j.db");
+    let store = SqliteStore::open(&path).unwrap();
+    for id in ["bad", "short", "fine"] {
+        store.create_run(new_run(id, None)).await.unwrap();
+        store.append(id, vec![done(1, "s1"), done(2, "s2")]).await.unwrap();
+    }
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE reactor_journal SET body = '{not json' WHERE run_id = 'bad' AND seq = 2",
+        [],
+    )
+    .unwrap();
+    raw.execute(
+        "DELETE FROM reactor_journal WHERE run_id = 'short' AND seq = 1",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    match store.load("bad").await {
+        Err(e @ StoreError::Corrupt { seq: 2, .. }) => {
+            assert!(e.to_string().contains("bad"), "{e}")
+        }
+        other => panic!("a corrupt record loaded: {other:?}"),
+    }
+    assert!(matches!(
+        store.load("short").await,
+        Err(StoreError::Corrupt { seq: 1, .. })
+    ));
+    assert_eq!(store.load("fine").await.unwrap().records.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
