@@ -22,6 +22,8 @@ pub(crate) struct InputDef {
     pub(crate) name: Name,
     pub(crate) transform: Option<TransformFn>,
     pub(crate) description: Option<String>,
+    /// How the input crosses a durable run's journal.
+    pub(crate) codec: Option<crate::codec::Codec>,
 }
 
 /// Declares a reactor.
@@ -71,6 +73,37 @@ impl Builder {
             name: name.into(),
             transform: None,
             description: None,
+            codec: None,
+        });
+        self
+    }
+
+    /// Declares an input of type `T`, which a durable run journals (see
+    /// [`durable`](crate::durable)); a value of another type is refused
+    /// when the run starts, naming the input and both types.
+    ///
+    /// ```
+    /// use reactor::{input, step, Inputs, Reactor};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), reactor::Error> {
+    /// let r = Reactor::builder("typed")
+    ///     .input_as::<u32>("n")
+    ///     .add(step("double").argument("n", input("n")).run_sync(|a, _| Ok(a.get::<u32>("n")? * 2)))
+    ///     .returns("double")
+    ///     .build()?;
+    /// assert!(r.run(Inputs::new().with("n", "seven")).await.is_err());
+    /// assert_eq!(*r.run(Inputs::new().with("n", 7_u32)).await?.get::<u32>()?, 14);
+    /// # Ok(()) }
+    /// ```
+    pub fn input_as<T>(&mut self, name: impl Into<Name>) -> &mut Builder
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.inputs.push(InputDef {
+            name: name.into(),
+            transform: None,
+            description: None,
+            codec: Some(crate::codec::Codec::of::<T>()),
         });
         self
     }
@@ -101,6 +134,7 @@ impl Builder {
             name: name.into(),
             transform: Some(transform),
             description: None,
+            codec: None,
         });
         self
     }

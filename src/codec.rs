@@ -18,6 +18,7 @@ use crate::value::Value;
 #[derive(Clone, Copy)]
 pub(crate) struct Codec {
     type_name: fn() -> &'static str,
+    is: fn(&Value) -> bool,
     encode: fn(&Value) -> Result<serde_json::Value, Error>,
     decode: fn(serde_json::Value) -> Result<Value, Error>,
 }
@@ -33,6 +34,7 @@ impl Codec {
     pub(crate) fn of<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> Codec {
         Codec {
             type_name: std::any::type_name::<T>,
+            is: Value::is::<T>,
             encode: |v| {
                 let t = v.get::<T>()?;
                 serde_json::to_value(t).map_err(|e| Error::Codec {
@@ -54,6 +56,11 @@ impl Codec {
     /// The type this codec encodes.
     pub(crate) fn type_name(&self) -> &'static str {
         (self.type_name)()
+    }
+
+    /// Whether `value` is of this codec's type.
+    pub(crate) fn fits(&self, value: &Value) -> bool {
+        (self.is)(value)
     }
 
     /// `value` as JSON; an error names both types if it is not of this
@@ -80,7 +87,10 @@ mod tests {
         let back = c.decode(json).unwrap();
         assert_eq!(back.get::<Vec<u32>>().unwrap(), &vec![1, 2]);
         let wrong = c.encode(&Value::new("x")).unwrap_err().to_string();
-        assert!(wrong.contains("Vec<u32>") && wrong.contains("&str"), "{wrong}");
+        assert!(
+            wrong.contains("Vec<u32>") && wrong.contains("&str"),
+            "{wrong}"
+        );
         let bad = c.decode(serde_json::json!("x")).unwrap_err().to_string();
         assert!(bad.contains("Vec<u32>"), "{bad}");
     }

@@ -42,6 +42,8 @@ pub(crate) struct RunScope {
     /// The undo stacks of runs nested in this run's steps that were dropped
     /// before they ended: the run undoes them with its own.
     pub(crate) orphans: std::sync::Mutex<Vec<crate::executor::UndoStack>>,
+    /// The run's journal, if it is durable.
+    pub(crate) journal: Option<Arc<crate::journal::RunJournal>>,
 }
 
 impl RunScope {
@@ -138,6 +140,40 @@ impl Context {
     /// How many retries remain, or `None` when they are unlimited.
     pub fn retries_remaining(&self) -> Option<u32> {
         self.retries_remaining
+    }
+
+    /// A key for calls to external systems, the same for every attempt of
+    /// this step in this run, and after the run is taken up again after a
+    /// crash: `"<run id>:<step>"`. Pass it to the system the step changes
+    /// (a payment provider's idempotency key, a unique column), so that an
+    /// attempt made again after a crash does its work once, and an undo
+    /// finds what to undo. Steps of a map's elements share their step's
+    /// key: add the element's own identity to it.
+    ///
+    /// ```
+    /// use reactor::{step, Inputs, Reactor};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), reactor::Error> {
+    /// let r = Reactor::builder("keys")
+    ///     .add(step("charge").run_sync(|_, ctx| Ok(ctx.idempotency_key())))
+    ///     .returns("charge")
+    ///     .build()?;
+    /// let key = r.run(Inputs::new()).run_id("order-7").await?;
+    /// assert_eq!(key.get::<String>()?, "order-7:charge");
+    /// # Ok(()) }
+    /// ```
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.run.run_id, self.step_name())
+    }
+
+    /// This attempt's id, `"<epoch>.<attempt>"`: the epoch counts how many
+    /// times the run has been taken up (1 for its first start, one more
+    /// for each resume or recovery), the attempt counts from 1. A system
+    /// that records it can ignore a late call from an attempt it has seen
+    /// overtaken.
+    pub fn attempt_id(&self) -> String {
+        let epoch = self.run.journal.as_ref().map_or(1, |j| j.epoch());
+        format!("{epoch}.{}", self.current_try + 1)
     }
 
     /// Whether the run is asynchronous (steps may run concurrently).

@@ -193,6 +193,16 @@ pub enum Error {
         /// Why.
         reason: Reason,
     },
+    /// An input declared with a type was given a value of another.
+    #[error("input `{input}` is a `{actual}`, but the reactor declares a `{expected}`")]
+    InputType {
+        /// The input.
+        input: String,
+        /// The declared type.
+        expected: &'static str,
+        /// The type given.
+        actual: &'static str,
+    },
     /// A run option is out of range.
     #[error("invalid run option `{option}`: {message}")]
     InvalidOption {
@@ -280,7 +290,9 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::journal::StoreError),
     /// A run was journalled under another definition of its reactor.
-    #[error("run `{run_id}` of reactor `{reactor}` was started under another definition: {changed}")]
+    #[error(
+        "run `{run_id}` of reactor `{reactor}` was started under another definition: {changed}"
+    )]
     DefinitionChanged {
         /// The run.
         run_id: String,
@@ -314,6 +326,7 @@ impl Error {
             Error::Run(run) => run.class(),
             Error::MissingInputs { .. }
             | Error::InputTransform { .. }
+            | Error::InputType { .. }
             | Error::UnknownInput { .. }
             | Error::UnknownStep { .. }
             | Error::Cycle { .. }

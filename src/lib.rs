@@ -63,6 +63,7 @@ mod builder;
 pub mod cli;
 mod codec;
 mod context;
+pub mod durable;
 mod error;
 mod event;
 pub mod executor;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use reactor::journal::{
-    Created, Entry, MemoryStore, NewRun, Record, RunEnd, RunStatus, SqliteStore, Store,
-    StoreError, Synchronous,
+    Created, Entry, MemoryStore, NewRun, Record, RunEnd, RunStatus, SqliteStore, Store, StoreError,
+    Synchronous,
 };
 
 fn started(reactor: &str) -> Entry {
@@ -42,18 +42,30 @@ fn done(seq: u64, step: &str) -> Record {
 /// Every promise of the `Store` trait, on `store`.
 async fn conformance(store: Arc<dyn Store>) {
     // Create, and dedupe on the idempotency key.
-    assert_eq!(store.create_run(new_run("a", Some("k1"))).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create_run(new_run("a", Some("k1"))).await.unwrap(),
+        Created::New
+    );
     assert_eq!(
         store.create_run(new_run("b", Some("k1"))).await.unwrap(),
         Created::Existing("a".into())
     );
-    assert!(matches!(store.load("b").await, Err(StoreError::UnknownRun(_))));
+    assert!(matches!(
+        store.load("b").await,
+        Err(StoreError::UnknownRun(_))
+    ));
     store.create_run(new_run("c", None)).await.unwrap();
     store.create_run(new_run("d", None)).await.unwrap();
 
     // Appends, in order; a retried append changes nothing.
-    store.append("a", vec![done(1, "s1"), done(2, "s2")]).await.unwrap();
-    store.append("a", vec![done(1, "other"), done(2, "other")]).await.unwrap();
+    store
+        .append("a", vec![done(1, "s1"), done(2, "s2")])
+        .await
+        .unwrap();
+    store
+        .append("a", vec![done(1, "other"), done(2, "other")])
+        .await
+        .unwrap();
     store.append("a", vec![done(3, "s3")]).await.unwrap();
     let j = store.load("a").await.unwrap();
     let steps: Vec<_> = j
@@ -65,7 +77,10 @@ async fn conformance(store: Arc<dyn Store>) {
         })
         .collect();
     assert_eq!(steps, ["s1", "s2", "s3"]);
-    assert_eq!(j.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        j.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     assert_eq!(j.run.idempotency_key.as_deref(), Some("k1"));
 
     // An append to a run that does not exist.
@@ -75,7 +90,10 @@ async fn conformance(store: Arc<dyn Store>) {
     ));
 
     // Status follows the entries.
-    store.append("c", vec![Record::new(1, Entry::Halted)]).await.unwrap();
+    store
+        .append("c", vec![Record::new(1, Entry::Halted)])
+        .await
+        .unwrap();
     store
         .append(
             "d",
@@ -93,18 +111,36 @@ async fn conformance(store: Arc<dyn Store>) {
     let ids = |runs: Vec<reactor::journal::RunSummary>| {
         runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
     };
-    assert_eq!(ids(store.runs(Some(RunStatus::Running)).await.unwrap()), ["a"]);
-    assert_eq!(ids(store.runs(Some(RunStatus::Halted)).await.unwrap()), ["c"]);
-    assert_eq!(ids(store.runs(Some(RunStatus::Completed)).await.unwrap()), ["d"]);
+    assert_eq!(
+        ids(store.runs(Some(RunStatus::Running)).await.unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        ids(store.runs(Some(RunStatus::Halted)).await.unwrap()),
+        ["c"]
+    );
+    assert_eq!(
+        ids(store.runs(Some(RunStatus::Completed)).await.unwrap()),
+        ["d"]
+    );
     assert_eq!(ids(store.runs(None).await.unwrap()), ["a", "c", "d"]);
     store
         .append("c", vec![Record::new(2, Entry::Resumed { epoch: 2 })])
         .await
         .unwrap();
-    assert_eq!(store.load("c").await.unwrap().run.status, RunStatus::Running);
+    assert_eq!(
+        store.load("c").await.unwrap().run.status,
+        RunStatus::Running
+    );
     // A retried status change does not move the status back.
-    store.append("c", vec![Record::new(1, Entry::Halted)]).await.unwrap();
-    assert_eq!(store.load("c").await.unwrap().run.status, RunStatus::Running);
+    store
+        .append("c", vec![Record::new(1, Entry::Halted)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load("c").await.unwrap().run.status,
+        RunStatus::Running
+    );
 
     // A gap is reported on load, not panicked on.
     store.create_run(new_run("gap", None)).await.unwrap();
@@ -131,7 +167,9 @@ async fn conformance(store: Arc<dyn Store>) {
     }
     let mut seq = 1;
     while seq <= big {
-        let batch: Vec<_> = (seq..(seq + 500).min(big + 1)).map(|s| done(s, "s")).collect();
+        let batch: Vec<_> = (seq..(seq + 500).min(big + 1))
+            .map(|s| done(s, "s"))
+            .collect();
         seq += batch.len() as u64;
         store.append("big", batch).await.unwrap();
     }
@@ -141,7 +179,10 @@ async fn conformance(store: Arc<dyn Store>) {
     let j = store.load("big").await.unwrap();
     assert_eq!(j.records.len() as u64, big + 1);
     for w in 0..8 {
-        assert_eq!(store.load(&format!("w{w}")).await.unwrap().records.len(), 201);
+        assert_eq!(
+            store.load(&format!("w{w}")).await.unwrap().records.len(),
+            201
+        );
     }
 }
 
@@ -193,7 +234,10 @@ async fn sqlite_corrupt_and_truncated_journals_are_reported() {
     let store = SqliteStore::open(&path).unwrap();
     for id in ["bad", "short", "fine"] {
         store.create_run(new_run(id, None)).await.unwrap();
-        store.append(id, vec![done(1, "s1"), done(2, "s2")]).await.unwrap();
+        store
+            .append(id, vec![done(1, "s1"), done(2, "s2")])
+            .await
+            .unwrap();
     }
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute(

@@ -57,6 +57,7 @@ pub(crate) async fn run_elements(
         depth: 0,
         stacked: 0,
         orphans: Default::default(),
+        journal: None,
     });
     let settings = Settings {
         run_async,
@@ -69,6 +70,7 @@ pub(crate) async fn run_elements(
         halt_timeout: outer.halt_timeout,
         resumed: false,
         keep_state: false,
+        recovered: None,
     };
     let span = tracing::Span::current();
     let coordinator = Coordinator::new(

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::coordinator::{Coordinator, Finish, Settings};
 use super::nesting::{self, Inherited, Live, Tracker, MAX_NESTING, STACK_HOP};
-use super::state::RunState;
+use super::state::{Recovered, RunState};
 use super::undo::UndoStack;
 use crate::context::RunScope;
 use crate::error::{panic_message, Error, Reason};
@@ -71,6 +71,8 @@ pub struct RunRequest {
     within: Option<Within>,
     /// The span of the run this one resumes.
     follows: Option<tracing::Id>,
+    /// Set by the durable runtime.
+    durable: Option<Durable>,
 }
 
 /// What a run nested with [`RunRequest::within`] takes from its parent.
@@ -102,6 +104,7 @@ impl RunRequest {
             middleware: Vec::new(),
             within: None,
             follows: None,
+            durable: None,
         }
     }
 
@@ -327,6 +330,13 @@ impl RunRequest {
         }
     }
 
+    /// Makes the run durable: it writes `journal` (the durable runtime's
+    /// business, see [`crate::durable`]).
+    pub(crate) fn journalled(mut self, durable: Durable) -> RunRequest {
+        self.durable = Some(durable);
+        self
+    }
+
     /// Checks the request and gathers what the run needs, up to its
     /// `init` hooks.
     fn prepare(self, keep_state: bool) -> Result<Prepared, Error> {
@@ -427,6 +437,7 @@ impl RunRequest {
             max_iterations: self.max_iterations,
             halt_timeout: self.halt_timeout,
             keep_state,
+            durable: self.durable,
         })
     }
 }
@@ -450,6 +461,14 @@ struct Prepared {
     max_iterations: Option<u64>,
     halt_timeout: Duration,
     keep_state: bool,
+    durable: Option<Durable>,
+}
+
+/// What makes a run durable: its journal, and what its journal said
+/// when it was taken up again.
+pub(crate) struct Durable {
+    pub(crate) journal: Arc<crate::journal::RunJournal>,
+    pub(crate) recovered: Option<Recovered>,
 }
 
 impl Prepared {
@@ -472,6 +491,7 @@ impl Prepared {
             depth: 0,
             stacked: 0,
             orphans: Default::default(),
+            journal: self.durable.as_ref().map(|d| d.journal.clone()),
         });
         let settings = Settings {
             run_async: self.run_async,
@@ -483,6 +503,7 @@ impl Prepared {
             halt_timeout: self.halt_timeout,
             resumed: self.resumed,
             keep_state: self.keep_state,
+            recovered: self.durable.and_then(|d| d.recovered).map(Box::new),
         };
         let coordinator = Coordinator::new(
             self.plan,
@@ -506,6 +527,13 @@ fn transformed_inputs(plan: &Plan, inputs: &ValueMap) -> Result<Vec<Value>, Erro
     let mut values = Vec::with_capacity(plan.inputs.len());
     for def in &plan.inputs {
         let raw = inputs[&*def.name].clone();
+        if let Some(codec) = def.codec.filter(|c| !c.fits(&raw)) {
+            return Err(Error::InputType {
+                input: def.name.to_string(),
+                expected: codec.type_name(),
+                actual: raw.type_name(),
+            });
+        }
         let value = match &def.transform {
             None => raw,
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(&raw))) {

@@ -59,3 +59,18 @@ impl RunState {
         self.completed.iter().any(|s| s == step)
     }
 }
+
+/// What a durable run's journal says beyond its [`RunState`], when the run
+/// is taken up again after a crash.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// The completed undoable steps, oldest first, with what their undo
+    /// receives: their arguments are rebuilt from the journalled results.
+    pub(crate) undo: Vec<(String, Value)>,
+    /// The run was unwinding, failed by these errors: it goes on undoing
+    /// its steps (those in `undo`), and runs nothing.
+    pub(crate) unwinding: Option<Vec<crate::journal::StepFailure>>,
+    /// The run is cancelled: it undoes its steps (those in `undo`), runs
+    /// nothing, and ends cancelled.
+    pub(crate) cancel: bool,
+}

@@ -16,6 +16,7 @@ use crate::argument::Arguments;
 use crate::context::{Context, RunScope};
 use crate::error::{Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::event::EventKind;
+use crate::journal::Entry;
 use crate::step::{StepImp, UndoOutcome};
 use crate::value::Value;
 
@@ -143,9 +144,37 @@ impl std::fmt::Debug for UndoStack {
     }
 }
 
+/// Undoes one step, then writes its `Undone` to a durable run's journal.
+async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) {
+    let journal = entry.ctx.run.journal.clone();
+    let step = entry.ctx.step_name().to_string();
+    let before = errors.len();
+    undo_once(entry, errors).await;
+    if let Some(journal) = journal {
+        let error = errors[before..]
+            .iter()
+            .find(|e| e.phase == Phase::Undo)
+            .map(|e| e.kind.to_string());
+        if let Err(e) = journal
+            .write(Entry::Undone {
+                step: step.clone(),
+                error,
+            })
+            .await
+        {
+            errors.push(StepError {
+                step,
+                phase: Phase::Undo,
+                attempt: 0,
+                kind: StepErrorKind::Failed(Reason::msg(format!("the journal failed: {e}"))),
+            });
+        }
+    }
+}
+
 /// Undoes one step, trying at most [`MAX_UNDO_ATTEMPTS`] times; its
 /// errors (and middleware panics) go to `errors`.
-async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) {
+async fn undo_once(entry: UndoEntry, errors: &mut Vec<StepError>) {
     let UndoEntry {
         step,
         ctx,

@@ -87,7 +87,7 @@ pub enum Entry {
     /// The run failed: its saga unwinds.
     Unwinding {
         /// The errors that failed it.
-        errors: Vec<String>,
+        errors: Vec<StepFailure>,
         /// The steps to undo, newest first.
         undo: Vec<UndoItem>,
     },
@@ -113,6 +113,53 @@ pub enum Entry {
     },
 }
 
+/// A step's failure, as journalled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// The step.
+    pub step: String,
+    /// The phase it failed in (`run`, `undo`, ...).
+    pub phase: String,
+    /// The attempt (from 1).
+    pub attempt: u32,
+    /// What happened.
+    pub message: String,
+}
+
+impl From<&crate::error::StepError> for StepFailure {
+    fn from(e: &crate::error::StepError) -> StepFailure {
+        StepFailure {
+            step: e.step.clone(),
+            phase: e.phase.to_string(),
+            attempt: e.attempt,
+            message: e.kind.to_string(),
+        }
+    }
+}
+
+impl From<StepFailure> for crate::error::StepError {
+    fn from(f: StepFailure) -> crate::error::StepError {
+        use crate::error::Phase;
+        let phase = [
+            Phase::Arguments,
+            Phase::Run,
+            Phase::Compensate,
+            Phase::Undo,
+            Phase::Plan,
+            Phase::Middleware,
+        ]
+        .into_iter()
+        .find(|p| p.to_string() == f.phase)
+        .unwrap_or(Phase::Run);
+        crate::error::StepError {
+            step: f.step,
+            phase,
+            attempt: f.attempt,
+            kind: crate::error::StepErrorKind::Failed(crate::error::Reason::msg(f.message)),
+        }
+    }
+}
+
 /// A step an unwinding run undoes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UndoItem {
@@ -135,7 +182,7 @@ pub enum RunEnd {
     /// It failed; its saga unwound.
     Failed {
         /// The errors, of the failure and of the undos.
-        errors: Vec<String>,
+        errors: Vec<StepFailure>,
     },
     /// It was cancelled; what it had done was undone.
     Cancelled,

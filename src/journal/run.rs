@@ -82,11 +82,6 @@ impl RunJournal {
         p.records.push(Record::new(seq, entry));
     }
 
-    /// Whether entries wait for a flush.
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.lock().records.is_empty()
-    }
-
     /// Pushes `entry` and flushes.
     pub(crate) async fn write(&self, entry: Entry) -> Result<(), StoreError> {
         self.push(entry);

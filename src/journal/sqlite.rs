@@ -203,8 +203,14 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
 }
 
 enum Answer {
-    Create(oneshot::Sender<Result<Created, StoreError>>, Result<Created, StoreError>),
-    Append(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Create(
+        oneshot::Sender<Result<Created, StoreError>>,
+        Result<Created, StoreError>,
+    ),
+    Append(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 fn commit(conn: &mut Connection, batch: Vec<Write>) {
@@ -266,7 +272,13 @@ fn create(conn: &Connection, run: &NewRun) -> Result<Created, StoreError> {
     conn.execute(
         "INSERT INTO reactor_runs (id, reactor, status, idempotency_key, created_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![run.id, run.reactor, status.as_str(), run.idempotency_key, now],
+        params![
+            run.id,
+            run.reactor,
+            status.as_str(),
+            run.idempotency_key,
+            now
+        ],
     )
     .map_err(|e| StoreError::Backend(format!("cannot store run `{}`: {e}", run.id)))?;
     insert_records(conn, &run.id, std::slice::from_ref(&run.first))?;
@@ -374,7 +386,11 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let rows = stmt
                 .query_map([&run_id], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .map_err(backend)?;
             let mut records = Vec::new();

@@ -102,6 +102,8 @@ pub(crate) struct StepExtras {
     pub(crate) conflict: Option<&'static str>,
     /// What kind of step this is, and what it nests (for diagrams).
     pub(crate) shape: Option<Arc<Shape>>,
+    /// How the step's result crosses a durable run's journal.
+    pub(crate) output: Option<crate::codec::Codec>,
 }
 
 /// A ready-made step's kind and what it nests, as its kind's constructor
@@ -476,6 +478,24 @@ impl StepSpec {
     /// Describes what kind of step this is (set by the step kinds).
     pub(crate) fn shaped(mut self, shape: Shape) -> StepSpec {
         self.edit().extras_mut().shape = Some(Arc::new(shape));
+        self
+    }
+
+    /// Declares the type of the step's result, so that a durable run can
+    /// journal it (see [`durable`](crate::durable)); a result of another
+    /// type then fails the step, naming both types.
+    ///
+    /// ```
+    /// use reactor::step;
+    ///
+    /// let s = step("charge").output::<u64>().run_sync(|_, _| Ok(1200_u64));
+    /// # let _ = s;
+    /// ```
+    pub fn output<T>(mut self) -> StepSpec
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.edit().extras_mut().output = Some(crate::codec::Codec::of::<T>());
         self
     }
 

@@ -122,6 +122,14 @@ impl Coordinator {
             } else {
                 Some(value)
             };
+            if self.durable() && self.errors.is_empty() {
+                let ret = self.instances[0].nodes[self.plan.return_step]
+                    .result
+                    .clone();
+                if let Some(ret) = ret {
+                    self.journal_completed(&ret).await;
+                }
+            }
             if let (Some(value), true) = (value, self.errors.is_empty()) {
                 let state = if self.settings.keep_state && own_run {
                     self.state()
@@ -149,6 +157,9 @@ impl Coordinator {
                     }
                 }
             }
+            if self.errors.is_empty() {
+                self.journal_halted().await;
+            }
             if let (Some(state), true) = (state, self.errors.is_empty()) {
                 let undo = std::mem::take(&mut self.undo);
                 self.span.record("outcome", "halted");
@@ -159,8 +170,14 @@ impl Coordinator {
                 };
             }
         }
+        self.journal_unwinding().await;
         let undone = self.undo.unwind().await;
         self.errors.extend(undone);
+        if self.durable() {
+            let errors = std::mem::take(&mut self.errors);
+            self.journal_failed_end(&errors).await;
+            self.errors = errors;
+        }
         let mut error = RunError {
             run_id: scope.run_id.to_string(),
             errors: std::mem::take(&mut self.errors),

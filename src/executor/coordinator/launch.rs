@@ -370,7 +370,11 @@ impl Coordinator {
         }
     }
 
-    fn resolve_arguments(&self, key: Key, def: &PlannedStep) -> Result<Arguments, StepErrorKind> {
+    pub(super) fn resolve_arguments(
+        &self,
+        key: Key,
+        def: &PlannedStep,
+    ) -> Result<Arguments, StepErrorKind> {
         let inst = &self.instances[key.inst as usize];
         // The common case, plain reads of available values, takes one
         // allocation for the whole argument list and touches nothing else.

@@ -12,6 +12,7 @@ mod emitted;
 mod feed;
 mod finish;
 mod instance;
+mod journal;
 mod launch;
 mod outcome;
 
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 
 use super::attempt::SlowAttempt;
 use super::places::{Finished, CHUNK_TIME};
-use super::state::RunState;
+use super::state::{Recovered, RunState};
 use super::tasks::{TaskReport, Tasks};
 use super::undo::UndoStack;
 use crate::argument::Arguments;
@@ -56,6 +57,8 @@ pub(crate) struct Settings {
     /// Whether a completed run reports its state (not needed when only the
     /// value is awaited).
     pub(crate) keep_state: bool,
+    /// A durable run taken up from its journal.
+    pub(crate) recovered: Option<Box<Recovered>>,
 }
 
 /// How a run ended.
@@ -219,6 +222,13 @@ pub(crate) struct Coordinator {
     iterations: u64,
     /// Nested in a step of another run (its undo stack then belongs to it).
     nested: bool,
+    /// Completed steps of a durable run whose dependents wait for the
+    /// journal's next flush.
+    unsynced: Vec<Key>,
+    /// The journal already says the run unwinds.
+    unwinding_journalled: bool,
+    /// The run was cancelled: it unwinds, and ends cancelled.
+    cancelled: bool,
 }
 
 /// `now + d`, saturated: a deadline too far to represent is 30 years away
@@ -280,6 +290,9 @@ impl Coordinator {
             deadline,
             iterations: 0,
             nested: false,
+            unsynced: Vec::new(),
+            unwinding_journalled: false,
+            cancelled: false,
         });
         if c.feed.is_some() {
             return Ok(c);
@@ -290,6 +303,9 @@ impl Coordinator {
             c.restore(k, state)?;
         } else {
             c.wire_fresh(k);
+        }
+        if let Some(recovered) = c.settings.recovered.take() {
+            c.recover(k, *recovered)?;
         }
         Ok(c)
     }
@@ -325,6 +341,9 @@ impl Coordinator {
             }
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.halting = true;
+            }
+            if !self.unsynced.is_empty() {
+                self.sync_journal().await;
             }
             if self.stopping() {
                 break;

@@ -93,6 +93,9 @@ impl Coordinator {
         inst.retry_args.insert(key.i(), args);
         let node = &mut inst.nodes[key.i()];
         node.retries += 1;
+        let retries = node.retries;
+        self.journal_retry(key, retries);
+        let node = &mut self.instances[key.inst as usize].nodes[key.i()];
         if let Some(max) = max {
             if node.retries > max {
                 let attempt = node.retries;
@@ -197,6 +200,13 @@ impl Coordinator {
         ctx: Context,
         undo: UndoWith,
     ) {
+        if self.durable() {
+            let attempt = ctx.current_try + 1;
+            if let Err(kind) = self.journal_done(key, &value, !emitted.is_empty(), &undo, attempt) {
+                self.fail(key, Phase::Run, attempt, kind);
+                return;
+            }
+        }
         let plan = self.plan.clone();
         let (k, i) = (key.inst as usize, key.i());
         let def = def_of(&plan, &self.instances[k], i);
@@ -237,10 +247,20 @@ impl Coordinator {
         if self.feed.is_none() {
             inst.completed.push(i);
         }
-        if i < plan.steps.len() {
-            for &d in &plan.steps[i].dependents {
-                self.dependency_done(k, d);
-            }
+        if self.durable() {
+            // Its dependents start once the journal holds it.
+            self.unsynced.push(key);
+            return;
+        }
+        self.release(k, i);
+    }
+
+    /// Step `i` of instance `k` is done: its dependents' counts drop.
+    pub(super) fn release(&mut self, k: usize, i: usize) {
+        let static_dependents = self.plan.steps.get(i).map_or(0, |s| s.dependents.len());
+        for x in 0..static_dependents {
+            let d = self.plan.steps[i].dependents[x];
+            self.dependency_done(k, d);
         }
         if !self.instances[k].extra_dependents.is_empty() {
             if let Some(extra) = self.instances[k].extra_dependents.remove(&i) {

@@ -1,0 +1,156 @@
+//! A reactor's definition as a durable run sees it: checked for what the
+//! journal needs (a codec for every input and step result), written as
+//! one line per input and step, and hashed.
+//!
+//! The lines are journalled with the run, so that resuming it under a
+//! changed reactor names the first line that changed instead of only
+//! saying that a hash differs.
+
+use std::collections::HashMap;
+
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::planner::Plan;
+use crate::step::Shape;
+
+/// A reactor's definition, checked for durability.
+#[derive(Clone, Debug)]
+pub(crate) struct Definition {
+    pub(crate) lines: Vec<String>,
+    pub(crate) hash: String,
+    pub(crate) inputs: HashMap<String, Codec>,
+    pub(crate) outputs: HashMap<String, Codec>,
+}
+
+impl Definition {
+    /// Checks `plan` and describes it; a step or input the journal could
+    /// not record is an error naming it.
+    pub(crate) fn of(plan: &Plan) -> Result<Definition, Error> {
+        let refuse = |problem: String| Error::NotDurable {
+            reactor: plan.name.to_string(),
+            problem,
+        };
+        let mut lines = Vec::new();
+        let mut inputs = HashMap::new();
+        for input in &plan.inputs {
+            let Some(codec) = input.codec else {
+                return Err(refuse(format!(
+                    "input `{}` has no declared type: declare it with `.input_as::<T>(\"{}\")`",
+                    input.name, input.name
+                )));
+            };
+            if input.transform.is_some() {
+                return Err(refuse(format!(
+                    "input `{}` has a transform, which is not journalled",
+                    input.name
+                )));
+            }
+            lines.push(format!("input {}: {}", input.name, codec.type_name()));
+            inputs.insert(input.name.to_string(), codec);
+        }
+        let mut outputs = HashMap::new();
+        for planned in &plan.steps {
+            let spec = &planned.spec;
+            let extras = spec.def().extras();
+            let kind = match extras.shape.as_deref() {
+                None => "step",
+                Some(Shape::Leaf(kind)) => kind,
+                Some(shape) => {
+                    return Err(refuse(format!(
+                        "step `{}` is a `{}`, whose nested steps are not journalled yet",
+                        spec.name(),
+                        shape.kind()
+                    )))
+                }
+            };
+            let Some(codec) = extras.output else {
+                return Err(refuse(format!(
+                    "step `{}` has no declared result type: add `.output::<T>()` to it",
+                    spec.name()
+                )));
+            };
+            let args: Vec<String> = spec
+                .def()
+                .arguments
+                .iter()
+                .map(|a| format!("{}={}", a.name, a.source))
+                .collect();
+            let waits: Vec<&str> = extras.wait_for.iter().map(|n| &**n).collect();
+            lines.push(format!(
+                "{kind} {}({}) waits [{}] undo {} -> {}",
+                spec.name(),
+                args.join(", "),
+                waits.join(", "),
+                planned.can_undo,
+                codec.type_name()
+            ));
+            outputs.insert(spec.name().to_string(), codec);
+        }
+        lines.push(format!("returns {}", plan.steps[plan.return_step].name()));
+        let hash = hash_lines(&plan.name, &lines);
+        Ok(Definition {
+            lines,
+            hash,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+/// FNV-1a over the name and lines: stable across builds and platforms.
+fn hash_lines(name: &str, lines: &[String]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in std::iter::once(name).chain(lines.iter().map(String::as_str)) {
+        for b in part.bytes().chain(std::iter::once(b'\n')) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The first difference between a journalled definition and the current
+/// one, in words.
+pub(crate) fn first_change(old: &[String], new: &[String]) -> String {
+    if let Some(line) = old.iter().find(|l| !new.contains(l)) {
+        let name = line.split(['(', ':']).next().unwrap_or(line);
+        return match new
+            .iter()
+            .find(|l| l.split(['(', ':']).next() == Some(name))
+        {
+            Some(now) => format!("`{line}` is now `{now}`"),
+            None => format!("`{line}` is gone"),
+        };
+    }
+    match new.iter().find(|l| !old.contains(l)) {
+        Some(line) => format!("`{line}` is new"),
+        None => "the order of inputs or steps changed".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_first_change() {
+        let old = vec![
+            "input a: u32".to_string(),
+            "step s(x=input(a)) -> u32".into(),
+        ];
+        let renamed = vec![
+            "input a: u32".to_string(),
+            "step s(x=input(b)) -> u32".into(),
+        ];
+        assert_eq!(
+            first_change(&old, &renamed),
+            "`step s(x=input(a)) -> u32` is now `step s(x=input(b)) -> u32`"
+        );
+        let gone = vec!["input a: u32".to_string()];
+        assert!(first_change(&old, &gone).contains("is gone"));
+        let more = [old.clone(), vec!["step t() -> u8".into()]].concat();
+        assert!(first_change(&old, &more).contains("is new"));
+        assert_ne!(hash_lines("r", &old), hash_lines("r", &renamed));
+        assert_eq!(hash_lines("r", &old), hash_lines("r", &old.clone()));
+    }
+}

@@ -1,0 +1,42 @@
+//! Durable runs: a run whose progress is journalled, so that it survives
+//! a crash of its process, and can be found, resumed or cancelled by id.
+//!
+//! # How
+//!
+//! - Register reactors with a [`Runtime`] over a
+//!   [`Store`](crate::journal::Store) ([`SqliteStore`](crate::journal::SqliteStore)
+//!   by default, [`Runtime::open`]). Every input must be declared with
+//!   its type ([`Builder::input_as`](crate::Builder::input_as)) and every
+//!   step with the type of its result
+//!   ([`StepSpec::output`](crate::StepSpec::output)): registering a
+//!   reactor that lacks one is an error naming it.
+//! - [`Runtime::start`] journals the run's start (its inputs, its
+//!   reactor's definition and hash), then runs it. Each completed step's
+//!   result is journalled before any step that depends on it starts (one
+//!   commit per level of the graph, shared by concurrent runs); an
+//!   unwinding saga journals its plan, then each undo.
+//! - After a crash, [`Runtime::recover`] takes up every unfinished run:
+//!   completed steps do not run again; a step that may have started (its
+//!   dependencies were done, its completion was not journalled) runs
+//!   again, so steps run **at least once**: give external systems
+//!   [`Context::idempotency_key`](crate::Context::idempotency_key). An
+//!   interrupted unwinding goes on: each step still to undo is undone
+//!   (an undo interrupted by the crash runs again, so undo must be
+//!   idempotent too). Halted runs wait for [`Runtime::resume`].
+//! - A run journalled under another definition of its reactor is refused
+//!   with [`Error::DefinitionChanged`](crate::Error::DefinitionChanged),
+//!   naming the first change.
+//!
+//! # Not yet journalled
+//!
+//! Composite kinds that nest steps (`map`, `compose`, `switch`, `group`,
+//! `around`, `recurse`) are refused when registering; a step that emits
+//! steps at run time, or keeps an undo value apart from its result
+//! (`OkWithUndo`), fails with an error saying so. Context values are not
+//! journalled: a recovered run gets those of the runtime taking it up.
+
+mod definition;
+mod recover;
+mod runtime;
+
+pub use runtime::{Recovery, Runtime, Start};

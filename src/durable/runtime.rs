@@ -1,0 +1,598 @@
+//! [`Runtime`]: starts durable runs, finds them by id, and takes up the
+//! unfinished ones after a crash.
+
+use std::collections::{HashMap, HashSet};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::definition::Definition;
+use super::recover::Folded;
+use crate::error::{Error, RunError, StepError};
+use crate::executor::{Durable, Recovered, RunOutcome, RunRequest};
+use crate::journal::run::append_with_retry;
+use crate::journal::{
+    Created, Entry, Journal, NewRun, Record, RunEnd, RunJournal, RunStatus, RunSummary,
+    SqliteStore, Store, StoreError,
+};
+use crate::reactor::{Inputs, Reactor};
+use crate::value::{Value, ValueMap};
+
+type Configure = Arc<dyn Fn(RunRequest) -> RunRequest + Send + Sync>;
+
+/// Runs reactors durably: each run's progress is journalled in a
+/// [`Store`], so that a run interrupted by a crash is taken up again by
+/// [`Runtime::recover`], and any run can be found by its id.
+///
+/// Cloning a runtime shares it.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::durable::Runtime;
+/// use reactor::journal::{MemoryStore, RunStatus};
+/// use reactor::{input, step, Inputs, Reactor};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), reactor::Error> {
+/// let double = Reactor::builder("double")
+///     .input_as::<u32>("n")
+///     .add(step("twice").argument("n", input("n")).output::<u32>()
+///         .run_sync(|a, _| Ok(a.get::<u32>("n")? * 2)))
+///     .returns("twice")
+///     .build()?;
+/// let runtime = Runtime::new(MemoryStore::new());
+/// runtime.register(double)?;
+/// let out = runtime.start("double", Inputs::new().with("n", 21_u32)).run_id("r1").await?;
+/// assert_eq!(*out.get::<u32>()?, 42);
+/// assert_eq!(runtime.status("r1").await?.status, RunStatus::Completed);
+/// assert_eq!(*runtime.result("r1").await?.unwrap().get::<u32>()?, 42);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    reactors: RwLock<HashMap<String, Arc<Registered>>>,
+    context: RwLock<ValueMap>,
+    configure: RwLock<Option<Configure>>,
+    /// Runs this runtime is driving now.
+    live: Mutex<HashSet<String>>,
+}
+
+struct Registered {
+    reactor: Reactor,
+    def: Definition,
+}
+
+/// What [`Runtime::recover`] did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// The runs taken up, and how each ended.
+    pub finished: Vec<(String, Result<Value, Error>)>,
+    /// Runs that could not be taken up (a journal that cannot be loaded,
+    /// an unknown reactor, a changed definition): reported, left as they
+    /// are.
+    pub skipped: Vec<(String, Error)>,
+    /// Halted runs: they wait for [`Runtime::resume`].
+    pub halted: Vec<String>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reactors = self
+            .inner
+            .reactors
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("Runtime")
+            .field("reactors", &reactors.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a run from the live set when its driving ends, however it ends.
+struct LiveGuard(Arc<Inner>, String);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
+impl Runtime {
+    /// A runtime keeping its journals in `store`.
+    pub fn new(store: impl Store) -> Runtime {
+        Runtime::with_store(Arc::new(store))
+    }
+
+    /// A runtime keeping its journals in a shared `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                store,
+                reactors: RwLock::default(),
+                context: RwLock::default(),
+                configure: RwLock::default(),
+                live: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A runtime keeping its journals in `dir/journal.db` (SQLite,
+    /// `synchronous=FULL`), creating the directory if need be.
+    pub fn open(dir: impl AsRef<std::path::Path>) -> Result<Runtime, Error> {
+        Ok(Runtime::new(SqliteStore::open(
+            dir.as_ref().join("journal.db"),
+        )?))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Registers `reactor`, so that runs of it can be started and taken
+    /// up. A reactor whose inputs or step results the journal cannot
+    /// encode is refused, naming the input or step.
+    pub fn register(&self, reactor: Reactor) -> Result<&Runtime, Error> {
+        let def = Definition::of(reactor.plan())?;
+        self.inner
+            .reactors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                reactor.name().to_string(),
+                Arc::new(Registered { reactor, def }),
+            );
+        Ok(self)
+    }
+
+    /// A context value given to every run (a client, a connection pool):
+    /// context is not journalled, so a run taken up after a crash gets
+    /// the values of the runtime that takes it up.
+    pub fn context(&self, key: impl Into<String>, value: impl Send + Sync + 'static) -> &Runtime {
+        self.inner
+            .context
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.into(), Value::new(value));
+        self
+    }
+
+    /// Sets options (concurrency, timeouts, middleware) on every run this
+    /// runtime starts or takes up.
+    pub fn configure(
+        &self,
+        f: impl Fn(RunRequest) -> RunRequest + Send + Sync + 'static,
+    ) -> &Runtime {
+        *self
+            .inner
+            .configure
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
+        self
+    }
+
+    /// Starts a run of the registered reactor `reactor`: set its id or
+    /// idempotency key, then `.await` it for its result.
+    pub fn start(&self, reactor: &str, inputs: Inputs) -> Start {
+        Start {
+            runtime: self.clone(),
+            reactor: reactor.to_string(),
+            inputs,
+            run_id: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// A run's status.
+    pub async fn status(&self, run_id: &str) -> Result<RunSummary, Error> {
+        Ok(self.load(run_id).await?.run)
+    }
+
+    /// The runs of one status (or all), oldest first.
+    pub async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, Error> {
+        Ok(self.inner.store.runs(status).await?)
+    }
+
+    /// A run's journal.
+    pub async fn journal(&self, run_id: &str) -> Result<Journal, Error> {
+        self.load(run_id).await
+    }
+
+    /// A completed run's result (`None` while it has not completed).
+    pub async fn result(&self, run_id: &str) -> Result<Option<Value>, Error> {
+        let journal = self.load(run_id).await?;
+        let folded = Folded::of(&journal);
+        match folded.ended {
+            Some(RunEnd::Completed { value }) => {
+                Ok(Some(self.decode_result(&folded.reactor, value)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes up run `run_id`: a halted run resumes, a run interrupted by
+    /// a crash goes on (completed steps do not run again; steps that may
+    /// have started run again). An ended run returns how it ended.
+    pub async fn resume(&self, run_id: &str) -> Result<Value, Error> {
+        self.take_up(run_id, false).await
+    }
+
+    /// Cancels run `run_id` (halted, or interrupted by a crash): its
+    /// completed steps are undone, newest first, and it ends cancelled. A
+    /// run being driven by this runtime cannot be cancelled this way.
+    pub async fn cancel(&self, run_id: &str) -> Result<(), Error> {
+        match self.take_up(run_id, true).await {
+            Ok(_) => Ok(()),
+            Err(Error::Run(e)) if e.errors.iter().all(|e| e.phase != crate::Phase::Undo) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes up every unfinished run in the store (running or unwinding,
+    /// and not driven by this runtime), at once, and waits for them. A run
+    /// that cannot be taken up is reported and skipped; the others go on.
+    pub async fn recover(&self) -> Recovery {
+        let mut recovery = Recovery::default();
+        let mut ids = Vec::new();
+        for status in [RunStatus::Running, RunStatus::Unwinding, RunStatus::Halted] {
+            match self.inner.store.runs(Some(status)).await {
+                Ok(runs) if status == RunStatus::Halted => {
+                    recovery.halted.extend(runs.into_iter().map(|r| r.id));
+                }
+                Ok(runs) => ids.extend(runs.into_iter().map(|r| r.id)),
+                Err(e) => recovery
+                    .skipped
+                    .push((format!("({} runs)", status.as_str()), e.into())),
+            }
+        }
+        let live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        ids.retain(|id| !live.contains(id));
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in ids {
+            let rt = self.clone();
+            tasks.spawn(async move {
+                let out = rt.take_up(&id, false).await;
+                (id, out)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((
+                    id,
+                    Err(
+                        e @ (Error::Store(_)
+                        | Error::DefinitionChanged { .. }
+                        | Error::Unknown { .. }
+                        | Error::StateMismatch { .. }
+                        | Error::Codec { .. }),
+                    ),
+                )) => {
+                    tracing::error!(run_id = %id, error = %e, "a run could not be taken up");
+                    recovery.skipped.push((id, e));
+                }
+                Ok((id, out)) => recovery.finished.push((id, out)),
+                Err(e) => recovery.skipped.push((
+                    "(a recovery task)".to_string(),
+                    Error::State {
+                        run_id: String::new(),
+                        message: format!("taking up a run panicked: {e}"),
+                    },
+                )),
+            }
+        }
+        recovery
+    }
+
+    // ----- internals -------------------------------------------------
+
+    fn registered(&self, reactor: &str) -> Result<Arc<Registered>, Error> {
+        self.inner
+            .reactors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reactor)
+            .cloned()
+            .ok_or_else(|| Error::Unknown {
+                what: "reactor",
+                name: reactor.to_string(),
+            })
+    }
+
+    async fn load(&self, run_id: &str) -> Result<Journal, Error> {
+        match self.inner.store.load(run_id).await {
+            Err(StoreError::UnknownRun(_)) => Err(Error::Unknown {
+                what: "run",
+                name: run_id.to_string(),
+            }),
+            other => Ok(other?),
+        }
+    }
+
+    fn decode_result(&self, reactor: &str, value: serde_json::Value) -> Result<Value, Error> {
+        let reg = self.registered(reactor)?;
+        let ret = reg.reactor.return_step();
+        match reg.def.outputs.get(ret) {
+            Some(codec) => codec.decode(value),
+            None => Ok(Value::json(value)),
+        }
+    }
+
+    /// Marks `run_id` live; `None` if it already is.
+    fn go_live(&self, run_id: &str) -> Option<LiveGuard> {
+        let fresh = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_string());
+        fresh.then(|| LiveGuard(self.inner.clone(), run_id.to_string()))
+    }
+
+    /// How an ended run ended, as its result.
+    fn ended(&self, run_id: &str, reactor: &str, end: RunEnd) -> Result<Value, Error> {
+        match end {
+            RunEnd::Completed { value } => self.decode_result(reactor, value),
+            RunEnd::Failed { errors } => Err(Error::Run(RunError {
+                run_id: run_id.to_string(),
+                errors: errors.into_iter().map(StepError::from).collect(),
+            })),
+            RunEnd::Cancelled => Err(Error::State {
+                run_id: run_id.to_string(),
+                message: "it was cancelled".to_string(),
+            }),
+        }
+    }
+
+    async fn take_up(&self, run_id: &str, cancel: bool) -> Result<Value, Error> {
+        let Some(live) = self.go_live(run_id) else {
+            return Err(Error::State {
+                run_id: run_id.to_string(),
+                message: "it is being driven by this runtime".to_string(),
+            });
+        };
+        let journal = self.load(run_id).await?;
+        let folded = Folded::of(&journal);
+        if let Some(end) = folded.ended {
+            return self.ended(run_id, &folded.reactor, end);
+        }
+        let reg = self.registered(&folded.reactor)?;
+        let context = self
+            .inner
+            .context
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let plan = reg.reactor.plan().clone();
+        let can_undo = |name: &str| {
+            plan.step_named(name)
+                .is_some_and(|i| plan.steps[i].can_undo)
+        };
+        let (state, mut recovered) = folded.rebuild(run_id, &reg.def, can_undo, context)?;
+        recovered.cancel = cancel;
+        let epoch = folded.epoch + 1;
+        append_with_retry(
+            &*self.inner.store,
+            run_id,
+            vec![Record::new(folded.next_seq, Entry::Resumed { epoch })],
+        )
+        .await?;
+        tracing::info!(run_id, epoch, reactor = %folded.reactor, "taking up a durable run");
+        let journal = RunJournal::new(
+            self.inner.store.clone(),
+            run_id.to_string(),
+            folded.next_seq + 1,
+            epoch,
+        );
+        let request = reg.reactor.resume(state);
+        self.drive(request, journal, Some(recovered), live).await
+    }
+
+    async fn drive(
+        &self,
+        request: RunRequest,
+        journal: RunJournal,
+        recovered: Option<Recovered>,
+        live: LiveGuard,
+    ) -> Result<Value, Error> {
+        let run_id = live.1.clone();
+        let journal = Arc::new(journal);
+        let configure = self
+            .inner
+            .configure
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut request = request.journalled(Durable {
+            journal: journal.clone(),
+            recovered,
+        });
+        if let Some(configure) = configure {
+            request = configure(request);
+        }
+        let outcome = request.outcome().await;
+        drop(live);
+        match outcome {
+            Ok(RunOutcome::Completed(done)) => Ok(done.into_value()),
+            Ok(RunOutcome::Halted(halted)) => {
+                // The journal holds what it needs to resume; nothing is
+                // kept in memory.
+                drop(halted.into_state());
+                Err(Error::State {
+                    run_id,
+                    message: "it halted; resume it with `Runtime::resume`".to_string(),
+                })
+            }
+            // A failed run journalled its own end.
+            Err(e @ Error::Run(_)) => Err(e),
+            Err(e) => {
+                // Refused before it ran (a middleware's `init`, a state
+                // that does not fit): its journal ends here.
+                let failure = crate::journal::StepFailure {
+                    step: String::new(),
+                    phase: "run".to_string(),
+                    attempt: 0,
+                    message: e.to_string(),
+                };
+                journal.push(Entry::RunEnded {
+                    end: RunEnd::Failed {
+                        errors: vec![failure],
+                    },
+                });
+                if let Err(store) = journal.flush().await {
+                    tracing::error!(run_id = %run_id, error = %store, "the journal failed at the run's end");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A durable run about to start ([`Runtime::start`]): `.await` it for its
+/// result.
+#[must_use = "a run does nothing until awaited"]
+pub struct Start {
+    runtime: Runtime,
+    reactor: String,
+    inputs: Inputs,
+    run_id: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+impl Start {
+    /// The run's id (default: a random UUID).
+    pub fn run_id(mut self, id: impl Into<String>) -> Start {
+        self.run_id = Some(id.into());
+        self
+    }
+
+    /// A key that deduplicates submissions: starting a run with a key
+    /// already used starts nothing, and returns the first run's result if
+    /// it has ended (an error naming it if it has not).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Start {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    async fn go(self) -> Result<Value, Error> {
+        let rt = self.runtime;
+        let reg = rt.registered(&self.reactor)?;
+        let mut inputs = self.inputs.0;
+        let missing: Vec<String> = reg
+            .reactor
+            .input_names()
+            .filter(|n| !inputs.contains_key(*n))
+            .map(str::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingInputs { inputs: missing });
+        }
+        inputs.retain(|k, _| reg.def.inputs.contains_key(k));
+        let mut encoded = std::collections::BTreeMap::new();
+        for (name, value) in &inputs {
+            let codec = reg.def.inputs[name];
+            if !codec.fits(value) {
+                return Err(Error::InputType {
+                    input: name.clone(),
+                    expected: codec.type_name(),
+                    actual: value.type_name(),
+                });
+            }
+            encoded.insert(name.clone(), codec.encode(value)?);
+        }
+        let run_id = self
+            .run_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let Some(live) = rt.go_live(&run_id) else {
+            return Err(Error::State {
+                run_id,
+                message: "it is being driven by this runtime".to_string(),
+            });
+        };
+        let first = Record::new(
+            0,
+            Entry::RunStarted {
+                reactor: self.reactor.clone(),
+                def_hash: reg.def.hash.clone(),
+                definition: reg.def.lines.clone(),
+                inputs: encoded,
+                idempotency_key: self.idempotency_key.clone(),
+            },
+        );
+        let created = create_with_retry(
+            &*rt.inner.store,
+            NewRun {
+                id: run_id.clone(),
+                reactor: self.reactor.clone(),
+                idempotency_key: self.idempotency_key,
+                first,
+            },
+        )
+        .await?;
+        if let Created::Existing(existing) = created {
+            drop(live);
+            let journal = rt.load(&existing).await?;
+            let folded = Folded::of(&journal);
+            return match folded.ended {
+                Some(end) => rt.ended(&existing, &folded.reactor, end),
+                None => Err(Error::State {
+                    run_id: existing,
+                    message: format!(
+                        "a run with this idempotency key is {}",
+                        journal.run.status.as_str()
+                    ),
+                }),
+            };
+        }
+        let context = rt
+            .inner
+            .context
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut request = reg.reactor.run(Inputs(inputs)).run_id(run_id.clone());
+        for (k, v) in context {
+            request = request.context(k, v);
+        }
+        let journal = RunJournal::new(rt.inner.store.clone(), run_id, 1, 1);
+        rt.drive(request, journal, None, live).await
+    }
+}
+
+impl IntoFuture for Start {
+    type Output = Result<Value, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Value, Error>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.go())
+    }
+}
+
+/// Creates a run, retrying a transient store failure with backoff.
+async fn create_with_retry(store: &dyn Store, run: NewRun) -> Result<Created, StoreError> {
+    let started = tokio::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(10);
+    loop {
+        match store.create_run(run.clone()).await {
+            Err(e) if e.is_transient() && started.elapsed() < crate::journal::run::RETRY_FOR => {
+                tracing::warn!(run_id = %run.id, error = %e, "creating a run failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! What a durable run writes to its journal, and when: the write-ahead
+//! rule in one place.
+//!
+//! 1. A completed step's `StepDone` (its encoded result) is pushed when
+//!    the step completes; its dependents wait in `unsynced` until the
+//!    next flush, which the loop makes before it starts any step. So a
+//!    step starts only once what it depends on is durable, and one commit
+//!    carries every step that completed meanwhile.
+//! 2. A retry's `StepRetry` goes with the next flush.
+//! 3. The end: `RunEnded` (completed), `Halted`, or `Unwinding` (the
+//!    errors and the steps to undo) before the first undo; each undo then
+//!    writes its `Undone` ([`crate::executor::undo`]), and `RunEnded`
+//!    (failed) comes last.
+//! 4. A run taken up from its journal ([`Recovered`]) gets its undo stack
+//!    back, each entry's arguments rebuilt from the journalled results;
+//!    an unwinding one goes on unwinding.
+//!
+//! A step the journal cannot record (a result of another type than its
+//! declared one, emitted steps, an undo token) fails, naming why. A store
+//! that keeps failing fails the run.
+
+use super::{def_of, Coordinator, Key};
+use crate::context::Context;
+use crate::error::{Error, Phase, Reason, StepError, StepErrorKind};
+use crate::executor::attempt::UndoWith;
+use crate::executor::state::Recovered;
+use crate::executor::undo::UndoEntry;
+use crate::journal::{Entry, RunEnd, StepFailure, UndoItem};
+use crate::value::Value;
+
+impl Coordinator {
+    /// Whether this run writes a journal.
+    pub(super) fn durable(&self) -> bool {
+        self.scope.journal.is_some()
+    }
+
+    /// Pushes step `key`'s completion; an error if the journal cannot
+    /// record it.
+    pub(super) fn journal_done(
+        &mut self,
+        key: Key,
+        value: &Value,
+        emitted: bool,
+        undo: &UndoWith,
+        attempt: u32,
+    ) -> Result<(), StepErrorKind> {
+        let Some(journal) = &self.scope.journal else {
+            return Ok(());
+        };
+        let refuse = |what: &str| {
+            Err(StepErrorKind::Failed(Reason::msg(format!(
+                "a durable run cannot journal {what}"
+            ))))
+        };
+        if emitted {
+            return refuse("steps emitted at run time (yet)");
+        }
+        if matches!(undo, UndoWith::Token(_)) {
+            return refuse("an undo value apart from the result (`OkWithUndo`)");
+        }
+        let plan = self.plan.clone();
+        let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+        let Some(codec) = def.spec.def().extras().output else {
+            return refuse("a result of undeclared type");
+        };
+        let value = codec
+            .encode(value)
+            .map_err(|e| StepErrorKind::Failed(Reason::msg(e.to_string())))?;
+        journal.push(Entry::StepDone {
+            step: def.name().to_string(),
+            attempt,
+            value,
+        });
+        Ok(())
+    }
+
+    /// Pushes step `key`'s retry count.
+    pub(super) fn journal_retry(&mut self, key: Key, retries: u32) {
+        if let Some(journal) = &self.scope.journal {
+            journal.push(Entry::StepRetry {
+                step: self.name_of(key).to_string(),
+                retries,
+            });
+        }
+    }
+
+    /// Makes the journal durable, then lets the dependents of the steps
+    /// completed meanwhile start. A store that keeps failing fails the
+    /// run.
+    pub(super) async fn sync_journal(&mut self) {
+        if let Some(journal) = self.scope.journal.clone() {
+            if let Err(e) = journal.flush().await {
+                self.journal_failed(e.into());
+                return;
+            }
+        }
+        for key in std::mem::take(&mut self.unsynced) {
+            self.release(key.inst as usize, key.i());
+        }
+    }
+
+    fn journal_failed(&mut self, error: Error) {
+        let name = self.plan.name.to_string();
+        self.errors.push(StepError {
+            step: name,
+            phase: Phase::Run,
+            attempt: 0,
+            kind: StepErrorKind::Failed(Reason::msg(format!("the journal failed: {error}"))),
+        });
+    }
+
+    /// Writes the run's completion with its (return step's) `value`.
+    pub(super) async fn journal_completed(&mut self, value: &Value) {
+        let Some(journal) = self.scope.journal.clone() else {
+            return;
+        };
+        let plan = self.plan.clone();
+        let ret = &plan.steps[plan.return_step];
+        let encoded = match ret.spec.def().extras().output.map(|c| c.encode(value)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return self.journal_failed(e),
+            None => serde_json::Value::Null,
+        };
+        journal.push(Entry::RunEnded {
+            end: RunEnd::Completed { value: encoded },
+        });
+        if let Err(e) = journal.flush().await {
+            self.journal_failed(e.into());
+        }
+    }
+
+    /// Writes the run's halt.
+    pub(super) async fn journal_halted(&mut self) {
+        if let Some(journal) = self.scope.journal.clone() {
+            if let Err(e) = journal.write(Entry::Halted).await {
+                self.journal_failed(e.into());
+            }
+        }
+    }
+
+    /// Writes that the run unwinds: its errors and the steps it undoes.
+    pub(super) async fn journal_unwinding(&mut self) {
+        let Some(journal) = self.scope.journal.clone() else {
+            return;
+        };
+        if self.unwinding_journalled {
+            return;
+        }
+        self.unwinding_journalled = true;
+        let undo = self
+            .undo
+            .entries()
+            .iter()
+            .rev()
+            .map(|e| UndoItem {
+                step: e.ctx.step_name().to_string(),
+                abandoned: e.value.is::<crate::executor::Unfinished>(),
+            })
+            .collect();
+        journal.push(Entry::Unwinding {
+            errors: self.errors.iter().map(StepFailure::from).collect(),
+            undo,
+        });
+        if let Err(e) = journal.flush().await {
+            // The undos run all the same; the run's end records the error.
+            tracing::error!(error = %e, "the journal failed before unwinding");
+            self.journal_failed(e.into());
+        }
+    }
+
+    /// Writes the failed run's end, with every error.
+    pub(super) async fn journal_failed_end(&mut self, errors: &[StepError]) {
+        if let Some(journal) = self.scope.journal.clone() {
+            let end = if self.cancelled {
+                RunEnd::Cancelled
+            } else {
+                RunEnd::Failed {
+                    errors: errors.iter().map(StepFailure::from).collect(),
+                }
+            };
+            if let Err(e) = journal.write(Entry::RunEnded { end }).await {
+                tracing::error!(error = %e, "the journal failed at the run's end");
+            }
+        }
+    }
+
+    /// Takes up what the journal said beyond the run's state: the undo
+    /// stack (arguments rebuilt from the results) and an unwinding in
+    /// progress.
+    pub(super) fn recover(&mut self, k: usize, recovered: Recovered) -> Result<(), Error> {
+        let plan = self.plan.clone();
+        let mismatch = |problem: String| Error::StateMismatch {
+            run_id: self.scope.run_id.to_string(),
+            problem,
+        };
+        for (name, value) in recovered.undo {
+            let i = plan.step_named(&name).ok_or_else(|| {
+                mismatch(format!("the journal undoes `{name}`, which is not a step"))
+            })?;
+            let def = &plan.steps[i];
+            let args = self
+                .resolve_arguments(Key::new(k, i), def)
+                .map_err(|e| mismatch(format!("the arguments of `{name}`: {e}")))?;
+            let step = def.spec.resolve()?;
+            let ctx = Context {
+                run: self.scope.clone(),
+                step: self.step_ref(Key::new(k, i), def),
+                current_try: 0,
+                retries_remaining: None,
+                queued_us: 0,
+                events: self.scope.events.is_active(),
+            };
+            self.undo.push(UndoEntry {
+                step,
+                ctx,
+                value,
+                args,
+            });
+        }
+        if recovered.cancel {
+            self.cancelled = true;
+            if recovered.unwinding.is_none() {
+                self.errors.push(StepError {
+                    step: plan.name.to_string(),
+                    phase: Phase::Run,
+                    attempt: 0,
+                    kind: StepErrorKind::Failed(Reason::msg("the run was cancelled")),
+                });
+            }
+        }
+        if let Some(errors) = recovered.unwinding {
+            self.unwinding_journalled = true;
+            self.errors.extend(errors.into_iter().map(StepError::from));
+            if self.errors.is_empty() {
+                self.journal_failed(Error::State {
+                    run_id: self.scope.run_id.to_string(),
+                    message: "it was unwinding".to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,684 @@
+//! Durable runs on a real SQLite file: the journal a run writes, the
+//! write-ahead rule, sagas, halts, idempotency keys, definitions that
+//! changed, and runs taken up again after their driver was dropped
+//! mid-run (the in-process stand-in for a crash; `tests/crash_matrix.rs`
+//! kills real processes).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use reactor::durable::Runtime;
+use reactor::journal::{Entry, RunEnd, RunStatus, SqliteStore, Store};
+use reactor::{input, result, step, Error, Inputs, Outcome, Reactor};
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("reactor-durable-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("journal.db")
+}
+
+/// Counts calls per name: runs and undos.
+#[derive(Clone, Default)]
+struct Ledger(Arc<Mutex<BTreeMap<String, u32>>>);
+
+impl Ledger {
+    fn hit(&self, what: String) {
+        *self.0.lock().unwrap().entry(what).or_default() += 1;
+    }
+    fn get(&self, what: &str) -> u32 {
+        self.0.lock().unwrap().get(what).copied().unwrap_or(0)
+    }
+}
+
+/// reserve -> charge -> ship; ship fails when `fail` is set.
+fn checkout(ledger: &Ledger, fail_ship: bool) -> Reactor {
+    let l = ledger.clone();
+    let lu = ledger.clone();
+    let c = ledger.clone();
+    let cu = ledger.clone();
+    let s = ledger.clone();
+    Reactor::builder("checkout")
+        .input_as::<u32>("qty")
+        .add(
+            step("reserve")
+                .argument("qty", input("qty"))
+                .output::<u32>()
+                .run(move |a, _| {
+                    let l = l.clone();
+                    async move {
+                        l.hit("reserve".into());
+                        Ok(*a.get::<u32>("qty")?)
+                    }
+                })
+                .undo(move |_, _, _| {
+                    let lu = lu.clone();
+                    async move {
+                        lu.hit("undo reserve".into());
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("charge")
+                .argument("qty", result("reserve"))
+                .output::<u64>()
+                .run(move |a, _| {
+                    let c = c.clone();
+                    async move {
+                        c.hit("charge".into());
+                        Ok(u64::from(*a.get::<u32>("qty")?) * 250)
+                    }
+                })
+                .undo(move |v, a, _| {
+                    let cu = cu.clone();
+                    async move {
+                        // Undo sees the journalled result and rebuilt arguments.
+                        assert_eq!(u64::from(*a.get::<u32>("qty")?) * 250, *v.get::<u64>()?);
+                        cu.hit("undo charge".into());
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("ship")
+                .argument("paid", result("charge"))
+                .output::<String>()
+                .max_retries(0)
+                .run(move |a, _| {
+                    let s = s.clone();
+                    async move {
+                        s.hit("ship".into());
+                        if fail_ship {
+                            return Err("the carrier is down".into());
+                        }
+                        Ok(format!("shipped, paid {}", a.get::<u64>("paid")?))
+                    }
+                }),
+        )
+        .returns("ship")
+        .build()
+        .unwrap()
+}
+
+fn kinds(entries: &[reactor::journal::Record]) -> Vec<&'static str> {
+    entries.iter().map(|r| r.entry.kind()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_journals_one_record_per_step() {
+    let path = temp_db("happy");
+    let ledger = Ledger::default();
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(checkout(&ledger, false)).unwrap();
+    let out = rt
+        .start("checkout", Inputs::new().with("qty", 2_u32))
+        .run_id("order-1")
+        .await
+        .unwrap();
+    assert_eq!(out.get::<String>().unwrap(), "shipped, paid 500");
+    let journal = rt.journal("order-1").await.unwrap();
+    assert_eq!(
+        kinds(&journal.records),
+        [
+            "run_started",
+            "step_done",
+            "step_done",
+            "step_done",
+            "run_ended"
+        ]
+    );
+    assert_eq!(journal.run.status, RunStatus::Completed);
+    assert_eq!(
+        rt.result("order-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .get::<String>()
+            .unwrap(),
+        "shipped, paid 500"
+    );
+    // Taking up an ended run returns how it ended, running nothing.
+    let again = rt.resume("order-1").await.unwrap();
+    assert_eq!(again.get::<String>().unwrap(), "shipped, paid 500");
+    assert_eq!(ledger.get("reserve"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_saga_journals_its_unwinding_and_each_undo() {
+    let path = temp_db("saga");
+    let ledger = Ledger::default();
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(checkout(&ledger, true)).unwrap();
+    let err = rt
+        .start("checkout", Inputs::new().with("qty", 1_u32))
+        .run_id("order-2")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("carrier is down"), "{err}");
+    let journal = rt.journal("order-2").await.unwrap();
+    assert_eq!(
+        kinds(&journal.records),
+        [
+            "run_started",
+            "step_done",
+            "step_done",
+            "unwinding",
+            "undone",
+            "undone",
+            "run_ended"
+        ]
+    );
+    match &journal.records[3].entry {
+        Entry::Unwinding { errors, undo } => {
+            assert_eq!(errors[0].step, "ship");
+            let steps: Vec<_> = undo.iter().map(|u| u.step.as_str()).collect();
+            assert_eq!(steps, ["charge", "reserve"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(journal.run.status, RunStatus::Failed);
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (1, 1)
+    );
+    // Taken up again, it reports its failure and undoes nothing more.
+    assert!(rt.resume("order-2").await.is_err());
+    assert_eq!(ledger.get("undo reserve"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_starts_only_once_its_dependencies_are_durable() {
+    let path = temp_db("wal");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let seen = store.clone();
+    let r = Reactor::builder("w")
+        .add(step("a").output::<u32>().run(|_, _| async { Ok(1_u32) }))
+        .add(step("b").output::<u32>().run(|_, _| async { Ok(2_u32) }))
+        .add(
+            step("c")
+                .argument("a", result("a"))
+                .argument("b", result("b"))
+                .output::<Vec<String>>()
+                .run(move |_, ctx| {
+                    let seen = seen.clone();
+                    async move {
+                        let j = seen.load(ctx.run_id()).await.unwrap();
+                        Ok(j.records
+                            .iter()
+                            .filter_map(|r| match &r.entry {
+                                Entry::StepDone { step, .. } => Some(step.clone()),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>())
+                    }
+                }),
+        )
+        .returns("c")
+        .build()
+        .unwrap();
+    let rt = Runtime::with_store(store);
+    rt.register(r).unwrap();
+    let out = rt.start("w", Inputs::new()).await.unwrap();
+    let mut durable = out.get::<Vec<String>>().unwrap().clone();
+    durable.sort();
+    assert_eq!(durable, ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_names_what_the_journal_cannot_encode() {
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    let untyped_step = Reactor::builder("r1")
+        .add(step("loose").run_sync(|_, _| Ok(1_u32)))
+        .returns("loose")
+        .build()
+        .unwrap();
+    let err = rt.register(untyped_step).unwrap_err().to_string();
+    assert!(
+        err.contains("step `loose`") && err.contains(".output::<T>()"),
+        "{err}"
+    );
+    let untyped_input = Reactor::builder("r2")
+        .input("x")
+        .add(
+            step("s")
+                .argument("x", input("x"))
+                .output::<u32>()
+                .run_sync(|_, _| Ok(1_u32)),
+        )
+        .returns("s")
+        .build()
+        .unwrap();
+    let err = rt.register(untyped_input).unwrap_err().to_string();
+    assert!(
+        err.contains("input `x`") && err.contains("input_as"),
+        "{err}"
+    );
+    let nested = Reactor::builder("r3")
+        .input_as::<Vec<u32>>("xs")
+        .add(
+            reactor::kinds::map("each", input("xs"))
+                .steps([step("inc")
+                    .argument("x", reactor::kinds::element("each"))
+                    .run_sync(|_, _| Ok(1_u32))])
+                .returns("inc")
+                .into_step()
+                .unwrap()
+                .output::<Vec<u32>>(),
+        )
+        .returns("each")
+        .build()
+        .unwrap();
+    let err = rt.register(nested).unwrap_err().to_string();
+    assert!(err.contains("step `each` is a `map`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_of_another_type_fails_its_step_naming_both() {
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    let r = Reactor::builder("liar")
+        .add(
+            step("s")
+                .output::<u32>()
+                .run_sync(|_, _| Ok("not a number")),
+        )
+        .returns("s")
+        .build()
+        .unwrap();
+    rt.register(r).unwrap();
+    let err = rt
+        .start("liar", Inputs::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("u32") && err.contains("&str"), "{err}");
+    let err = rt
+        .start("liar", Inputs::new().with("extra", 1))
+        .run_id("x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Run(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_starts_one_run() {
+    let ledger = Ledger::default();
+    let rt = Runtime::new(SqliteStore::open(temp_db("idem")).unwrap());
+    rt.register(checkout(&ledger, false)).unwrap();
+    let first = rt
+        .start("checkout", Inputs::new().with("qty", 1_u32))
+        .idempotency_key("cart-9")
+        .await
+        .unwrap();
+    let second = rt
+        .start("checkout", Inputs::new().with("qty", 1_u32))
+        .idempotency_key("cart-9")
+        .await
+        .unwrap();
+    assert_eq!(
+        first.get::<String>().unwrap(),
+        second.get::<String>().unwrap()
+    );
+    assert_eq!(ledger.get("reserve"), 1);
+    assert_eq!(rt.runs(None).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_run_resumes_by_id_in_another_runtime() {
+    let path = temp_db("halt");
+    let halts = Arc::new(AtomicU32::new(0));
+    let build = |halts: Arc<AtomicU32>| {
+        Reactor::builder("h")
+            .input_as::<String>("who")
+            .add(
+                step("first")
+                    .argument("who", input("who"))
+                    .output::<String>()
+                    .run_sync(|a, _| Ok(format!("hello {}", a.get::<String>("who")?))),
+            )
+            .add(
+                step("gate")
+                    .argument("greeting", result("first"))
+                    .output::<String>()
+                    .run_sync(move |a, _| {
+                        let g = a.get::<String>("greeting")?.clone();
+                        if halts.fetch_add(1, Ordering::SeqCst) == 0 {
+                            return Ok(Outcome::Halt(reactor::Value::new(g)));
+                        }
+                        Ok(Outcome::ok(format!("{g}!")))
+                    }),
+            )
+            .add(
+                step("last")
+                    .argument("g", result("gate"))
+                    .output::<String>()
+                    .run_sync(|a, _| Ok(format!("{} (done)", a.get::<String>("g")?))),
+            )
+            .returns("last")
+            .build()
+            .unwrap()
+    };
+    {
+        let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+        rt.register(build(halts.clone())).unwrap();
+        let err = rt
+            .start("h", Inputs::new().with("who", "ann".to_string()))
+            .run_id("h1")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("halted"), "{err}");
+        assert_eq!(rt.status("h1").await.unwrap().status, RunStatus::Halted);
+    }
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(build(halts.clone())).unwrap();
+    // Recovery leaves halted runs alone.
+    let recovery = rt.recover().await;
+    assert_eq!(recovery.halted, ["h1"]);
+    assert!(recovery.finished.is_empty());
+    let out = rt.resume("h1").await.unwrap();
+    // The halting step completed with its value; it does not run again.
+    assert_eq!(out.get::<String>().unwrap(), "hello ann (done)");
+    assert_eq!(halts.load(Ordering::SeqCst), 1);
+    let journal = rt.journal("h1").await.unwrap();
+    assert!(journal
+        .records
+        .iter()
+        .any(|r| r.entry == Entry::Resumed { epoch: 2 }));
+}
+
+/// Starts a run in a task and drops it (aborts the task) once `gate` is
+/// reached: what a crash leaves in the journal.
+async fn crash_at_gate(rt: &Runtime, reactor: &str, id: &str, gate: Arc<tokio::sync::Notify>) {
+    let rt2 = rt.clone();
+    let (reactor, id2) = (reactor.to_string(), id.to_string());
+    let task = tokio::spawn(async move {
+        rt2.start(&reactor, Inputs::new().with("qty", 3_u32))
+            .run_id(id2)
+            .await
+    });
+    gate.notified().await;
+    task.abort();
+    let _ = task.await;
+}
+
+/// A checkout whose `ship` step (or whose undo of `charge`) waits forever
+/// the first time, after telling `gate`.
+fn stalling_checkout(ledger: &Ledger, gate: Arc<tokio::sync::Notify>, in_undo: bool) -> Reactor {
+    let l = ledger.clone();
+    let g = gate.clone();
+    let lu = ledger.clone();
+    let c = ledger.clone();
+    let cu = ledger.clone();
+    let s = ledger.clone();
+    Reactor::builder("checkout")
+        .input_as::<u32>("qty")
+        .add(
+            step("reserve")
+                .argument("qty", input("qty"))
+                .output::<u32>()
+                .run(move |a, _| {
+                    let l = l.clone();
+                    async move {
+                        l.hit("reserve".into());
+                        Ok(*a.get::<u32>("qty")?)
+                    }
+                })
+                .undo(move |_, _, _| {
+                    let lu = lu.clone();
+                    async move {
+                        lu.hit("undo reserve".into());
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("charge")
+                .argument("qty", result("reserve"))
+                .output::<u64>()
+                .run(move |a, _| {
+                    let c = c.clone();
+                    async move {
+                        c.hit("charge".into());
+                        Ok(u64::from(*a.get::<u32>("qty")?) * 250)
+                    }
+                })
+                .undo(move |_, _, _| {
+                    let cu = cu.clone();
+                    let g = g.clone();
+                    async move {
+                        cu.hit("undo charge".into());
+                        if in_undo && cu.get("undo charge") == 1 {
+                            g.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("ship")
+                .argument("paid", result("charge"))
+                .output::<String>()
+                .max_retries(0)
+                .run(move |a, _| {
+                    let s = s.clone();
+                    let gate = gate.clone();
+                    async move {
+                        s.hit("ship".into());
+                        if in_undo {
+                            return Err("the carrier is down".into());
+                        }
+                        if s.get("ship") == 1 {
+                            gate.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        Ok(format!("shipped, paid {}", a.get::<u64>("paid")?))
+                    }
+                }),
+        )
+        .returns("ship")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_is_taken_up_without_running_completed_steps_again() {
+    let path = temp_db("crash-run");
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(stalling_checkout(&ledger, gate.clone(), false))
+        .unwrap();
+    crash_at_gate(&rt, "checkout", "c1", gate.clone()).await;
+    assert_eq!(rt.status("c1").await.unwrap().status, RunStatus::Running);
+
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(stalling_checkout(&ledger, gate, false))
+        .unwrap();
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    let (id, out) = &recovery.finished[0];
+    assert_eq!(id, "c1");
+    assert_eq!(
+        out.as_ref().unwrap().get::<String>().unwrap(),
+        "shipped, paid 750"
+    );
+    assert_eq!((ledger.get("reserve"), ledger.get("charge")), (1, 1));
+    assert_eq!(ledger.get("ship"), 2, "the step in flight runs again");
+    let journal = rt.journal("c1").await.unwrap();
+    assert!(journal
+        .records
+        .iter()
+        .any(|r| r.entry == Entry::Resumed { epoch: 2 }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_unwinding_goes_on_undoing_each_step_once() {
+    let path = temp_db("crash-undo");
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(stalling_checkout(&ledger, gate.clone(), true))
+        .unwrap();
+    crash_at_gate(&rt, "checkout", "c2", gate.clone()).await;
+    assert_eq!(rt.status("c2").await.unwrap().status, RunStatus::Unwinding);
+
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(stalling_checkout(&ledger, gate, true)).unwrap();
+    let recovery = rt.recover().await;
+    let (_, out) = &recovery.finished[0];
+    let err = out.as_ref().unwrap_err().to_string();
+    assert!(err.contains("carrier is down"), "{err}");
+    // The undo the crash cut short runs again (undo is at least once);
+    // reserve, never started, is undone once; nothing runs forward.
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (2, 1)
+    );
+    assert_eq!(ledger.get("ship"), 1);
+    let journal = rt.journal("c2").await.unwrap();
+    assert_eq!(journal.run.status, RunStatus::Failed);
+    let undone: Vec<_> = journal
+        .records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Undone { step, .. } => Some(step.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(undone, ["charge", "reserve"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_definition_is_refused_naming_the_change_and_others_go_on() {
+    let path = temp_db("drift");
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(stalling_checkout(&ledger, gate.clone(), false))
+        .unwrap();
+    crash_at_gate(&rt, "checkout", "old", gate.clone()).await;
+    let other = Reactor::builder("other")
+        .add(step("one").output::<u8>().run_sync(|_, _| Ok(1_u8)))
+        .returns("one")
+        .build()
+        .unwrap();
+    rt.register(other.clone()).unwrap();
+    // A run of another reactor, interrupted before it did anything.
+    rt.store()
+        .create_run(reactor::journal::NewRun {
+            id: "fine".into(),
+            reactor: "other".into(),
+            idempotency_key: None,
+            first: rt.journal("old").await.map(|_| ()).map_or_else(
+                |_| unreachable!(),
+                |_| {
+                    reactor::journal::Record::new(
+                        0,
+                        Entry::RunStarted {
+                            reactor: "other".into(),
+                            def_hash: String::new(),
+                            definition: vec![],
+                            inputs: Default::default(),
+                            idempotency_key: None,
+                        },
+                    )
+                },
+            ),
+        })
+        .await
+        .unwrap();
+
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    let changed = Reactor::builder("checkout")
+        .input_as::<u32>("qty")
+        .add(
+            step("reserve")
+                .argument("qty", input("qty"))
+                .output::<u64>()
+                .run_sync(|_, _| Ok(1_u64)),
+        )
+        .returns("reserve")
+        .build()
+        .unwrap();
+    rt.register(changed).unwrap();
+    rt.register(other).unwrap();
+    let recovery = rt.recover().await;
+    let skipped: Vec<_> = recovery
+        .skipped
+        .iter()
+        .map(|(id, e)| (id.as_str(), e.to_string()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    let old = &skipped.iter().find(|(id, _)| *id == "old").unwrap().1;
+    assert!(
+        old.contains("another definition") && old.contains("reserve"),
+        "{old}"
+    );
+    assert!(matches!(
+        rt.resume("old").await,
+        Err(Error::DefinitionChanged { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_journal_is_reported_and_the_other_runs_recover() {
+    let path = temp_db("corrupt");
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    for id in ["bad", "good"] {
+        // A ledger each: each run stalls on its first `ship`.
+        let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+        rt.register(stalling_checkout(&Ledger::default(), gate.clone(), false))
+            .unwrap();
+        crash_at_gate(&rt, "checkout", id, gate.clone()).await;
+    }
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE reactor_journal SET body = 'garbage' WHERE run_id = 'bad' AND seq = 1",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    // This ledger's `ship` has stalled once already: it does not again.
+    ledger.hit("ship".into());
+    rt.register(stalling_checkout(&ledger, gate, false))
+        .unwrap();
+    let recovery = rt.recover().await;
+    assert_eq!(recovery.skipped.len(), 1);
+    assert_eq!(recovery.skipped[0].0, "bad");
+    assert!(recovery.skipped[0].1.to_string().contains("corrupt"));
+    assert_eq!(recovery.finished.len(), 1);
+    assert!(recovery.finished[0].1.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_undoes_what_it_did() {
+    let path = temp_db("cancel");
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(stalling_checkout(&ledger, gate.clone(), false))
+        .unwrap();
+    crash_at_gate(&rt, "checkout", "c3", gate).await;
+    rt.cancel("c3").await.unwrap();
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (1, 1)
+    );
+    let journal = rt.journal("c3").await.unwrap();
+    assert_eq!(journal.run.status, RunStatus::Cancelled);
+    assert!(matches!(
+        journal.records.last().map(|r| &r.entry),
+        Some(Entry::RunEnded {
+            end: RunEnd::Cancelled
+        })
+    ));
+    assert!(rt
+        .resume("c3")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("cancelled"));
+}
