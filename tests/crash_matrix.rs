@@ -1,0 +1,400 @@
+//! The crash matrix, with real processes: a child process (this test
+//! binary, re-run with `REACTOR_CRASH_CHILD` set) runs a durable reactor
+//! on a SQLite file and aborts itself at journal boundary k (before or
+//! after the k-th write reaches the store); the harness starts it again
+//! to recover, and compares with an uncrashed run.
+//!
+//! Checked for every k of every reactor: the outcome equals the
+//! uncrashed outcome; every effect of a failed saga is undone exactly once
+//! (the ledger, like a real external system, applies an undo once per
+//! idempotency key, and counts the calls); a completed run undoes
+//! nothing; a step runs at most once more than the crashes that cut it
+//! short; the journal loads, ends once, and holds no gap.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reactor::durable::Runtime;
+use reactor::journal::{
+    Created, Entry, Journal, NewRun, Record, RunStatus, RunSummary, SqliteStore, Store, StoreError,
+};
+use reactor::{async_trait, input, result, step, Inputs, Outcome, Reactor, StepSpec, Value};
+
+const RUN: &str = "run-1";
+
+// ----- the child ---------------------------------------------------------
+
+/// Aborts the process at the k-th write, before or after it is stored.
+struct CrashingStore {
+    inner: SqliteStore,
+    at: Option<(u64, bool)>,
+    writes: AtomicU64,
+}
+
+impl CrashingStore {
+    fn boundary(&self, before: bool) -> u64 {
+        let n = if before {
+            self.writes.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.writes.load(Ordering::SeqCst)
+        };
+        if self.at == Some((n, before)) {
+            std::process::abort();
+        }
+        n
+    }
+}
+
+#[async_trait]
+impl Store for CrashingStore {
+    async fn create_run(&self, run: NewRun) -> Result<Created, StoreError> {
+        self.boundary(true);
+        let out = self.inner.create_run(run).await;
+        self.boundary(false);
+        out
+    }
+    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError> {
+        self.boundary(true);
+        let out = self.inner.append(run_id, records).await;
+        self.boundary(false);
+        out
+    }
+    async fn load(&self, run_id: &str) -> Result<Journal, StoreError> {
+        self.inner.load(run_id).await
+    }
+    async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError> {
+        self.inner.runs(status).await
+    }
+}
+
+/// The external system the steps change: a file of lines.
+#[derive(Clone)]
+struct Ledger(PathBuf);
+
+impl Ledger {
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    fn write(&self, line: String) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0)
+            .unwrap();
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    /// Does the effect keyed `key`.
+    fn apply(&self, key: &str) {
+        self.write(format!("do {key}"));
+    }
+    /// Undoes the effect keyed `key`, once whatever the calls.
+    fn undo(&self, key: &str) {
+        self.write(format!("undo-call {key}"));
+        if !self.lines().contains(&format!("undone {key}")) {
+            self.write(format!("undone {key}"));
+        }
+    }
+}
+
+/// A step that records its effect and undoes it, adding `add` to the sum
+/// of its arguments.
+fn effect(ledger: &Ledger, name: &str, args: &[&str], add: u64) -> StepSpec {
+    let (l, lu) = (ledger.clone(), ledger.clone());
+    let mut s = step(name).output::<u64>();
+    for a in args {
+        s = s.argument(*a, result(*a));
+    }
+    s.run(move |a, ctx| {
+        let l = l.clone();
+        async move {
+            l.apply(&ctx.idempotency_key());
+            let sum: u64 = a.iter().map(|(_, v)| *v.get::<u64>().unwrap()).sum();
+            Ok(sum + add)
+        }
+    })
+    .undo(move |_, _, ctx| {
+        let lu = lu.clone();
+        async move {
+            lu.undo(&ctx.idempotency_key());
+            Ok(())
+        }
+    })
+}
+
+fn scenario(name: &str, ledger: &Ledger) -> Reactor {
+    let mut b = Reactor::builder(name);
+    b.input_as::<u64>("seed");
+    let seed = step("seed")
+        .argument("x", input("seed"))
+        .output::<u64>()
+        .run_sync(|a, _| Ok(*a.get::<u64>("x")?));
+    b.add(seed);
+    match name {
+        "chain" => {
+            b.add(effect(ledger, "a", &["seed"], 1))
+                .add(effect(ledger, "b", &["a"], 2))
+                .add(effect(ledger, "c", &["b"], 3))
+                .returns("c");
+        }
+        "fanout" => {
+            b.add(effect(ledger, "root", &["seed"], 1));
+            for p in ["p1", "p2", "p3", "p4"] {
+                b.add(effect(ledger, p, &["root"], 10));
+            }
+            b.add(effect(ledger, "join", &["p1", "p2", "p3", "p4"], 0))
+                .returns("join");
+        }
+        "saga" => {
+            b.add(effect(ledger, "reserve", &["seed"], 1))
+                .add(effect(ledger, "charge", &["reserve"], 2))
+                .add(effect(ledger, "notify", &["reserve"], 3))
+                .add(
+                    step("ship")
+                        .argument("charge", result("charge"))
+                        .argument("notify", result("notify"))
+                        .output::<u64>()
+                        .max_retries(0)
+                        .run_sync(|_, _| Err::<u64, _>("the carrier is down".into())),
+                )
+                .returns("ship");
+        }
+        "halt" => {
+            b.add(effect(ledger, "a", &["seed"], 1))
+                .add(
+                    step("gate")
+                        .argument("a", result("a"))
+                        .output::<u64>()
+                        .run_sync(|a, _| Ok(Outcome::Halt(Value::new(*a.get::<u64>("a")? * 2)))),
+                )
+                .add(effect(ledger, "after", &["gate"], 5))
+                .returns("after");
+        }
+        other => panic!("no scenario {other}"),
+    }
+    b.build().unwrap()
+}
+
+async fn child(scenario_name: &str, dir: &Path, at: Option<(u64, bool)>) {
+    let store = CrashingStore {
+        inner: SqliteStore::open(dir.join("journal.db")).unwrap(),
+        at,
+        writes: AtomicU64::new(0),
+    };
+    let ledger = Ledger(dir.join("ledger.txt"));
+    let rt = Runtime::new(store);
+    rt.register(scenario(scenario_name, &ledger)).unwrap();
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    let mut out = match rt.status(RUN).await {
+        Err(_) => {
+            rt.start(scenario_name, Inputs::new().with("seed", 100_u64))
+                .run_id(RUN)
+                .await
+        }
+        Ok(_) => rt.resume(RUN).await,
+    };
+    while rt.status(RUN).await.unwrap().status == RunStatus::Halted {
+        out = rt.resume(RUN).await;
+    }
+    let shown = match out {
+        Ok(v) => format!("ok {}", v.get::<u64>().unwrap()),
+        Err(e) => format!(
+            "err {}",
+            e.as_run_error().map_or("?", |r| r.errors[0].step.as_str())
+        ),
+    };
+    println!("OUTCOME {shown}");
+}
+
+#[test]
+fn child_process() {
+    let Ok(spec) = std::env::var("REACTOR_CRASH_CHILD") else {
+        return;
+    };
+    let mut parts = spec.split(',');
+    let scenario_name = parts.next().unwrap().to_string();
+    let dir = PathBuf::from(parts.next().unwrap());
+    let at = parts.next().filter(|s| !s.is_empty()).map(|k| {
+        let (when, n) = k.split_once(':').unwrap();
+        (n.parse().unwrap(), when == "before")
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(child(&scenario_name, &dir, at));
+}
+
+// ----- the harness -------------------------------------------------------
+
+/// Runs the child; `Some(outcome)` if it ran to the end, `None` if it
+/// crashed.
+fn run_child(scenario: &str, dir: &Path, at: Option<(u64, bool)>) -> Option<String> {
+    let at = at.map_or(String::new(), |(n, before)| {
+        format!("{}:{n}", if before { "before" } else { "after" })
+    });
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(
+            "REACTOR_CRASH_CHILD",
+            format!("{scenario},{},{at}", dir.display()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        assert!(
+            !at.is_empty(),
+            "the child failed without a crash point: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OUTCOME "))
+        .unwrap_or_else(|| panic!("no outcome: {stdout}"));
+    Some(line.to_string())
+}
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("reactor-crash-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Checks the ledger and journal after `crashes` crashes.
+async fn check(dir: &Path, outcome: &str, crashes: usize, at: &str) {
+    let lines = Ledger(dir.join("ledger.txt")).lines();
+    let count = |prefix: &str, key: &str| {
+        lines
+            .iter()
+            .filter(|l| **l == format!("{prefix} {key}"))
+            .count()
+    };
+    let keys: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l.strip_prefix("do ")).collect();
+    for key in &keys {
+        let runs = count("do", key);
+        assert!(
+            runs <= 1 + crashes,
+            "{at}: `{key}` ran {runs} times after {crashes} crashes"
+        );
+        let undone = count("undone", key);
+        if outcome.starts_with("err") {
+            assert_eq!(undone, 1, "{at}: `{key}` undone {undone} times");
+            assert!(
+                count("undo-call", key) <= 1 + crashes,
+                "{at}: `{key}` undo called too often"
+            );
+        } else {
+            assert_eq!(undone, 0, "{at}: `{key}` of a completed run was undone");
+        }
+    }
+    // Undos run one at a time: a crash cuts at most one short, so at most
+    // one undo call per crash is made again.
+    let again: usize = keys
+        .iter()
+        .map(|k| count("undo-call", k).saturating_sub(1))
+        .sum();
+    assert!(
+        again <= crashes,
+        "{at}: {again} undos called again after {crashes} crashes"
+    );
+    let store = SqliteStore::open(dir.join("journal.db")).unwrap();
+    let journal = store.load(RUN).await.unwrap();
+    let ends = journal
+        .records
+        .iter()
+        .filter(|r| matches!(r.entry, Entry::RunEnded { .. }))
+        .count();
+    assert_eq!(ends, 1, "{at}: the run ended {ends} times");
+    assert!(
+        journal.run.status.is_finished(),
+        "{at}: {:?}",
+        journal.run.status
+    );
+}
+
+async fn matrix(scenario: &str) {
+    let reference_dir = fresh_dir(&format!("{scenario}-ref"));
+    let reference = run_child(scenario, &reference_dir, None).unwrap();
+    check(&reference_dir, &reference, 0, "reference").await;
+    let mut points = 0;
+    for before in [true, false] {
+        for k in 1.. {
+            let at = format!(
+                "{scenario} {} write {k}",
+                if before { "before" } else { "after" }
+            );
+            let dir = fresh_dir(&format!("{scenario}-{before}-{k}"));
+            if let Some(outcome) = run_child(scenario, &dir, Some((k, before))) {
+                // Past the last write: nothing to crash at.
+                assert_eq!(outcome, reference, "{at}");
+                let _ = std::fs::remove_dir_all(&dir);
+                break;
+            }
+            points += 1;
+            let outcome = run_child(scenario, &dir, None).expect("recovery completes");
+            assert_eq!(outcome, reference, "{at}");
+            check(&dir, &outcome, 1, &at).await;
+            // Crash the recovery too, at its first writes, then recover.
+            for j in 1..=2 {
+                let dir2 = fresh_dir(&format!("{scenario}-{before}-{k}-{j}"));
+                if run_child(scenario, &dir2, Some((k, before))).is_some() {
+                    break;
+                }
+                if run_child(scenario, &dir2, Some((j, true))).is_none() {
+                    let outcome = run_child(scenario, &dir2, None).expect("recovery completes");
+                    assert_eq!(outcome, reference, "{at}, then recovery write {j}");
+                    check(
+                        &dir2,
+                        &outcome,
+                        2,
+                        &format!("{at}, then recovery write {j}"),
+                    )
+                    .await;
+                }
+                let _ = std::fs::remove_dir_all(&dir2);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    eprintln!("{scenario}: {points} crash points, each recovered");
+    assert!(points >= 4, "{scenario}: only {points} crash points");
+    let _ = std::fs::remove_dir_all(&reference_dir);
+}
+
+#[tokio::test]
+async fn crash_matrix_chain() {
+    matrix("chain").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_fan_out() {
+    matrix("fanout").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_mid_unwind() {
+    matrix("saga").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_halt_and_resume() {
+    matrix("halt").await;
+}
