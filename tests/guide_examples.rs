@@ -211,3 +211,58 @@ fn the_binary_runs_a_reactor_and_reports_bad_input_in_one_line() {
         );
     }
 }
+
+/// The README's main job: the durable checkout, killed with SIGKILL while
+/// orders are under way, then started again, finishes every order, and
+/// the shop's ledger agrees with the journal.
+#[test]
+fn the_checkout_finishes_its_orders_after_kill_9() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("reactor-checkout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().expect("a UTF-8 temp dir");
+    let args = [
+        "--data",
+        data,
+        "--orders",
+        "1000",
+        "--concurrency",
+        "20",
+        "--courier-ms",
+        "50",
+    ];
+    let mut child = Command::new(binary("checkout"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the checkout");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut finished = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.expect("a line").starts_with("order-") {
+            finished += 1;
+            if finished == 10 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+
+    let out = run("checkout", &args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("took up") && stdout.contains("(0 could not be)"),
+        "the orders under way were taken up: {stdout}"
+    );
+    assert!(stdout.contains("1000 orders in"), "{stdout}");
+    assert!(stdout.contains("the shop's ledger agrees"), "{stdout}");
+    let charges = std::fs::read_to_string(dir.join("shop.log"))
+        .expect("the shop's ledger")
+        .lines()
+        .filter(|l| l.starts_with("charge "))
+        .count();
+    assert_eq!(charges, 1000, "one charge per order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
