@@ -110,7 +110,9 @@ impl Shop {
 }
 
 fn shop(ctx: &reactor::Context) -> Arc<Shop> {
-    ctx.get::<Arc<Shop>>("shop").expect("the runtime gives the shop").clone()
+    ctx.get::<Arc<Shop>>("shop")
+        .expect("the runtime gives the shop")
+        .clone()
 }
 
 fn checkout() -> Result<Reactor, Error> {
@@ -156,7 +158,9 @@ fn checkout() -> Result<Reactor, Error> {
                     let shop = shop(&ctx);
                     tokio::time::sleep(shop.courier).await;
                     if order.undeliverable {
-                        return Err(format!("no courier serves the address of order {}", order.id).into());
+                        return Err(
+                            format!("no courier serves the address of order {}", order.id).into(),
+                        );
                     }
                     shop.once("ship", &ctx.idempotency_key());
                     Ok(format!("parcel-{}", order.id))
@@ -249,7 +253,8 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     // The shop's ledger agrees with the journal.
     let lines = shop.lines();
-    let has = |what: &str, id: u32, step: &str| lines.contains(&format!("{what} order-{id}:{step}"));
+    let has =
+        |what: &str, id: u32, step: &str| lines.contains(&format!("{what} order-{id}:{step}"));
     let mut consistent = true;
     for (id, out) in &outcomes {
         let ok = match out {
@@ -273,7 +278,11 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     }
     println!(
         "the shop's ledger {}",
-        if consistent { "agrees: every shipped order charged once, every undone one refunded" } else { "DISAGREES" }
+        if consistent {
+            "agrees: every shipped order charged once, every undone one refunded"
+        } else {
+            "DISAGREES"
+        }
     );
     Ok(consistent)
 }

@@ -70,6 +70,12 @@ impl UndoStack {
         self.entries.push(entry);
     }
 
+    /// Puts `entry` at `index` (0: undone last).
+    pub(crate) fn insert(&mut self, index: usize, entry: UndoEntry) {
+        let index = index.min(self.entries.len());
+        self.entries.insert(index, entry);
+    }
+
     /// Makes this the stack of a run nested in `parent`'s.
     pub(crate) fn nest_in(&mut self, parent: Option<Arc<RunScope>>) {
         self.nested_in = parent;

@@ -170,6 +170,7 @@ impl Coordinator {
                 };
             }
         }
+        self.settle_maybe_started();
         self.journal_unwinding().await;
         let undone = self.undo.unwind().await;
         self.errors.extend(undone);

@@ -19,7 +19,7 @@
 //! declared one, emitted steps, an undo token) fails, naming why. A store
 //! that keeps failing fails the run.
 
-use super::{def_of, Coordinator, Key};
+use super::{def_of, Coordinator, Key, Status};
 use crate::context::Context;
 use crate::error::{Error, Phase, Reason, StepError, StepErrorKind};
 use crate::executor::attempt::UndoWith;
@@ -138,6 +138,46 @@ impl Coordinator {
         }
     }
 
+    /// A taken-up run that fails undoes the steps that may have started
+    /// before the crash and did not run again since, as possibly
+    /// completed (their undo receives [`Unfinished`]), in their place:
+    /// after the steps the journal completed, before this run's own.
+    ///
+    /// [`Unfinished`]: crate::executor::Unfinished
+    pub(super) fn settle_maybe_started(&mut self) {
+        let plan = self.plan.clone();
+        let mut at = self.recovered_undo;
+        for key in std::mem::take(&mut self.maybe_started) {
+            let status = self.instances[key.inst as usize].nodes[key.i()].status;
+            if !matches!(status, Status::Ready | Status::Waiting | Status::BackingOff) {
+                continue;
+            }
+            let def = &plan.steps[key.i()];
+            let (Ok(step), Ok(args)) = (def.spec.resolve(), self.resolve_arguments(key, def))
+            else {
+                continue;
+            };
+            let ctx = Context {
+                run: self.scope.clone(),
+                step: self.step_ref(key, def),
+                current_try: 0,
+                retries_remaining: None,
+                queued_us: 0,
+                events: self.scope.events.is_active(),
+            };
+            self.undo.insert(
+                at,
+                UndoEntry {
+                    step,
+                    ctx,
+                    value: Value::new(crate::executor::Unfinished),
+                    args,
+                },
+            );
+            at += 1;
+        }
+    }
+
     /// Writes that the run unwinds: its errors and the steps it undoes.
     pub(super) async fn journal_unwinding(&mut self) {
         let Some(journal) = self.scope.journal.clone() else {
@@ -216,6 +256,17 @@ impl Coordinator {
                 value,
                 args,
             });
+        }
+        if recovered.unwinding.is_none() {
+            // Ready now means its dependencies were durable before the
+            // crash: it may have started, and done its work.
+            self.maybe_started = self
+                .ready
+                .iter()
+                .copied()
+                .filter(|k| plan.steps.get(k.i()).is_some_and(|s| s.can_undo))
+                .collect();
+            self.recovered_undo = self.undo.entries().len();
         }
         if recovered.cancel {
             self.cancelled = true;

@@ -229,6 +229,11 @@ pub(crate) struct Coordinator {
     unwinding_journalled: bool,
     /// The run was cancelled: it unwinds, and ends cancelled.
     cancelled: bool,
+    /// Undoable steps that may have started before the crash this run
+    /// was taken up after, and where their undo entries go (above those
+    /// taken up from the journal).
+    maybe_started: Vec<Key>,
+    recovered_undo: usize,
 }
 
 /// `now + d`, saturated: a deadline too far to represent is 30 years away
@@ -293,6 +298,8 @@ impl Coordinator {
             unsynced: Vec::new(),
             unwinding_journalled: false,
             cancelled: false,
+            maybe_started: Vec::new(),
+            recovered_undo: 0,
         });
         if c.feed.is_some() {
             return Ok(c);

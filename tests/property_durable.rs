@@ -1,0 +1,273 @@
+//! Property: a durable run interrupted at a random journal write (before
+//! or after it is stored) and taken up from its journal ends as the same
+//! run without the interruption would: random graphs, random placements
+//! (async tasks, plain closures, a `run_async(false)` run), a random
+//! failing step; each effect of a failed saga undone exactly once, each
+//! step run at most once more than the crash allows.
+//!
+//! The "crash" here freezes the store at the chosen write and drops the
+//! run on a single-threaded runtime (nothing of it runs after); real
+//! processes are killed in `tests/crash_matrix.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+use reactor::durable::Runtime;
+use reactor::journal::{
+    Created, Journal, MemoryStore, NewRun, Record, RunStatus, RunSummary, Store, StoreError,
+};
+use reactor::{async_trait, input, result, step, Inputs, Reactor};
+
+/// Freezes at the k-th write: it never returns, and tells `frozen`.
+struct FreezingStore {
+    inner: Arc<MemoryStore>,
+    at: (u64, bool),
+    writes: AtomicU64,
+    frozen: Arc<tokio::sync::Notify>,
+}
+
+impl FreezingStore {
+    async fn boundary(&self, before: bool) {
+        let n = if before {
+            self.writes.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.writes.load(Ordering::SeqCst)
+        };
+        if self.at == (n, before) {
+            self.frozen.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FreezingStore {
+    async fn create_run(&self, run: NewRun) -> Result<Created, StoreError> {
+        self.boundary(true).await;
+        let out = self.inner.create_run(run).await;
+        self.boundary(false).await;
+        out
+    }
+    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError> {
+        self.boundary(true).await;
+        let out = self.inner.append(run_id, records).await;
+        self.boundary(false).await;
+        out
+    }
+    async fn load(&self, run_id: &str) -> Result<Journal, StoreError> {
+        self.inner.load(run_id).await
+    }
+    async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError> {
+        self.inner.runs(status).await
+    }
+}
+
+#[derive(Clone, Default)]
+struct Ledger(Arc<Mutex<Vec<String>>>);
+
+impl Ledger {
+    fn write(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+    fn count(&self, line: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|l| *l == line).count()
+    }
+    fn undo(&self, key: &str) {
+        self.write(format!("undo-call {key}"));
+        if self.count(&format!("undone {key}")) == 0 {
+            self.write(format!("undone {key}"));
+        }
+    }
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("do ").map(str::to_string))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Shape {
+    /// For each step, the earlier steps it reads.
+    deps: Vec<Vec<usize>>,
+    /// Plain (`run_sync`) or awaiting, per step.
+    sync: Vec<bool>,
+    failing: Option<usize>,
+    run_async: bool,
+    crash: (u64, bool),
+}
+
+fn shapes() -> impl Strategy<Value = Shape> {
+    (2_usize..8)
+        .prop_flat_map(|n| {
+            (
+                proptest::collection::vec(proptest::collection::vec(any::<bool>(), n), n),
+                proptest::collection::vec(any::<bool>(), n),
+                proptest::option::of(0..n),
+                any::<bool>(),
+                (1_u64..12, any::<bool>()),
+            )
+        })
+        .prop_map(|(bits, sync, failing, run_async, crash)| Shape {
+            deps: bits
+                .iter()
+                .enumerate()
+                .map(|(i, row)| (0..i).filter(|&j| row[j]).collect())
+                .collect(),
+            sync,
+            failing,
+            run_async,
+            crash,
+        })
+}
+
+fn build(shape: &Shape, ledger: &Ledger) -> Reactor {
+    let mut b = Reactor::builder("random");
+    b.input_as::<u64>("seed");
+    let n = shape.deps.len();
+    for i in 0..n {
+        let name = format!("s{i}");
+        let mut s = step(name.as_str()).output::<u64>().max_retries(0);
+        s = s.argument("seed", input("seed"));
+        for &j in &shape.deps[i] {
+            s = s.argument(format!("s{j}"), result(format!("s{j}")));
+        }
+        let fails = shape.failing == Some(i);
+        let (l, lu) = (ledger.clone(), ledger.clone());
+        let body = move |a: &reactor::Arguments, ctx: &reactor::Context| {
+            l.write(format!("do {}", ctx.idempotency_key()));
+            if fails {
+                return Err::<u64, reactor::BoxError>("this step fails".into());
+            }
+            Ok(a.iter().map(|(_, v)| *v.get::<u64>().unwrap()).sum::<u64>() + i as u64)
+        };
+        s = if shape.sync[i] {
+            s.run_sync(move |a, ctx| body(&a, &ctx))
+        } else {
+            s.run(move |a, ctx| {
+                let out = body(&a, &ctx);
+                async move {
+                    tokio::task::yield_now().await;
+                    out
+                }
+            })
+        };
+        s = s.undo(move |_, _, ctx| {
+            let lu = lu.clone();
+            async move {
+                lu.undo(&ctx.idempotency_key());
+                Ok(())
+            }
+        });
+        b.add(s);
+    }
+    b.returns(format!("s{}", n - 1));
+    b.build().unwrap()
+}
+
+fn outcome(out: &Result<reactor::Value, reactor::Error>) -> String {
+    match out {
+        Ok(v) => format!("ok {}", v.get::<u64>().unwrap()),
+        Err(e) => format!(
+            "err {}",
+            e.as_run_error()
+                .map_or("?".to_string(), |r| r.errors[0].step.clone())
+        ),
+    }
+}
+
+fn runtime(store: Arc<dyn Store>, shape: &Shape, ledger: &Ledger) -> Runtime {
+    let rt = Runtime::with_store(store);
+    rt.register(build(shape, ledger)).unwrap();
+    let run_async = shape.run_async;
+    rt.configure(move |r| r.run_async(run_async));
+    rt
+}
+
+async fn check(shape: Shape) -> Result<(), TestCaseError> {
+    let reference = {
+        let ledger = Ledger::default();
+        let rt = runtime(Arc::new(MemoryStore::new()), &shape, &ledger);
+        outcome(
+            &rt.start("random", Inputs::new().with("seed", 7_u64))
+                .run_id("r")
+                .await,
+        )
+    };
+    let ledger = Ledger::default();
+    let inner = Arc::new(MemoryStore::new());
+    let frozen = Arc::new(tokio::sync::Notify::new());
+    let crashing = Arc::new(FreezingStore {
+        inner: inner.clone(),
+        at: shape.crash,
+        writes: AtomicU64::new(0),
+        frozen: frozen.clone(),
+    });
+    let rt = runtime(crashing, &shape, &ledger);
+    let task = tokio::spawn(async move {
+        outcome(
+            &rt.start("random", Inputs::new().with("seed", 7_u64))
+                .run_id("r")
+                .await,
+        )
+    });
+    let abort = task.abort_handle();
+    let mut crashes = 0;
+    let got = tokio::select! {
+        done = task => done.unwrap(),
+        _ = frozen.notified() => {
+            abort.abort();
+            crashes = 1;
+            // Let the aborted run be dropped before recovery starts.
+            tokio::task::yield_now().await;
+            let rt = runtime(inner.clone(), &shape, &ledger);
+            let recovery = rt.recover().await;
+            prop_assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+            match rt.status("r").await {
+                // Frozen while creating the run: it never existed.
+                Err(_) => outcome(&rt.start("random", Inputs::new().with("seed", 7_u64)).run_id("r").await),
+                Ok(_) => outcome(&rt.resume("r").await),
+            }
+        }
+    };
+    prop_assert_eq!(&got, &reference, "{:?}", shape);
+    let mut again = 0;
+    for key in ledger.keys() {
+        prop_assert!(
+            ledger.count(&format!("do {key}")) <= 1 + crashes,
+            "{key} ran too often"
+        );
+        let undone = ledger.count(&format!("undone {key}"));
+        // A step that failed did nothing to undo.
+        let failed = shape.failing.map(|f| format!("r:s{f}")) == Some(key.clone());
+        if failed {
+            prop_assert_eq!(undone, 0, "the failed step {} was undone", key);
+        } else if got.starts_with("err") {
+            prop_assert_eq!(undone, 1, "{} undone {} times", key, undone);
+        } else {
+            prop_assert_eq!(undone, 0, "{} of a completed run undone", key);
+        }
+        again += ledger.count(&format!("undo-call {key}")).saturating_sub(1);
+    }
+    prop_assert!(again <= crashes, "{} undos called again", again);
+    let journal = inner.load("r").await.unwrap();
+    prop_assert!(journal.run.status.is_finished());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_run_taken_up_after_a_crash_ends_as_without_it(shape in shapes()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(check(shape))?;
+    }
+}
