@@ -682,3 +682,59 @@ async fn a_cancelled_run_undoes_what_it_did() {
         .to_string()
         .contains("cancelled"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_migration_lets_runs_of_an_old_definition_go_on() {
+    let path = temp_db("migrate");
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let v1 = |ledger: &Ledger, gate: Arc<tokio::sync::Notify>| {
+        let (l, g) = (ledger.clone(), gate);
+        let mut b = Reactor::builder("m");
+        b.input_as::<u32>("qty")
+            .add(step("a").argument("q", input("qty")).output::<u32>().run_sync(move |a, _| {
+                l.hit("a".into());
+                Ok(*a.get::<u32>("q")?)
+            }))
+            .add(step("b").argument("a", result("a")).output::<u32>().run(move |a, _| {
+                let g = g.clone();
+                let first = a.get::<u32>("a").copied();
+                async move {
+                    g.notify_one();
+                    std::future::pending::<()>().await;
+                    first.map_err(Into::into)
+                }
+            }))
+            .returns("b");
+        b
+    };
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(v1(&ledger, gate.clone()).build().unwrap()).unwrap();
+    crash_at_gate(&rt, "m", "m1", gate).await;
+    let old_hash = match &rt.journal("m1").await.unwrap().records[0].entry {
+        Entry::RunStarted { def_hash, .. } => def_hash.clone(),
+        other => panic!("{other:?}"),
+    };
+
+    // v2: `b` no longer stalls, and a step `c` is added.
+    let v2 = Reactor::builder("m")
+        .input_as::<u32>("qty")
+        .add(step("a").argument("q", input("qty")).output::<u32>().run_sync(|_, _| Ok(0_u32)))
+        .add(step("b").argument("a", result("a")).output::<u32>().run_sync(|a, _| Ok(*a.get::<u32>("a")? * 10)))
+        .add(step("c").argument("b", result("b")).output::<u32>().run_sync(|a, _| Ok(*a.get::<u32>("b")? + 1)))
+        .returns("c")
+        .build()
+        .unwrap();
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(v2).unwrap();
+    let refused = rt.resume("m1").await.unwrap_err().to_string();
+    assert!(
+        refused.contains("`returns b` is now `returns c`") && refused.contains(&old_hash),
+        "{refused}"
+    );
+    rt.migrate("m", old_hash);
+    let out = rt.resume("m1").await.unwrap();
+    // `a` completed under v1 (3), and does not run again.
+    assert_eq!(*out.get::<u32>().unwrap(), 31);
+    assert_eq!(ledger.get("a"), 1);
+}

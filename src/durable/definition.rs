@@ -112,12 +112,16 @@ fn hash_lines(name: &str, lines: &[String]) -> String {
 /// The first difference between a journalled definition and the current
 /// one, in words.
 pub(crate) fn first_change(old: &[String], new: &[String]) -> String {
+    // What a line is about: `returns`, or a kind and a name.
+    let about = |l: &str| -> String {
+        if l.starts_with("returns ") {
+            return "returns".to_string();
+        }
+        l.split(['(', ':']).next().unwrap_or(l).to_string()
+    };
     if let Some(line) = old.iter().find(|l| !new.contains(l)) {
-        let name = line.split(['(', ':']).next().unwrap_or(line);
-        return match new
-            .iter()
-            .find(|l| l.split(['(', ':']).next() == Some(name))
-        {
+        let name = about(line);
+        return match new.iter().find(|l| about(l) == name) {
             Some(now) => format!("`{line}` is now `{now}`"),
             None => format!("`{line}` is gone"),
         };

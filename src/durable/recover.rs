@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::definition::{first_change, Definition};
 use crate::error::Error;
-use crate::executor::{Recovered, RunState, Unfinished};
+use crate::argument::Arguments;
+use crate::executor::{Recovered, RunState, UndoRecord, Unfinished};
 use crate::journal::{Entry, Journal, RunEnd, StepFailure, UndoItem};
 use crate::value::{Value, ValueMap};
 
@@ -94,14 +95,21 @@ impl Folded {
         &self,
         run_id: &str,
         def: &Definition,
+        migrated: bool,
         can_undo: impl Fn(&str) -> bool,
         context: ValueMap,
     ) -> Result<(RunState, Recovered), Error> {
-        if self.def_hash != def.hash {
+        if self.def_hash != def.hash && !migrated {
             return Err(Error::DefinitionChanged {
                 run_id: run_id.to_string(),
                 reactor: self.reactor.clone(),
-                changed: first_change(&self.definition, &def.lines),
+                changed: format!(
+                    "{} (if its runs can go on under the new one, register \
+                     `Runtime::migrate(\"{}\", \"{}\")`)",
+                    first_change(&self.definition, &def.lines),
+                    self.reactor,
+                    self.def_hash
+                ),
             });
         }
         let mismatch = |problem: String| Error::StateMismatch {
@@ -125,7 +133,7 @@ impl Folded {
             results.insert(name.clone(), codec.decode(json.clone())?);
             completed.push(name.clone());
         }
-        let undo = match &self.unwinding {
+        let undo: Vec<(String, Value)> = match &self.unwinding {
             // Newest first in the journal; the stack wants oldest first.
             Some((_, items)) => items
                 .iter()
@@ -146,17 +154,26 @@ impl Folded {
                 .map(|(name, _)| (name.clone(), results[name].clone()))
                 .collect(),
         };
+        let undo_stack = undo
+            .into_iter()
+            .map(|(step, value)| UndoRecord {
+                arguments: Arguments::from_pairs::<&str>(&step, []),
+                step,
+                emitted: None,
+                value,
+            })
+            .collect();
         let state = RunState {
             run_id: run_id.to_string(),
             inputs,
             context,
             completed,
             results,
+            undo_stack,
             retries: self.retries.clone(),
             ..RunState::default()
         };
         let recovered = Recovered {
-            undo,
             unwinding: self.unwinding.as_ref().map(|(errors, _)| errors.clone()),
             cancel: false,
         };

@@ -60,6 +60,8 @@ struct Inner {
     configure: RwLock<Option<Configure>>,
     /// Runs this runtime is driving now.
     live: Mutex<HashSet<String>>,
+    /// Old definition hashes whose runs may go on, by reactor.
+    migrations: RwLock<HashSet<(String, String)>>,
 }
 
 struct Registered {
@@ -121,6 +123,7 @@ impl Runtime {
                 context: RwLock::default(),
                 configure: RwLock::default(),
                 live: Mutex::default(),
+                migrations: RwLock::default(),
             }),
         }
     }
@@ -152,6 +155,20 @@ impl Runtime {
                 Arc::new(Registered { reactor, def }),
             );
         Ok(self)
+    }
+
+    /// Lets runs of `reactor` journalled under the definition hashed
+    /// `old_hash` go on under the reactor as registered now: a migration,
+    /// for a change that does not affect them (a step added after the
+    /// steps they completed, a renamed argument). The hash is in the
+    /// error that refused them.
+    pub fn migrate(&self, reactor: impl Into<String>, old_hash: impl Into<String>) -> &Runtime {
+        self.inner
+            .migrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((reactor.into(), old_hash.into()));
+        self
     }
 
     /// A context value given to every run (a client, a connection pool):
@@ -381,7 +398,14 @@ impl Runtime {
             plan.step_named(name)
                 .is_some_and(|i| plan.steps[i].can_undo)
         };
-        let (state, mut recovered) = folded.rebuild(run_id, &reg.def, can_undo, context)?;
+        let migrated = self
+            .inner
+            .migrations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(folded.reactor.clone(), folded.def_hash.clone()));
+        let (state, mut recovered) =
+            folded.rebuild(run_id, &reg.def, migrated, can_undo, context)?;
         recovered.cancel = cancel;
         let epoch = folded.epoch + 1;
         append_with_retry(

@@ -24,7 +24,9 @@ pub struct UndoRecord {
     /// The value it completed with (or what its step kept for undo, see
     /// [`Outcome::OkWithUndo`](crate::Outcome::OkWithUndo)).
     pub value: Value,
-    /// The arguments it ran with.
+    /// The arguments it ran with. Left empty for a step of the reactor
+    /// that has arguments, they are rebuilt from the state's inputs and
+    /// results when the run resumes (as [`RunState::from_json`] does).
     pub arguments: Arguments,
 }
 
@@ -64,9 +66,6 @@ impl RunState {
 /// is taken up again after a crash.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    /// The completed undoable steps, oldest first, with what their undo
-    /// receives: their arguments are rebuilt from the journalled results.
-    pub(crate) undo: Vec<(String, Value)>,
     /// The run was unwinding, failed by these errors: it goes on undoing
     /// its steps (those in `undo`), and runs nothing.
     pub(crate) unwinding: Option<Vec<crate::journal::StepFailure>>,

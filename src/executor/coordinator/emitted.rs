@@ -89,6 +89,16 @@ impl Coordinator {
             let step = spec
                 .resolve()
                 .map_err(|e| mismatch(format!("the undo stack's `{}`: {e}", rec.step)))?;
+            let args = match (&step_ref, rec.arguments.is_empty()) {
+                // Arguments left out (a state decoded from JSON, a journal)
+                // are rebuilt from the state's inputs and results.
+                (StepRef::Planned(i), true) if !spec.def().arguments.is_empty() => {
+                    let def = &self.plan.clone().steps[*i];
+                    self.resolve_arguments(Key::new(k, *i), def)
+                        .map_err(|e| mismatch(format!("the arguments of `{}`: {e}", rec.step)))?
+                }
+                _ => rec.arguments,
+            };
             let ctx = Context {
                 run: self.scope.clone(),
                 step: step_ref,
@@ -101,7 +111,7 @@ impl Coordinator {
                 step,
                 ctx,
                 value: rec.value,
-                args: rec.arguments,
+                args,
             });
         }
         let plan = self.plan.clone();

@@ -11,9 +11,11 @@
 //!    errors and the steps to undo) before the first undo; each undo then
 //!    writes its `Undone` ([`crate::executor::undo`]), and `RunEnded`
 //!    (failed) comes last.
-//! 4. A run taken up from its journal ([`Recovered`]) gets its undo stack
-//!    back, each entry's arguments rebuilt from the journalled results;
-//!    an unwinding one goes on unwinding.
+//! 4. A run taken up from its journal gets its undo stack back through
+//!    its state (each entry's arguments rebuilt from the journalled
+//!    results, [`super::emitted`]); an unwinding one goes on unwinding
+//!    ([`Recovered`]); one that fails undoes, as possibly completed, the
+//!    steps that may have started before the crash.
 //!
 //! A step the journal cannot record (a result of another type than its
 //! declared one, emitted steps, an undo token) fails, naming why. A store
@@ -224,39 +226,11 @@ impl Coordinator {
         }
     }
 
-    /// Takes up what the journal said beyond the run's state: the undo
-    /// stack (arguments rebuilt from the results) and an unwinding in
-    /// progress.
-    pub(super) fn recover(&mut self, k: usize, recovered: Recovered) -> Result<(), Error> {
+    /// Takes up what the journal said beyond the run's state: the steps
+    /// that may have started before the crash, an unwinding in progress, a
+    /// cancellation.
+    pub(super) fn recover(&mut self, recovered: Recovered) {
         let plan = self.plan.clone();
-        let mismatch = |problem: String| Error::StateMismatch {
-            run_id: self.scope.run_id.to_string(),
-            problem,
-        };
-        for (name, value) in recovered.undo {
-            let i = plan.step_named(&name).ok_or_else(|| {
-                mismatch(format!("the journal undoes `{name}`, which is not a step"))
-            })?;
-            let def = &plan.steps[i];
-            let args = self
-                .resolve_arguments(Key::new(k, i), def)
-                .map_err(|e| mismatch(format!("the arguments of `{name}`: {e}")))?;
-            let step = def.spec.resolve()?;
-            let ctx = Context {
-                run: self.scope.clone(),
-                step: self.step_ref(Key::new(k, i), def),
-                current_try: 0,
-                retries_remaining: None,
-                queued_us: 0,
-                events: self.scope.events.is_active(),
-            };
-            self.undo.push(UndoEntry {
-                step,
-                ctx,
-                value,
-                args,
-            });
-        }
         if recovered.unwinding.is_none() {
             // Ready now means its dependencies were durable before the
             // crash: it may have started, and done its work.
@@ -289,6 +263,5 @@ impl Coordinator {
                 });
             }
         }
-        Ok(())
     }
 }

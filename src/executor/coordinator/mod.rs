@@ -312,7 +312,7 @@ impl Coordinator {
             c.wire_fresh(k);
         }
         if let Some(recovered) = c.settings.recovered.take() {
-            c.recover(k, *recovered)?;
+            c.recover(*recovered);
         }
         Ok(c)
     }
