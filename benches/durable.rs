@@ -29,9 +29,12 @@ use reactor::{input, result, step, Inputs, Reactor};
 fn chain(name: &str, n: usize) -> Reactor {
     let mut b = Reactor::builder(name);
     b.input_as::<u64>("x");
-    b.add(step("s0").argument("x", input("x")).output::<u64>().run(|a, _| async move {
-        Ok(*a.get::<u64>("x")? + 1)
-    }));
+    b.add(
+        step("s0")
+            .argument("x", input("x"))
+            .output::<u64>()
+            .run(|a, _| async move { Ok(*a.get::<u64>("x")? + 1) }),
+    );
     for i in 1..n {
         b.add(
             step(format!("s{i}"))
@@ -49,9 +52,12 @@ fn fan_out(name: &str, n: usize) -> Reactor {
     b.input_as::<u64>("x");
     let mut join = step("join").output::<u64>();
     for i in 0..n {
-        b.add(step(format!("s{i}")).argument("x", input("x")).output::<u64>().run(|a, _| async move {
-            Ok(*a.get::<u64>("x")? + 1)
-        }));
+        b.add(
+            step(format!("s{i}"))
+                .argument("x", input("x"))
+                .output::<u64>()
+                .run(|a, _| async move { Ok(*a.get::<u64>("x")? + 1) }),
+        );
         join = join.argument(format!("s{i}"), result(format!("s{i}")));
     }
     b.add(join.run_sync(|a, _| Ok(a.iter().map(|(_, v)| *v.get::<u64>().unwrap()).sum::<u64>())));
@@ -117,6 +123,7 @@ fn naive(records: usize) -> f64 {
         step: "s1".into(),
         attempt: 1,
         value: serde_json::json!(42),
+        skipped: false,
     })
     .unwrap();
     let started = Instant::now();
@@ -147,7 +154,9 @@ async fn per_level(samples: usize) -> (f64, f64, f64) {
         r.run(Inputs::new().with("x", 1_u64)).await.unwrap();
         plain.push(t.elapsed().as_secs_f64() / STEPS as f64);
         let t = Instant::now();
-        rt.start("chain", Inputs::new().with("x", 1_u64)).await.unwrap();
+        rt.start("chain", Inputs::new().with("x", 1_u64))
+            .await
+            .unwrap();
         durable.push(t.elapsed().as_secs_f64() / STEPS as f64);
     }
     let _ = std::fs::remove_dir_all(&d);
@@ -166,10 +175,15 @@ async fn memory_store(samples: usize) -> (f64, f64) {
         r.run(Inputs::new().with("x", 1_u64)).await.unwrap();
         plain.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        rt.start("fan", Inputs::new().with("x", 1_u64)).await.unwrap();
+        rt.start("fan", Inputs::new().with("x", 1_u64))
+            .await
+            .unwrap();
         durable.push(t.elapsed().as_secs_f64());
     }
-    (median(plain) * 1e6 / 1_000.0, median(durable) * 1e6 / 1_000.0)
+    (
+        median(plain) * 1e6 / 1_000.0,
+        median(durable) * 1e6 / 1_000.0,
+    )
 }
 
 /// 1,000 interrupted runs of a 101-step chain, 100 steps done each
@@ -185,7 +199,10 @@ async fn recovery() -> (f64, usize) {
         let rt = Runtime::new(MemoryStore::new());
         rt.register(r.clone()).unwrap();
         // The start record as the runtime writes it (taken from a real run).
-        rt.start("chain", Inputs::new().with("x", 0_u64)).run_id("probe").await.unwrap();
+        rt.start("chain", Inputs::new().with("x", 0_u64))
+            .run_id("probe")
+            .await
+            .unwrap();
         let probe = rt.journal("probe").await.unwrap();
         let first = probe.records[0].entry.clone();
         let mut writes = tokio::task::JoinSet::new();
@@ -212,6 +229,7 @@ async fn recovery() -> (f64, usize) {
                                 step: format!("s{i}"),
                                 attempt: 1,
                                 value: serde_json::json!(i + 1),
+                                skipped: false,
                             },
                         )
                     })
@@ -230,7 +248,10 @@ async fn recovery() -> (f64, usize) {
     let secs = started.elapsed().as_secs_f64();
     assert!(rec.skipped.is_empty(), "{:?}", rec.skipped.first());
     for (_, out) in &rec.finished {
-        assert_eq!(*out.as_ref().unwrap().get::<u64>().unwrap(), (DONE + 1) as u64);
+        assert_eq!(
+            *out.as_ref().unwrap().get::<u64>().unwrap(),
+            (DONE + 1) as u64
+        );
     }
     let n = rec.finished.len();
     let _ = std::fs::remove_dir_all(&d);

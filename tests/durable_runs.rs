@@ -692,24 +692,35 @@ async fn a_registered_migration_lets_runs_of_an_old_definition_go_on() {
         let (l, g) = (ledger.clone(), gate);
         let mut b = Reactor::builder("m");
         b.input_as::<u32>("qty")
-            .add(step("a").argument("q", input("qty")).output::<u32>().run_sync(move |a, _| {
-                l.hit("a".into());
-                Ok(*a.get::<u32>("q")?)
-            }))
-            .add(step("b").argument("a", result("a")).output::<u32>().run(move |a, _| {
-                let g = g.clone();
-                let first = a.get::<u32>("a").copied();
-                async move {
-                    g.notify_one();
-                    std::future::pending::<()>().await;
-                    first.map_err(Into::into)
-                }
-            }))
+            .add(
+                step("a")
+                    .argument("q", input("qty"))
+                    .output::<u32>()
+                    .run_sync(move |a, _| {
+                        l.hit("a".into());
+                        Ok(*a.get::<u32>("q")?)
+                    }),
+            )
+            .add(
+                step("b")
+                    .argument("a", result("a"))
+                    .output::<u32>()
+                    .run(move |a, _| {
+                        let g = g.clone();
+                        let first = a.get::<u32>("a").copied();
+                        async move {
+                            g.notify_one();
+                            std::future::pending::<()>().await;
+                            first.map_err(Into::into)
+                        }
+                    }),
+            )
             .returns("b");
         b
     };
     let rt = Runtime::new(SqliteStore::open(&path).unwrap());
-    rt.register(v1(&ledger, gate.clone()).build().unwrap()).unwrap();
+    rt.register(v1(&ledger, gate.clone()).build().unwrap())
+        .unwrap();
     crash_at_gate(&rt, "m", "m1", gate).await;
     let old_hash = match &rt.journal("m1").await.unwrap().records[0].entry {
         Entry::RunStarted { def_hash, .. } => def_hash.clone(),
@@ -719,9 +730,24 @@ async fn a_registered_migration_lets_runs_of_an_old_definition_go_on() {
     // v2: `b` no longer stalls, and a step `c` is added.
     let v2 = Reactor::builder("m")
         .input_as::<u32>("qty")
-        .add(step("a").argument("q", input("qty")).output::<u32>().run_sync(|_, _| Ok(0_u32)))
-        .add(step("b").argument("a", result("a")).output::<u32>().run_sync(|a, _| Ok(*a.get::<u32>("a")? * 10)))
-        .add(step("c").argument("b", result("b")).output::<u32>().run_sync(|a, _| Ok(*a.get::<u32>("b")? + 1)))
+        .add(
+            step("a")
+                .argument("q", input("qty"))
+                .output::<u32>()
+                .run_sync(|_, _| Ok(0_u32)),
+        )
+        .add(
+            step("b")
+                .argument("a", result("a"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("a")? * 10)),
+        )
+        .add(
+            step("c")
+                .argument("b", result("b"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("b")? + 1)),
+        )
         .returns("c")
         .build()
         .unwrap();
@@ -737,4 +763,147 @@ async fn a_registered_migration_lets_runs_of_an_old_definition_go_on() {
     // `a` completed under v1 (3), and does not run again.
     assert_eq!(*out.get::<u32>().unwrap(), 31);
     assert_eq!(ledger.get("a"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_id_in_use_is_refused_at_once() {
+    let ledger = Ledger::default();
+    let rt = Runtime::new(SqliteStore::open(temp_db("reuse")).unwrap());
+    rt.register(checkout(&ledger, false)).unwrap();
+    rt.start("checkout", Inputs::new().with("qty", 1_u32))
+        .run_id("same")
+        .await
+        .unwrap();
+    let err = rt
+        .start("checkout", Inputs::new().with("qty", 1_u32))
+        .run_id("same")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already in the journal store"), "{err}");
+    assert_eq!(ledger.get("reserve"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_a_guard_skipped_is_not_undone_after_a_resume() {
+    let path = temp_db("skip");
+    let ledger = Ledger::default();
+    let build = |ledger: &Ledger, fail: bool| {
+        let lu = ledger.clone();
+        Reactor::builder("g")
+            .add(
+                step("cached")
+                    .output::<u32>()
+                    .guard(|_, _| reactor::Guard::Skip(Outcome::ok(7_u32)))
+                    .run_sync(|_, _| Ok(1_u32))
+                    .undo(move |_, _, _| {
+                        let lu = lu.clone();
+                        async move {
+                            lu.hit("undo cached".into());
+                            Ok(())
+                        }
+                    }),
+            )
+            .add(
+                step("pause")
+                    .argument("c", result("cached"))
+                    .output::<u32>()
+                    .run_sync(|a, _| Ok(Outcome::Halt(reactor::Value::new(*a.get::<u32>("c")?)))),
+            )
+            .add(
+                step("last")
+                    .argument("p", result("pause"))
+                    .output::<u32>()
+                    .max_retries(0)
+                    .run_sync(move |_, _| if fail { Err("no".into()) } else { Ok(0_u32) }),
+            )
+            .returns("last")
+            .build()
+            .unwrap()
+    };
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(build(&ledger, true)).unwrap();
+    assert!(rt.start("g", Inputs::new()).run_id("g1").await.is_err());
+    assert!(rt.resume("g1").await.is_err());
+    assert_eq!(ledger.get("undo cached"), 0);
+}
+
+/// Fails every write after the first `ok` with an error that cannot pass.
+struct FailingStore {
+    inner: Arc<reactor::journal::MemoryStore>,
+    ok: AtomicU32,
+}
+
+#[reactor::async_trait]
+impl Store for FailingStore {
+    async fn create_run(
+        &self,
+        run: reactor::journal::NewRun,
+    ) -> Result<reactor::journal::Created, reactor::journal::StoreError> {
+        self.inner.create_run(run).await
+    }
+    async fn append(
+        &self,
+        run_id: &str,
+        records: Vec<reactor::journal::Record>,
+    ) -> Result<(), reactor::journal::StoreError> {
+        if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
+            self.ok.store(0, Ordering::SeqCst);
+            return Err(reactor::journal::StoreError::Closed);
+        }
+        self.inner.append(run_id, records).await
+    }
+    async fn load(
+        &self,
+        run_id: &str,
+    ) -> Result<reactor::journal::Journal, reactor::journal::StoreError> {
+        self.inner.load(run_id).await
+    }
+    async fn runs(
+        &self,
+        status: Option<RunStatus>,
+    ) -> Result<Vec<reactor::journal::RunSummary>, reactor::journal::StoreError> {
+        self.inner.runs(status).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_journal_fails_stops_without_undoing_and_is_taken_up_later() {
+    let ledger = Ledger::default();
+    let inner = Arc::new(reactor::journal::MemoryStore::new());
+    // reserve and charge are journalled; ship's failure cannot be.
+    let failing = FailingStore {
+        inner: inner.clone(),
+        ok: AtomicU32::new(2),
+    };
+    let rt = Runtime::new(failing);
+    rt.register(checkout(&ledger, true)).unwrap();
+    let err = rt
+        .start("checkout", Inputs::new().with("qty", 1_u32))
+        .run_id("j1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the journal failed"), "{err}");
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (0, 0)
+    );
+    assert_eq!(
+        inner.load("j1").await.unwrap().run.status,
+        RunStatus::Running
+    );
+
+    let rt = Runtime::with_store(inner.clone());
+    rt.register(checkout(&ledger, true)).unwrap();
+    let recovery = rt.recover().await;
+    assert!(recovery.finished[0].1.is_err());
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (1, 1)
+    );
+    assert_eq!(
+        inner.load("j1").await.unwrap().run.status,
+        RunStatus::Failed
+    );
 }

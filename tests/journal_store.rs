@@ -35,6 +35,7 @@ fn done(seq: u64, step: &str) -> Record {
             step: step.into(),
             attempt: 1,
             value: serde_json::json!(seq),
+            skipped: false,
         },
     )
 }

@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::definition::{first_change, Definition};
-use crate::error::Error;
 use crate::argument::Arguments;
+use crate::error::Error;
 use crate::executor::{Recovered, RunState, UndoRecord, Unfinished};
 use crate::journal::{Entry, Journal, RunEnd, StepFailure, UndoItem};
 use crate::value::{Value, ValueMap};
@@ -35,6 +35,10 @@ pub(crate) struct Folded {
     pub(crate) retries: BTreeMap<String, u32>,
     pub(crate) unwinding: Option<(Vec<StepFailure>, Vec<UndoItem>)>,
     pub(crate) undone: HashSet<String>,
+    /// Steps a guard skipped: never undone.
+    pub(crate) skipped: HashSet<String>,
+    /// Undos that failed before the run was taken up.
+    pub(crate) undo_errors: Vec<StepFailure>,
     pub(crate) halted: bool,
     pub(crate) ended: Option<RunEnd>,
     /// The last epoch the run was taken up in.
@@ -65,7 +69,15 @@ impl Folded {
                     f.definition.clone_from(definition);
                     f.inputs.clone_from(inputs);
                 }
-                Entry::StepDone { step, value, .. } => {
+                Entry::StepDone {
+                    step,
+                    value,
+                    skipped,
+                    ..
+                } => {
+                    if *skipped {
+                        f.skipped.insert(step.clone());
+                    }
                     f.retries.remove(step);
                     f.done.push((step.clone(), value.clone()));
                 }
@@ -75,14 +87,23 @@ impl Folded {
                 Entry::Unwinding { errors, undo } => {
                     f.unwinding = Some((errors.clone(), undo.clone()));
                 }
-                Entry::Undone { step, .. } => {
+                Entry::Undone { step, error } => {
                     f.undone.insert(step.clone());
+                    if let Some(message) = error {
+                        f.undo_errors.push(StepFailure {
+                            step: step.clone(),
+                            phase: "undo".to_string(),
+                            attempt: 0,
+                            message: message.clone(),
+                        });
+                    }
                 }
                 Entry::Halted => f.halted = true,
                 Entry::Resumed { epoch } => {
                     f.halted = false;
                     f.epoch = f.epoch.max(*epoch);
                 }
+
                 Entry::RunEnded { end } => f.ended = Some(end.clone()),
             }
         }
@@ -150,7 +171,7 @@ impl Folded {
             None => self
                 .done
                 .iter()
-                .filter(|(name, _)| can_undo(name))
+                .filter(|(name, _)| can_undo(name) && !self.skipped.contains(name))
                 .map(|(name, _)| (name.clone(), results[name].clone()))
                 .collect(),
         };
@@ -174,7 +195,11 @@ impl Folded {
             ..RunState::default()
         };
         let recovered = Recovered {
-            unwinding: self.unwinding.as_ref().map(|(errors, _)| errors.clone()),
+            // The failed undos' errors stay the run's.
+            unwinding: self
+                .unwinding
+                .as_ref()
+                .map(|(errors, _)| [errors.clone(), self.undo_errors.clone()].concat()),
             cancel: false,
         };
         Ok((state, recovered))

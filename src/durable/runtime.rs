@@ -384,6 +384,12 @@ impl Runtime {
         let journal = self.load(run_id).await?;
         let folded = Folded::of(&journal);
         if let Some(end) = folded.ended {
+            if cancel {
+                return Err(Error::State {
+                    run_id: run_id.to_string(),
+                    message: "it has ended: there is nothing to cancel".to_string(),
+                });
+            }
             return self.ended(run_id, &folded.reactor, end);
         }
         let reg = self.registered(&folded.reactor)?;
@@ -407,7 +413,7 @@ impl Runtime {
         let (state, mut recovered) =
             folded.rebuild(run_id, &reg.def, migrated, can_undo, context)?;
         recovered.cancel = cancel;
-        let epoch = folded.epoch + 1;
+        let epoch = folded.epoch.saturating_add(1);
         append_with_retry(
             &*self.inner.store,
             run_id,
@@ -433,6 +439,7 @@ impl Runtime {
         live: LiveGuard,
     ) -> Result<Value, Error> {
         let run_id = live.1.clone();
+        let fresh = recovered.is_none();
         let journal = Arc::new(journal);
         let configure = self
             .inner
@@ -460,11 +467,14 @@ impl Runtime {
                     message: "it halted; resume it with `Runtime::resume`".to_string(),
                 })
             }
-            // A failed run journalled its own end.
+            // A failed run journalled its own end; a run taken up that is
+            // refused before it runs (a middleware's `init`, a state that
+            // does not fit) is left as it is, steps to undo and all.
             Err(e @ Error::Run(_)) => Err(e),
+            Err(e) if !fresh => Err(e),
             Err(e) => {
-                // Refused before it ran (a middleware's `init`, a state
-                // that does not fit): its journal ends here.
+                // A new run refused before it ran: nothing to undo, its
+                // journal ends here.
                 let failure = crate::journal::StepFailure {
                     step: String::new(),
                     phase: "run".to_string(),

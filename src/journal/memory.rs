@@ -55,10 +55,7 @@ impl Store for MemoryStore {
             }
         }
         if inner.by_id.contains_key(&run.id) {
-            return Err(StoreError::Backend(format!(
-                "a run `{}` is already stored",
-                run.id
-            )));
+            return Err(StoreError::RunExists(run.id));
         }
         let now = now_ms();
         let summary = RunSummary {

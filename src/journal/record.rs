@@ -76,6 +76,9 @@ pub enum Entry {
         attempt: u32,
         /// Its result, encoded.
         value: serde_json::Value,
+        /// A guard skipped it: there is nothing to undo.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skipped: bool,
     },
     /// A step will be tried again.
     StepRetry {

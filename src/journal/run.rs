@@ -95,7 +95,21 @@ impl RunJournal {
         if records.is_empty() {
             return Ok(());
         }
-        append_with_retry(&*self.store, &self.run_id, records).await
+        match append_with_retry(&*self.store, &self.run_id, records.clone()).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Back in front of anything pushed since: no gap in `seq`.
+                let mut p = self.lock();
+                let later = std::mem::replace(&mut p.records, records);
+                p.records.extend(later);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether entries wait for a flush.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.lock().records.is_empty()
     }
 }
 

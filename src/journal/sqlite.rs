@@ -215,10 +215,17 @@ enum Answer {
 
 fn commit(conn: &mut Connection, batch: Vec<Write>) {
     let mut answers = Vec::with_capacity(batch.len());
+    let mut pending = batch.into_iter();
     let committed = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for write in batch {
-            let mut sp = tx.savepoint()?;
+        while let Some(write) = pending.next() {
+            let mut sp = match tx.savepoint() {
+                Ok(sp) => sp,
+                Err(e) => {
+                    answers.push(refused(write));
+                    return Err(e);
+                }
+            };
             let answer = match write {
                 Write::Create(run, ack) => {
                     let done = create(&sp, &run);
@@ -233,16 +240,18 @@ fn commit(conn: &mut Connection, batch: Vec<Write>) {
                 Answer::Create(_, r) => r.is_ok(),
                 Answer::Append(_, r) => r.is_ok(),
             };
+            // Answered whatever happens next: the answer waits for the commit.
+            answers.push(answer);
             if ok {
                 sp.commit()?;
             } else {
                 sp.rollback()?;
-                drop(sp);
             }
-            answers.push(answer);
         }
         tx.commit()
     })();
+    // Writes the failure left untried get its error too.
+    answers.extend(pending.map(refused));
     for answer in answers {
         match (answer, &committed) {
             (Answer::Create(ack, r), Ok(())) => drop(ack.send(r)),
@@ -250,6 +259,16 @@ fn commit(conn: &mut Connection, batch: Vec<Write>) {
             (Answer::Create(ack, _), Err(e)) => drop(ack.send(Err(backend(e)))),
             (Answer::Append(ack, _), Err(e)) => drop(ack.send(Err(backend(e)))),
         }
+    }
+}
+
+/// The answer to a write that was not tried (the transaction failed
+/// first): it gets the transaction's error.
+fn refused(write: Write) -> Answer {
+    let untried = || StoreError::Backend("the transaction failed".to_string());
+    match write {
+        Write::Create(_, ack) => Answer::Create(ack, Err(untried())),
+        Write::Append(_, _, ack) => Answer::Append(ack, Err(untried())),
     }
 }
 
@@ -266,6 +285,15 @@ fn create(conn: &Connection, run: &NewRun) -> Result<Created, StoreError> {
         if let Some(id) = existing {
             return Ok(Created::Existing(id));
         }
+    }
+    let exists: Option<i64> = conn
+        .query_row("SELECT 1 FROM reactor_runs WHERE id = ?1", [&run.id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(backend)?;
+    if exists.is_some() {
+        return Err(StoreError::RunExists(run.id.clone()));
     }
     let now = now_ms() as i64;
     let status = run.first.entry.status().unwrap_or(RunStatus::Running);

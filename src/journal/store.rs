@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The store could not be reached or written (may pass: retried).
     #[error("the journal store failed: {0}")]
     Backend(String),
+    /// A run of this id is already stored.
+    #[error("a run `{0}` is already in the journal store")]
+    RunExists(String),
     /// No run of this id is stored.
     #[error("no run `{0}` in the journal store")]
     UnknownRun(String),

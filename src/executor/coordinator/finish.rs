@@ -172,9 +172,14 @@ impl Coordinator {
         }
         self.settle_maybe_started();
         self.journal_unwinding().await;
+        if self.journal_broken {
+            // Left to be taken up from the journal, which says it runs.
+            self.undo.release();
+            drop(std::mem::take(&mut self.undo));
+        }
         let undone = self.undo.unwind().await;
         self.errors.extend(undone);
-        if self.durable() {
+        if self.durable() && !self.journal_broken {
             let errors = std::mem::take(&mut self.errors);
             self.journal_failed_end(&errors).await;
             self.errors = errors;

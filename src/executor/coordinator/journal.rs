@@ -22,6 +22,7 @@
 //! that keeps failing fails the run.
 
 use super::{def_of, Coordinator, Key, Status};
+use crate::argument::Arguments;
 use crate::context::Context;
 use crate::error::{Error, Phase, Reason, StepError, StepErrorKind};
 use crate::executor::attempt::UndoWith;
@@ -72,6 +73,7 @@ impl Coordinator {
             step: def.name().to_string(),
             attempt,
             value,
+            skipped: matches!(undo, UndoWith::Nothing),
         });
         Ok(())
     }
@@ -86,6 +88,11 @@ impl Coordinator {
         }
     }
 
+    /// Whether the journal waits for a flush (completed steps, retries).
+    pub(super) fn journal_pending(&self) -> bool {
+        !self.unsynced.is_empty() || self.scope.journal.as_ref().is_some_and(|j| j.has_pending())
+    }
+
     /// Makes the journal durable, then lets the dependents of the steps
     /// completed meanwhile start. A store that keeps failing fails the
     /// run.
@@ -96,12 +103,18 @@ impl Coordinator {
                 return;
             }
         }
+        let plan = self.plan.clone();
         for key in std::mem::take(&mut self.unsynced) {
-            self.release(key.inst as usize, key.i());
+            self.release(&plan, key.inst as usize, key.i());
         }
     }
 
+    /// The journal cannot be written: the run stops, and leaves its
+    /// unwinding (if it fails) to whoever takes it up from the journal,
+    /// which still says it runs. Undoing now, unrecorded, would let it be
+    /// taken up later as if nothing had been undone.
     fn journal_failed(&mut self, error: Error) {
+        self.journal_broken = true;
         let name = self.plan.name.to_string();
         self.errors.push(StepError {
             step: name,
@@ -150,15 +163,25 @@ impl Coordinator {
         let plan = self.plan.clone();
         let mut at = self.recovered_undo;
         for key in std::mem::take(&mut self.maybe_started) {
+            // Done now: on the stack already. Running: drained, then done
+            // or abandoned (on the stack either way). Failed now, or never
+            // run again: what it did before the crash is undone.
             let status = self.instances[key.inst as usize].nodes[key.i()].status;
-            if !matches!(status, Status::Ready | Status::Waiting | Status::BackingOff) {
+            if matches!(status, Status::Done | Status::Running) {
                 continue;
             }
             let def = &plan.steps[key.i()];
-            let (Ok(step), Ok(args)) = (def.spec.resolve(), self.resolve_arguments(key, def))
-            else {
-                continue;
+            let step = match def.spec.resolve() {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::error!(step = %def.name(), error = %e, "cannot undo a step that may have started");
+                    continue;
+                }
             };
+            let args = self.resolve_arguments(key, def).unwrap_or_else(|e| {
+                tracing::warn!(step = %def.name(), error = %e, "the arguments of a step that may have started: undone with none");
+                Arguments::from_pairs::<&str>(def.name(), [])
+            });
             let ctx = Context {
                 run: self.scope.clone(),
                 step: self.step_ref(key, def),
@@ -204,8 +227,7 @@ impl Coordinator {
             undo,
         });
         if let Err(e) = journal.flush().await {
-            // The undos run all the same; the run's end records the error.
-            tracing::error!(error = %e, "the journal failed before unwinding");
+            tracing::error!(error = %e, "the journal failed before unwinding: the run is left to be taken up");
             self.journal_failed(e.into());
         }
     }

@@ -370,6 +370,7 @@ impl Coordinator {
         }
     }
 
+    #[inline(always)]
     pub(super) fn resolve_arguments(
         &self,
         key: Key,

@@ -227,6 +227,8 @@ pub(crate) struct Coordinator {
     unsynced: Vec<Key>,
     /// The journal already says the run unwinds.
     unwinding_journalled: bool,
+    /// The journal could not be written: the run stops without undoing.
+    journal_broken: bool,
     /// The run was cancelled: it unwinds, and ends cancelled.
     cancelled: bool,
     /// Undoable steps that may have started before the crash this run
@@ -297,6 +299,7 @@ impl Coordinator {
             nested: false,
             unsynced: Vec::new(),
             unwinding_journalled: false,
+            journal_broken: false,
             cancelled: false,
             maybe_started: Vec::new(),
             recovered_undo: 0,
@@ -349,7 +352,7 @@ impl Coordinator {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.halting = true;
             }
-            if !self.unsynced.is_empty() {
+            if self.journal_pending() {
                 self.sync_journal().await;
             }
             if self.stopping() {

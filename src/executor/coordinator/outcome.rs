@@ -200,13 +200,13 @@ impl Coordinator {
         ctx: Context,
         undo: UndoWith,
     ) {
-        if self.durable() {
-            let attempt = ctx.current_try + 1;
-            if let Err(kind) = self.journal_done(key, &value, !emitted.is_empty(), &undo, attempt) {
-                self.fail(key, Phase::Run, attempt, kind);
-                return;
-            }
-        }
+        let attempt = ctx.current_try + 1;
+        let refused = match self.durable() {
+            true => self
+                .journal_done(key, &value, !emitted.is_empty(), &undo, attempt)
+                .err(),
+            false => None,
+        };
         let plan = self.plan.clone();
         let (k, i) = (key.inst as usize, key.i());
         let def = def_of(&plan, &self.instances[k], i);
@@ -224,6 +224,13 @@ impl Coordinator {
                     args,
                 });
             }
+        }
+        if let Some(kind) = refused {
+            // Its work is done (and on the undo stack): the journal cannot
+            // record it, so the run fails.
+            drop(def);
+            self.fail(key, Phase::Run, attempt, kind);
+            return;
         }
         let replaced = !emitted.is_empty() && self.add_emitted_by(key, &value, emitted);
         // Its readings are done (emitted steps were wired first, so results
@@ -252,15 +259,16 @@ impl Coordinator {
             self.unsynced.push(key);
             return;
         }
-        self.release(k, i);
+        self.release(&plan, k, i);
     }
 
     /// Step `i` of instance `k` is done: its dependents' counts drop.
-    pub(super) fn release(&mut self, k: usize, i: usize) {
-        let static_dependents = self.plan.steps.get(i).map_or(0, |s| s.dependents.len());
-        for x in 0..static_dependents {
-            let d = self.plan.steps[i].dependents[x];
-            self.dependency_done(k, d);
+    #[inline]
+    pub(super) fn release(&mut self, plan: &crate::planner::Plan, k: usize, i: usize) {
+        if i < plan.steps.len() {
+            for &d in &plan.steps[i].dependents {
+                self.dependency_done(k, d);
+            }
         }
         if !self.instances[k].extra_dependents.is_empty() {
             if let Some(extra) = self.instances[k].extra_dependents.remove(&i) {
