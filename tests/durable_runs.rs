@@ -907,3 +907,76 @@ async fn a_run_whose_journal_fails_stops_without_undoing_and_is_taken_up_later()
         RunStatus::Failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_state_saved_as_json_resumes_and_undoes_with_rebuilt_arguments() {
+    let ledger = Ledger::default();
+    let build = |ledger: &Ledger| {
+        let lu = ledger.clone();
+        Reactor::builder("saved")
+            .input_as::<u32>("qty")
+            .add(
+                step("reserve")
+                    .argument("qty", input("qty"))
+                    .output::<u32>()
+                    .run_sync(|a, _| Ok(*a.get::<u32>("qty")? * 2))
+                    .undo(move |v, a, _| {
+                        let lu = lu.clone();
+                        async move {
+                            lu.hit(format!(
+                                "undo {} of {}",
+                                v.get::<u32>()?,
+                                a.get::<u32>("qty")?
+                            ));
+                            Ok(())
+                        }
+                    }),
+            )
+            .add(
+                step("pause")
+                    .argument("r", result("reserve"))
+                    .output::<u32>()
+                    .run_sync(|a, _| Ok(Outcome::Halt(reactor::Value::new(*a.get::<u32>("r")?)))),
+            )
+            .add(
+                step("last")
+                    .argument("p", result("pause"))
+                    .output::<u32>()
+                    .max_retries(0)
+                    .run_sync(|_, _| Err::<u32, _>("declined".into())),
+            )
+            .returns("last")
+            .build()
+            .unwrap()
+    };
+    let first = build(&ledger);
+    let halted = first
+        .run(Inputs::new().with("qty", 5_u32))
+        .outcome()
+        .await
+        .unwrap()
+        .halted()
+        .unwrap();
+    let saved = halted.into_state().to_json(&first).unwrap().to_string();
+
+    let second = build(&ledger);
+    let state =
+        reactor::RunState::from_json(&second, serde_json::from_str(&saved).unwrap()).unwrap();
+    assert!(second.resume(state).await.is_err());
+    assert_eq!(ledger.get("undo 10 of 5"), 1);
+
+    // Another definition refuses the saved state, naming the change.
+    let other = Reactor::builder("saved")
+        .input_as::<u64>("qty")
+        .add(step("last").output::<u32>().run_sync(|_, _| Ok(1_u32)))
+        .returns("last")
+        .build()
+        .unwrap();
+    let err = reactor::RunState::from_json(&other, serde_json::from_str(&saved).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("input qty: u32") && err.contains("u64"),
+        "{err}"
+    );
+}

@@ -38,5 +38,6 @@
 mod definition;
 mod recover;
 mod runtime;
+mod state;
 
 pub use runtime::{Recovery, Runtime, Start};
