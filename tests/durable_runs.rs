@@ -31,13 +31,37 @@ impl Ledger {
     }
 }
 
-/// reserve -> charge -> ship; ship fails when `fail` is set.
+/// reserve -> charge -> ship; ship fails when `fail_ship` is set.
 fn checkout(ledger: &Ledger, fail_ship: bool) -> Reactor {
-    let l = ledger.clone();
-    let lu = ledger.clone();
-    let c = ledger.clone();
-    let cu = ledger.clone();
-    let s = ledger.clone();
+    saga(ledger, fail_ship, None)
+}
+
+/// The checkout, stalling forever once after telling `gate`: in `ship`
+/// (when it does not fail), or in the undo of `charge` (when it does).
+fn stalling_checkout(ledger: &Ledger, gate: Arc<tokio::sync::Notify>, in_undo: bool) -> Reactor {
+    saga(ledger, in_undo, Some(gate))
+}
+
+/// Waits forever, after telling `gate`, the first time `what` is counted.
+async fn stall_once(ledger: &Ledger, what: &str, gate: &Option<Arc<tokio::sync::Notify>>) {
+    if let (Some(gate), 1) = (gate, ledger.get(what)) {
+        gate.notify_one();
+        std::future::pending::<()>().await;
+    }
+}
+
+fn saga(ledger: &Ledger, fail_ship: bool, gate: Option<Arc<tokio::sync::Notify>>) -> Reactor {
+    let (l, lu, c, cu, s) = (
+        ledger.clone(),
+        ledger.clone(),
+        ledger.clone(),
+        ledger.clone(),
+        ledger.clone(),
+    );
+    let (undo_gate, ship_gate) = match fail_ship {
+        true => (gate, None),
+        false => (None, gate),
+    };
     Reactor::builder("checkout")
         .input_as::<u32>("qty")
         .add(
@@ -71,11 +95,12 @@ fn checkout(ledger: &Ledger, fail_ship: bool) -> Reactor {
                     }
                 })
                 .undo(move |v, a, _| {
-                    let cu = cu.clone();
+                    let (cu, gate) = (cu.clone(), undo_gate.clone());
                     async move {
                         // Undo sees the journalled result and rebuilt arguments.
                         assert_eq!(u64::from(*a.get::<u32>("qty")?) * 250, *v.get::<u64>()?);
                         cu.hit("undo charge".into());
+                        stall_once(&cu, "undo charge", &gate).await;
                         Ok(())
                     }
                 }),
@@ -86,12 +111,13 @@ fn checkout(ledger: &Ledger, fail_ship: bool) -> Reactor {
                 .output::<String>()
                 .max_retries(0)
                 .run(move |a, _| {
-                    let s = s.clone();
+                    let (s, gate) = (s.clone(), ship_gate.clone());
                     async move {
                         s.hit("ship".into());
                         if fail_ship {
                             return Err("the carrier is down".into());
                         }
+                        stall_once(&s, "ship", &gate).await;
                         Ok(format!("shipped, paid {}", a.get::<u64>("paid")?))
                     }
                 }),
@@ -399,86 +425,6 @@ async fn crash_at_gate(rt: &Runtime, reactor: &str, id: &str, gate: Arc<tokio::s
     gate.notified().await;
     task.abort();
     let _ = task.await;
-}
-
-/// A checkout whose `ship` step (or whose undo of `charge`) waits forever
-/// the first time, after telling `gate`.
-fn stalling_checkout(ledger: &Ledger, gate: Arc<tokio::sync::Notify>, in_undo: bool) -> Reactor {
-    let l = ledger.clone();
-    let g = gate.clone();
-    let lu = ledger.clone();
-    let c = ledger.clone();
-    let cu = ledger.clone();
-    let s = ledger.clone();
-    Reactor::builder("checkout")
-        .input_as::<u32>("qty")
-        .add(
-            step("reserve")
-                .argument("qty", input("qty"))
-                .output::<u32>()
-                .run(move |a, _| {
-                    let l = l.clone();
-                    async move {
-                        l.hit("reserve".into());
-                        Ok(*a.get::<u32>("qty")?)
-                    }
-                })
-                .undo(move |_, _, _| {
-                    let lu = lu.clone();
-                    async move {
-                        lu.hit("undo reserve".into());
-                        Ok(())
-                    }
-                }),
-        )
-        .add(
-            step("charge")
-                .argument("qty", result("reserve"))
-                .output::<u64>()
-                .run(move |a, _| {
-                    let c = c.clone();
-                    async move {
-                        c.hit("charge".into());
-                        Ok(u64::from(*a.get::<u32>("qty")?) * 250)
-                    }
-                })
-                .undo(move |_, _, _| {
-                    let cu = cu.clone();
-                    let g = g.clone();
-                    async move {
-                        cu.hit("undo charge".into());
-                        if in_undo && cu.get("undo charge") == 1 {
-                            g.notify_one();
-                            std::future::pending::<()>().await;
-                        }
-                        Ok(())
-                    }
-                }),
-        )
-        .add(
-            step("ship")
-                .argument("paid", result("charge"))
-                .output::<String>()
-                .max_retries(0)
-                .run(move |a, _| {
-                    let s = s.clone();
-                    let gate = gate.clone();
-                    async move {
-                        s.hit("ship".into());
-                        if in_undo {
-                            return Err("the carrier is down".into());
-                        }
-                        if s.get("ship") == 1 {
-                            gate.notify_one();
-                            std::future::pending::<()>().await;
-                        }
-                        Ok(format!("shipped, paid {}", a.get::<u64>("paid")?))
-                    }
-                }),
-        )
-        .returns("ship")
-        .build()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

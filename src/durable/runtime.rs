@@ -10,7 +10,7 @@ use super::definition::Definition;
 use super::recover::Folded;
 use crate::error::{Error, RunError, StepError};
 use crate::executor::{Durable, Recovered, RunOutcome, RunRequest};
-use crate::journal::run::append_with_retry;
+use crate::journal::run::{append_with_retry, with_retry};
 use crate::journal::{
     Created, Entry, Journal, NewRun, Record, RunEnd, RunJournal, RunStatus, RunSummary,
     SqliteStore, Store, StoreError,
@@ -617,16 +617,6 @@ impl IntoFuture for Start {
 
 /// Creates a run, retrying a transient store failure with backoff.
 async fn create_with_retry(store: &dyn Store, run: NewRun) -> Result<Created, StoreError> {
-    let started = tokio::time::Instant::now();
-    let mut delay = std::time::Duration::from_millis(10);
-    loop {
-        match store.create_run(run.clone()).await {
-            Err(e) if e.is_transient() && started.elapsed() < crate::journal::run::RETRY_FOR => {
-                tracing::warn!(run_id = %run.id, error = %e, "creating a run failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(1));
-            }
-            other => return other,
-        }
-    }
+    let id = run.id.clone();
+    with_retry(&id, || store.create_run(run.clone())).await
 }

@@ -119,17 +119,26 @@ pub(crate) async fn append_with_retry(
     run_id: &str,
     records: Vec<Record>,
 ) -> Result<(), StoreError> {
+    with_retry(run_id, || store.append(run_id, records.clone())).await
+}
+
+/// Calls `op` until it succeeds, fails for good, or has failed for
+/// [`RETRY_FOR`]: the one retry policy of store writes.
+pub(crate) async fn with_retry<T, F, Fut>(run_id: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(10);
     loop {
-        match store.append(run_id, records.clone()).await {
-            Ok(()) => return Ok(()),
+        match op().await {
             Err(e) if e.is_transient() && started.elapsed() < RETRY_FOR => {
-                tracing::warn!(run_id, error = %e, "journal append failed; retrying");
+                tracing::warn!(run_id, error = %e, "a journal write failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
-            Err(e) => return Err(e),
+            other => return other,
         }
     }
 }
