@@ -221,7 +221,7 @@ async fn recovery() -> (f64, usize) {
                     })
                     .await
                     .unwrap();
-                let records = (0..DONE)
+                let records: Vec<Record> = (0..DONE)
                     .map(|i| {
                         Record::new(
                             i as u64 + 1,
@@ -234,7 +234,7 @@ async fn recovery() -> (f64, usize) {
                         )
                     })
                     .collect();
-                store.append(&id, records).await.unwrap();
+                store.append(&id, &records).await.unwrap();
             });
         }
         while let Some(w) = writes.join_next().await {

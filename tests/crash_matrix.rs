@@ -55,7 +55,7 @@ impl Store for CrashingStore {
         self.boundary(false);
         out
     }
-    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
         self.boundary(true);
         let out = self.inner.append(run_id, records).await;
         self.boundary(false);

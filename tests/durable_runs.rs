@@ -791,7 +791,7 @@ impl Store for FailingStore {
     async fn append(
         &self,
         run_id: &str,
-        records: Vec<reactor::journal::Record>,
+        records: &[reactor::journal::Record],
     ) -> Result<(), reactor::journal::StoreError> {
         if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
             self.ok.store(0, Ordering::SeqCst);

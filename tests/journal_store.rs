@@ -60,14 +60,14 @@ async fn conformance(store: Arc<dyn Store>) {
 
     // Appends, in order; a retried append changes nothing.
     store
-        .append("a", vec![done(1, "s1"), done(2, "s2")])
+        .append("a", &[done(1, "s1"), done(2, "s2")])
         .await
         .unwrap();
     store
-        .append("a", vec![done(1, "other"), done(2, "other")])
+        .append("a", &[done(1, "other"), done(2, "other")])
         .await
         .unwrap();
-    store.append("a", vec![done(3, "s3")]).await.unwrap();
+    store.append("a", &[done(3, "s3")]).await.unwrap();
     let j = store.load("a").await.unwrap();
     let steps: Vec<_> = j
         .records
@@ -86,19 +86,19 @@ async fn conformance(store: Arc<dyn Store>) {
 
     // An append to a run that does not exist.
     assert!(matches!(
-        store.append("nope", vec![done(1, "x")]).await,
+        store.append("nope", &[done(1, "x")]).await,
         Err(StoreError::UnknownRun(_))
     ));
 
     // Status follows the entries.
     store
-        .append("c", vec![Record::new(1, Entry::Halted)])
+        .append("c", &[Record::new(1, Entry::Halted)])
         .await
         .unwrap();
     store
         .append(
             "d",
-            vec![Record::new(
+            &[Record::new(
                 1,
                 Entry::RunEnded {
                     end: RunEnd::Completed {
@@ -126,7 +126,7 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     assert_eq!(ids(store.runs(None).await.unwrap()), ["a", "c", "d"]);
     store
-        .append("c", vec![Record::new(2, Entry::Resumed { epoch: 2 })])
+        .append("c", &[Record::new(2, Entry::Resumed { epoch: 2 })])
         .await
         .unwrap();
     assert_eq!(
@@ -135,7 +135,7 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     // A retried status change does not move the status back.
     store
-        .append("c", vec![Record::new(1, Entry::Halted)])
+        .append("c", &[Record::new(1, Entry::Halted)])
         .await
         .unwrap();
     assert_eq!(
@@ -145,7 +145,7 @@ async fn conformance(store: Arc<dyn Store>) {
 
     // A gap is reported on load, not panicked on.
     store.create_run(new_run("gap", None)).await.unwrap();
-    store.append("gap", vec![done(2, "late")]).await.unwrap();
+    store.append("gap", &[done(2, "late")]).await.unwrap();
     match store.load("gap").await {
         Err(StoreError::Corrupt { seq: 1, .. }) => {}
         other => panic!("a journal with a gap loaded: {other:?}"),
@@ -162,7 +162,7 @@ async fn conformance(store: Arc<dyn Store>) {
             let id = format!("w{w}");
             store.create_run(new_run(&id, None)).await.unwrap();
             for seq in 1..=200 {
-                store.append(&id, vec![done(seq, "s")]).await.unwrap();
+                store.append(&id, &[done(seq, "s")]).await.unwrap();
             }
         }));
     }
@@ -172,7 +172,7 @@ async fn conformance(store: Arc<dyn Store>) {
             .map(|s| done(s, "s"))
             .collect();
         seq += batch.len() as u64;
-        store.append("big", batch).await.unwrap();
+        store.append("big", &batch).await.unwrap();
     }
     for h in handles {
         h.await.unwrap();
@@ -216,7 +216,7 @@ async fn sqlite_journal_survives_reopening() {
     {
         let store = SqliteStore::open(&path).unwrap();
         store.create_run(new_run("a", Some("key"))).await.unwrap();
-        store.append("a", vec![done(1, "s1")]).await.unwrap();
+        store.append("a", &[done(1, "s1")]).await.unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     let j = store.load("a").await.unwrap();
@@ -236,7 +236,7 @@ async fn sqlite_corrupt_and_truncated_journals_are_reported() {
     for id in ["bad", "short", "fine"] {
         store.create_run(new_run(id, None)).await.unwrap();
         store
-            .append(id, vec![done(1, "s1"), done(2, "s2")])
+            .append(id, &[done(1, "s1"), done(2, "s2")])
             .await
             .unwrap();
     }

@@ -49,7 +49,7 @@ impl Store for FreezingStore {
         self.boundary(false).await;
         out
     }
-    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
         self.boundary(true).await;
         let out = self.inner.append(run_id, records).await;
         self.boundary(false).await;

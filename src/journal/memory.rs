@@ -77,7 +77,7 @@ impl Store for MemoryStore {
         Ok(Created::New)
     }
 
-    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let i = *inner
             .by_id
@@ -91,7 +91,7 @@ impl Store for MemoryStore {
             if let Some(status) = record.entry.status() {
                 summary.status = status;
             }
-            journal.insert(record.seq, record);
+            journal.insert(record.seq, record.clone());
         }
         summary.updated_ms = now_ms();
         Ok(())

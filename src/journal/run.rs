@@ -95,7 +95,7 @@ impl RunJournal {
         if records.is_empty() {
             return Ok(());
         }
-        match append_with_retry(&*self.store, &self.run_id, records.clone()).await {
+        match with_retry(&self.run_id, || self.store.append(&self.run_id, &records)).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Back in front of anything pushed since: no gap in `seq`.
@@ -119,7 +119,7 @@ pub(crate) async fn append_with_retry(
     run_id: &str,
     records: Vec<Record>,
 ) -> Result<(), StoreError> {
-    with_retry(run_id, || store.append(run_id, records.clone())).await
+    with_retry(run_id, || store.append(run_id, &records)).await
 }
 
 /// Calls `op` until it succeeds, fails for good, or has failed for

@@ -392,9 +392,9 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Write::Append(run_id.to_string(), records, tx))?;
+        self.send(Write::Append(run_id.to_string(), records.to_vec(), tx))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

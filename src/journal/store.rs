@@ -150,7 +150,7 @@ impl Journal {
 ///     inputs: Default::default(), idempotency_key: None,
 /// });
 /// store.create_run(NewRun { id: "run-1".into(), reactor: "r".into(), idempotency_key: None, first }).await?;
-/// store.append("run-1", vec![Record::new(1, Entry::Halted)]).await?;
+/// store.append("run-1", &[Record::new(1, Entry::Halted)]).await?;
 /// let journal = store.load("run-1").await?;
 /// assert_eq!(journal.records.len(), 2);
 /// assert_eq!(journal.run.status, reactor::journal::RunStatus::Halted);
@@ -165,7 +165,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends records to a run's journal, atomically and durably; records
     /// whose `seq` is already stored are left as they are.
-    async fn append(&self, run_id: &str, records: Vec<Record>) -> Result<(), StoreError>;
+    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError>;
 
     /// A run and its whole journal.
     async fn load(&self, run_id: &str) -> Result<Journal, StoreError>;
