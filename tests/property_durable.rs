@@ -149,7 +149,7 @@ fn build(shape: &Shape, ledger: &Ledger) -> Reactor {
             Ok(a.iter().map(|(_, v)| *v.get::<u64>().unwrap()).sum::<u64>() + i as u64)
         };
         s = if shape.sync[i] {
-            s.run_sync(move |a, ctx| body(&a, &ctx))
+            s.run_sync(move |a, ctx| body(a, ctx))
         } else {
             s.run(move |a, ctx| {
                 let out = body(&a, &ctx);

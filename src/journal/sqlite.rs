@@ -218,7 +218,7 @@ fn commit(conn: &mut Connection, batch: Vec<Write>) {
     let mut pending = batch.into_iter();
     let committed = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        while let Some(write) = pending.next() {
+        for write in pending.by_ref() {
             let mut sp = match tx.savepoint() {
                 Ok(sp) => sp,
                 Err(e) => {
