@@ -10,10 +10,13 @@
 //!
 //! 1. If the iteration budget (`max_iterations`) is spent or the `timeout`
 //!    has passed, **halt**.
-//! 2. Start ready steps, oldest first (for a map, first admit elements of
+//! 2. In a durable run, make the journal durable (one flush: the steps
+//!    completed since the last one, and retries); only then do their
+//!    dependents become ready ([`coordinator`]'s `journal`).
+//! 3. Start ready steps, oldest first (for a map, first admit elements of
 //!    its source, up to its batch size).
-//! 3. If every step is done, **succeed** with the return step's result.
-//! 4. Wait, without spinning, for the first of: an attempt finishing (then
+//! 4. If every step is done, **succeed** with the return step's result.
+//! 5. Wait, without spinning, for the first of: an attempt finishing (then
 //!    handle every attempt that has finished), the earliest backoff
 //!    expiring (then its step is ready again), the timeout, a pool slot
 //!    freed, or a map element arriving. Only a finished attempt spends an
@@ -48,7 +51,8 @@
 //!
 //! - **done**: the result is kept while a pending step or the return still
 //!   reads it, and pushed on the undo stack (with the step's own
-//!   definition) if the step can undo. Its dependents' counts drop.
+//!   definition) if the step can undo. Its dependents' counts drop (in
+//!   a durable run, once the journal holds its result).
 //!   Emitted steps join the run; a step emitted under the emitter's own
 //!   name *replaces* it (its dependents wait for the replacement, which
 //!   reads the emitter's value as its own result). A guard's skip is done
@@ -72,6 +76,10 @@
 //! the run waits until they, and the tasks of runs nested in them, have
 //! stopped. A halted run sets them back to run again on resume; a failed
 //! run reports them and treats an undoable one as possibly completed.
+//! A durable run journals its end first (its completion, its halt, or
+//! the steps it will undo), and each undo as it is done; a durable run
+//! whose journal cannot be written stops without undoing, leaving that to
+//! whoever takes it up from the journal.
 //! A failed run then undoes every completed undoable step, one at a time,
 //! newest first; each undo may retry up to 5 attempts, and every error, of
 //! the failure and of the undos, is reported together. A halted run
