@@ -926,3 +926,34 @@ async fn a_halted_state_saved_as_json_resumes_and_undoes_with_rebuilt_arguments(
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_cancelled_by_id_unwinds_and_ends_cancelled() {
+    let ledger = Ledger::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let rt = Runtime::new(SqliteStore::open(temp_db("cancel-live")).unwrap());
+    rt.register(stalling_checkout(&ledger, gate.clone(), false))
+        .unwrap();
+    // The stalled step is abandoned at once when the run stops.
+    rt.configure(|r| r.halt_timeout(std::time::Duration::ZERO));
+    let rt2 = rt.clone();
+    let run = tokio::spawn(async move {
+        rt2.start("checkout", Inputs::new().with("qty", 2_u32))
+            .run_id("live")
+            .await
+    });
+    gate.notified().await;
+    rt.cancel("live").await.unwrap();
+    let err = run.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (1, 1)
+    );
+    assert_eq!(
+        rt.status("live").await.unwrap().status,
+        RunStatus::Cancelled
+    );
+    // Cancelling it again: it has ended.
+    assert!(rt.cancel("live").await.is_err());
+}

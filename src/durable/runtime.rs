@@ -6,6 +6,9 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use super::definition::Definition;
 use super::recover::Folded;
 use crate::error::{Error, RunError, StepError};
@@ -59,7 +62,7 @@ struct Inner {
     context: RwLock<ValueMap>,
     configure: RwLock<Option<Configure>>,
     /// Runs this runtime is driving now.
-    live: Mutex<HashSet<String>>,
+    live: Mutex<HashMap<String, Live>>,
     /// Old definition hashes whose runs may go on, by reactor.
     migrations: RwLock<HashSet<(String, String)>>,
 }
@@ -95,16 +98,29 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Removes a run from the live set when its driving ends, however it ends.
-struct LiveGuard(Arc<Inner>, String);
+/// A run this runtime drives: how to cancel it, and when it has ended.
+struct Live {
+    cancel: CancellationToken,
+    ended: watch::Receiver<bool>,
+}
+
+/// Removes a run from the live set when its driving ends, however it
+/// ends, and tells whoever waits for it.
+struct LiveGuard {
+    inner: Arc<Inner>,
+    run_id: String,
+    cancel: CancellationToken,
+    ended: watch::Sender<bool>,
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0
+        self.inner
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
+            .remove(&self.run_id);
+        self.ended.send_replace(true);
     }
 }
 
@@ -243,10 +259,39 @@ impl Runtime {
         self.take_up(run_id, false).await
     }
 
-    /// Cancels run `run_id` (halted, or interrupted by a crash): its
-    /// completed steps are undone, newest first, and it ends cancelled. A
-    /// run being driven by this runtime cannot be cancelled this way.
+    /// Cancels run `run_id`: its completed steps are undone, newest
+    /// first, and it ends cancelled. A run this runtime drives stops
+    /// starting steps, waits for its running ones (up to its
+    /// `halt_timeout`), then unwinds; a halted run, or one interrupted by
+    /// a crash, is taken up to unwind. Returns once the run has ended; an
+    /// error if it had ended already (or ended otherwise first) or an
+    /// undo failed.
     pub async fn cancel(&self, run_id: &str) -> Result<(), Error> {
+        let live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .map(|l| (l.cancel.clone(), l.ended.clone()));
+        if let Some((cancel, mut ended)) = live {
+            cancel.cancel();
+            // The guard's drop says `true`; a closed channel means the same.
+            let _ = ended.wait_for(|e| *e).await;
+            let journal = self.load(run_id).await?;
+            return match Folded::of(&journal).ended {
+                Some(RunEnd::Cancelled) => Ok(()),
+                // It halted first: cancel the halted run.
+                None => Box::pin(self.cancel(run_id)).await,
+                Some(_) => Err(Error::State {
+                    run_id: run_id.to_string(),
+                    message: format!(
+                        "it ended {} before the cancellation",
+                        journal.run.status.as_str()
+                    ),
+                }),
+            };
+        }
         match self.take_up(run_id, true).await {
             Ok(_) => Ok(()),
             Err(Error::Run(e)) if e.errors.iter().all(|e| e.phase != crate::Phase::Undo) => Ok(()),
@@ -276,7 +321,9 @@ impl Runtime {
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .keys()
+            .cloned()
+            .collect::<HashSet<_>>();
         ids.retain(|id| !live.contains(id));
         let mut tasks = tokio::task::JoinSet::new();
         for id in ids {
@@ -350,13 +397,25 @@ impl Runtime {
 
     /// Marks `run_id` live; `None` if it already is.
     fn go_live(&self, run_id: &str) -> Option<LiveGuard> {
-        let fresh = self
-            .inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string());
-        fresh.then(|| LiveGuard(self.inner.clone(), run_id.to_string()))
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.contains_key(run_id) {
+            return None;
+        }
+        let cancel = CancellationToken::new();
+        let (ended, watching) = watch::channel(false);
+        live.insert(
+            run_id.to_string(),
+            Live {
+                cancel: cancel.clone(),
+                ended: watching,
+            },
+        );
+        Some(LiveGuard {
+            inner: self.inner.clone(),
+            run_id: run_id.to_string(),
+            cancel,
+            ended,
+        })
     }
 
     /// How an ended run ended, as its result.
@@ -438,7 +497,7 @@ impl Runtime {
         recovered: Option<Recovered>,
         live: LiveGuard,
     ) -> Result<Value, Error> {
-        let run_id = live.1.clone();
+        let run_id = live.run_id.clone();
         let fresh = recovered.is_none();
         let journal = Arc::new(journal);
         let configure = self
@@ -450,6 +509,7 @@ impl Runtime {
         let mut request = request.journalled(Durable {
             journal: journal.clone(),
             recovered,
+            cancel: Some(live.cancel.clone()),
         });
         if let Some(configure) = configure {
             request = configure(request);

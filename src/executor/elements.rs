@@ -71,6 +71,7 @@ pub(crate) async fn run_elements(
         resumed: false,
         keep_state: false,
         recovered: None,
+        cancel: None,
     };
     let span = tracing::Span::current();
     let coordinator = Coordinator::new(

@@ -469,6 +469,7 @@ struct Prepared {
 pub(crate) struct Durable {
     pub(crate) journal: Arc<crate::journal::RunJournal>,
     pub(crate) recovered: Option<Recovered>,
+    pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Prepared {
@@ -503,6 +504,7 @@ impl Prepared {
             halt_timeout: self.halt_timeout,
             resumed: self.resumed,
             keep_state: self.keep_state,
+            cancel: self.durable.as_ref().and_then(|d| d.cancel.clone()),
             recovered: self.durable.and_then(|d| d.recovered).map(Box::new),
         };
         let coordinator = Coordinator::new(

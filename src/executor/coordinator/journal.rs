@@ -88,6 +88,21 @@ impl Coordinator {
         }
     }
 
+    /// The run's runtime cancelled it: it stops starting steps, and
+    /// unwinds as a failed run does, ending cancelled.
+    pub(super) fn cancel_now(&mut self) {
+        if self.cancelled && !self.errors.is_empty() {
+            return;
+        }
+        self.cancelled = true;
+        self.errors.push(StepError {
+            step: self.plan.name.to_string(),
+            phase: Phase::Run,
+            attempt: 0,
+            kind: StepErrorKind::Failed(Reason::msg("the run was cancelled")),
+        });
+    }
+
     /// Whether the journal waits for a flush (completed steps, retries).
     pub(super) fn journal_pending(&self) -> bool {
         !self.unsynced.is_empty() || self.scope.journal.as_ref().is_some_and(|j| j.has_pending())

@@ -59,6 +59,9 @@ pub(crate) struct Settings {
     pub(crate) keep_state: bool,
     /// A durable run taken up from its journal.
     pub(crate) recovered: Option<Box<Recovered>>,
+    /// Cancels the run (a durable run, by its runtime): it stops starting
+    /// steps, drains, undoes, and ends cancelled.
+    pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// How a run ended.
@@ -352,6 +355,14 @@ impl Coordinator {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.halting = true;
             }
+            if self
+                .settings
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.is_cancelled())
+            {
+                self.cancel_now();
+            }
             if self.journal_pending() {
                 self.sync_journal().await;
             }
@@ -469,6 +480,7 @@ impl Coordinator {
             && !blocked_on_pool
             && !feeding
             && self.inline.is_none()
+            && self.settings.cancel.is_none()
         {
             // Only running steps to wait for: the common case, kept cheap.
             let report = self.tasks.next().await;
@@ -476,6 +488,7 @@ impl Coordinator {
         }
         let far = after(Instant::now(), Duration::MAX);
         let scope = self.scope.clone();
+        let cancel = self.settings.cancel.clone();
         enum Woken {
             Reported(Option<TaskReport>),
             Inline(super::attempt::Attempt),
@@ -497,6 +510,7 @@ impl Coordinator {
             permit = scope.pool.acquire(), if blocked_on_pool => Woken::Slot(permit),
             permit = async { scope.lender.as_ref().expect("checked").borrow().await }, if blocked_on_pool && scope.lender.is_some() => Woken::Slot(permit),
             element = async { feed.as_mut().expect("checked").next().await }, if feeding => Woken::Element(element),
+            _ = async { cancel.as_ref().expect("checked").cancelled().await }, if cancel.is_some() => Woken::Other,
         };
         match woken {
             Woken::Reported(report) => self.on_reported(report),
