@@ -26,6 +26,9 @@
 //!   `around`, `recurse`, `template`, `collect`, `transform`, ...).
 //! - Telemetry: [`telemetry`] (metrics names and labels, spans, event
 //!   handlers); [`Recording`] and [`mermaid`] for timelines and diagrams.
+//! - Durable runs, which survive a crash of their process: [`durable`]
+//!   (the runtime, recovery, runs by id) over a [`journal`] (the records,
+//!   the `Store` trait, SQLite and in-memory stores).
 //! - The command line for your binary: `reactor::cli` (feature `cli`, on
 //!   by default).
 //! - The examples: every code example of Elixir Reactor's performance
