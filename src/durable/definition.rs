@@ -97,6 +97,25 @@ impl Definition {
     }
 }
 
+impl Definition {
+    /// The codec of input `name`; what is wrong, if there is no such input.
+    pub(crate) fn input(&self, name: &str) -> Result<Codec, String> {
+        self.inputs
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("`{name}` is not an input of the reactor"))
+    }
+
+    /// The codec of step `step`'s result; what is wrong, if there is no
+    /// such step.
+    pub(crate) fn output(&self, step: &str) -> Result<Codec, String> {
+        self.outputs
+            .get(step)
+            .copied()
+            .ok_or_else(|| format!("`{step}` is not a step of the reactor"))
+    }
+}
+
 /// FNV-1a over the name and lines: stable across builds and platforms.
 fn hash_lines(name: &str, lines: &[String]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

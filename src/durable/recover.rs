@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::definition::{first_change, Definition};
-use crate::argument::Arguments;
 use crate::error::Error;
 use crate::executor::{Recovered, RunState, UndoRecord, Unfinished};
 use crate::journal::{Entry, Journal, RunEnd, StepFailure, UndoItem};
@@ -135,22 +134,17 @@ impl Folded {
         }
         let mismatch = |problem: String| Error::StateMismatch {
             run_id: run_id.to_string(),
-            problem,
+            problem: format!("the journal holds {problem}"),
         };
         let mut inputs = ValueMap::new();
         for (name, json) in &self.inputs {
-            let codec = def
-                .inputs
-                .get(name)
-                .ok_or_else(|| mismatch(format!("the journal holds an unknown input `{name}`")))?;
+            let codec = def.input(name).map_err(mismatch)?;
             inputs.insert(name.clone(), codec.decode(json.clone())?);
         }
         let mut results = ValueMap::new();
         let mut completed = Vec::new();
         for (name, json) in &self.done {
-            let codec = def.outputs.get(name).ok_or_else(|| {
-                mismatch(format!("the journal completes an unknown step `{name}`"))
-            })?;
+            let codec = def.output(name).map_err(mismatch)?;
             results.insert(name.clone(), codec.decode(json.clone())?);
             completed.push(name.clone());
         }
@@ -177,12 +171,7 @@ impl Folded {
         };
         let undo_stack = undo
             .into_iter()
-            .map(|(step, value)| UndoRecord {
-                arguments: Arguments::from_pairs::<&str>(&step, []),
-                step,
-                emitted: None,
-                value,
-            })
+            .map(|(step, value)| UndoRecord::without_arguments(step, value))
             .collect();
         let state = RunState {
             run_id: run_id.to_string(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::definition::Definition;
 use super::recover::Folded;
 use crate::error::{Error, RunError, StepError};
-use crate::executor::{Durable, Recovered, RunOutcome, RunRequest};
+use crate::executor::{check_inputs, Durable, Recovered, RunOutcome, RunRequest};
 use crate::journal::run::{append_with_retry, with_retry};
 use crate::journal::{
     Created, Entry, Journal, NewRun, Record, RunEnd, RunJournal, RunStatus, RunSummary,
@@ -541,12 +541,10 @@ impl Runtime {
                     attempt: 0,
                     message: e.to_string(),
                 };
-                journal.push(Entry::RunEnded {
-                    end: RunEnd::Failed {
-                        errors: vec![failure],
-                    },
-                });
-                if let Err(store) = journal.flush().await {
+                let end = RunEnd::Failed {
+                    errors: vec![failure],
+                };
+                if let Err(store) = journal.write(Entry::RunEnded { end }).await {
                     tracing::error!(run_id = %run_id, error = %store, "the journal failed at the run's end");
                 }
                 Err(e)
@@ -585,27 +583,11 @@ impl Start {
         let rt = self.runtime;
         let reg = rt.registered(&self.reactor)?;
         let mut inputs = self.inputs.0;
-        let missing: Vec<String> = reg
-            .reactor
-            .input_names()
-            .filter(|n| !inputs.contains_key(*n))
-            .map(str::to_string)
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::MissingInputs { inputs: missing });
-        }
-        inputs.retain(|k, _| reg.def.inputs.contains_key(k));
+        // Checked before anything is journalled, as the run would.
+        check_inputs(reg.reactor.plan(), &mut inputs)?;
         let mut encoded = std::collections::BTreeMap::new();
         for (name, value) in &inputs {
-            let codec = reg.def.inputs[name];
-            if !codec.fits(value) {
-                return Err(Error::InputType {
-                    input: name.clone(),
-                    expected: codec.type_name(),
-                    actual: value.type_name(),
-                });
-            }
-            encoded.insert(name.clone(), codec.encode(value)?);
+            encoded.insert(name.clone(), reg.def.inputs[name].encode(value)?);
         }
         let run_id = self
             .run_id

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::definition::{first_change, Definition};
-use crate::argument::Arguments;
 use crate::error::Error;
 use crate::executor::{RunState, UndoRecord, Unfinished};
 use crate::reactor::Reactor;
@@ -40,15 +39,12 @@ struct SavedUndo {
     value: Option<serde_json::Value>,
 }
 
-fn codec_of<'d>(
-    def: &'d Definition,
-    reactor: &str,
-    step: &str,
-) -> Result<&'d crate::codec::Codec, Error> {
-    def.outputs.get(step).ok_or_else(|| Error::NotDurable {
+/// What the state cannot hold, as the error naming the reactor.
+fn refuse(reactor: &str, problem: String) -> Error {
+    Error::NotDurable {
         reactor: reactor.to_string(),
-        problem: format!("the state holds `{step}`, which is not a step of the reactor"),
-    })
+        problem: format!("the state holds {problem}"),
+    }
 }
 
 impl RunState {
@@ -81,10 +77,8 @@ impl RunState {
         let def = Definition::of(reactor.plan())?;
         let name = reactor.name();
         if let Some(spec) = self.emitted.first() {
-            return Err(Error::NotDurable {
-                reactor: name.to_string(),
-                problem: format!("the state holds the emitted step `{}`", spec.name()),
-            });
+            let problem = format!("the emitted step `{}`", spec.name());
+            return Err(refuse(name, problem));
         }
         let mut inputs = BTreeMap::new();
         for (k, v) in &self.inputs {
@@ -94,19 +88,21 @@ impl RunState {
         }
         let mut results = BTreeMap::new();
         for (k, v) in &self.results {
-            results.insert(k.clone(), codec_of(&def, name, k)?.encode(v)?);
+            let codec = def.output(k).map_err(|p| refuse(name, p))?;
+            results.insert(k.clone(), codec.encode(v)?);
         }
         let mut undo_stack = Vec::new();
         for rec in &self.undo_stack {
             if rec.emitted.is_some() {
-                return Err(Error::NotDurable {
-                    reactor: name.to_string(),
-                    problem: format!("the undo stack holds the emitted step `{}`", rec.step),
-                });
+                let problem = format!("the emitted step `{}` on its undo stack", rec.step);
+                return Err(refuse(name, problem));
             }
             let value = match rec.value.is::<Unfinished>() {
                 true => None,
-                false => Some(codec_of(&def, name, &rec.step)?.encode(&rec.value)?),
+                false => {
+                    let codec = def.output(&rec.step).map_err(|p| refuse(name, p))?;
+                    Some(codec.encode(&rec.value)?)
+                }
             };
             undo_stack.push(SavedUndo {
                 step: rec.step.clone(),
@@ -149,29 +145,24 @@ impl RunState {
         let name = reactor.name();
         let mut inputs = ValueMap::new();
         for (k, v) in saved.inputs {
-            let codec = def.inputs.get(&k).ok_or_else(|| Error::NotDurable {
-                reactor: name.to_string(),
-                problem: format!("the state holds an unknown input `{k}`"),
-            })?;
+            let codec = def.input(&k).map_err(|p| refuse(name, p))?;
             inputs.insert(k, codec.decode(v)?);
         }
         let mut results = ValueMap::new();
         for (k, v) in saved.results {
-            let value = codec_of(&def, name, &k)?.decode(v)?;
-            results.insert(k, value);
+            let codec = def.output(&k).map_err(|p| refuse(name, p))?;
+            results.insert(k, codec.decode(v)?);
         }
         let mut undo_stack = Vec::new();
         for u in saved.undo_stack {
             let value = match u.value {
                 None => Value::new(Unfinished),
-                Some(v) => codec_of(&def, name, &u.step)?.decode(v)?,
+                Some(v) => def
+                    .output(&u.step)
+                    .map_err(|p| refuse(name, p))?
+                    .decode(v)?,
             };
-            undo_stack.push(UndoRecord {
-                arguments: Arguments::from_pairs::<&str>(&u.step, []),
-                step: u.step,
-                emitted: None,
-                value,
-            });
+            undo_stack.push(UndoRecord::without_arguments(u.step, value));
         }
         Ok(RunState {
             run_id: saved.run_id,

@@ -103,7 +103,7 @@ mod undo;
 pub use attempt::StepPanicked;
 pub(crate) use elements::{run_elements, Elements, ElementsFailed};
 pub use nesting::MAX_NESTING;
-pub(crate) use run::Durable;
+pub(crate) use run::{check_inputs, Durable};
 pub use run::{CompletedRun, HaltedRun, RunOutcome, RunRequest};
 pub(crate) use state::Recovered;
 pub use state::{RunState, UndoRecord};

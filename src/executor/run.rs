@@ -350,16 +350,7 @@ impl RunRequest {
             merged.append(&mut inputs);
             inputs = merged;
         }
-        let missing: Vec<String> = plan
-            .inputs
-            .iter()
-            .filter(|i| !inputs.contains_key(&*i.name))
-            .map(|i| i.name.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::MissingInputs { inputs: missing });
-        }
-        inputs.retain(|k, _| plan.input_index.contains_key(k.as_str()));
+        check_inputs(&plan, &mut inputs)?;
         let values = transformed_inputs(&plan, &inputs)?;
         if self.pool.as_ref().is_some_and(|p| p.limit() == 0) {
             return Err(Error::InvalidOption {
@@ -524,18 +515,39 @@ impl Prepared {
     }
 }
 
+/// Checks a run's inputs against its plan: every declared input is
+/// given (an error names those missing), inputs declared with a type
+/// have it (an error names the input and both types); inputs the plan
+/// does not declare are dropped.
+pub(crate) fn check_inputs(plan: &Plan, inputs: &mut ValueMap) -> Result<(), Error> {
+    let missing: Vec<String> = plan
+        .inputs
+        .iter()
+        .filter(|i| !inputs.contains_key(&*i.name))
+        .map(|i| i.name.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::MissingInputs { inputs: missing });
+    }
+    inputs.retain(|k, _| plan.input_index.contains_key(k.as_str()));
+    for def in &plan.inputs {
+        let given = &inputs[&*def.name];
+        if let Some(codec) = def.codec.filter(|c| !c.fits(given)) {
+            return Err(Error::InputType {
+                input: def.name.to_string(),
+                expected: codec.type_name(),
+                actual: given.type_name(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The inputs after their transforms, in declaration order.
 fn transformed_inputs(plan: &Plan, inputs: &ValueMap) -> Result<Vec<Value>, Error> {
     let mut values = Vec::with_capacity(plan.inputs.len());
     for def in &plan.inputs {
         let raw = inputs[&*def.name].clone();
-        if let Some(codec) = def.codec.filter(|c| !c.fits(&raw)) {
-            return Err(Error::InputType {
-                input: def.name.to_string(),
-                expected: codec.type_name(),
-                actual: raw.type_name(),
-            });
-        }
         let value = match &def.transform {
             None => raw,
             Some(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(&raw))) {

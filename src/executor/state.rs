@@ -30,6 +30,20 @@ pub struct UndoRecord {
     pub arguments: Arguments,
 }
 
+impl UndoRecord {
+    /// The record of a step of the reactor, its arguments left out: they
+    /// are rebuilt from the state's inputs and results when the run
+    /// resumes (a state from a journal or from JSON).
+    pub(crate) fn without_arguments(step: String, value: Value) -> UndoRecord {
+        UndoRecord {
+            arguments: Arguments::from_pairs::<&str>(&step, []),
+            step,
+            emitted: None,
+            value,
+        }
+    }
+}
+
 /// The state of a halted or finished run.
 #[derive(Clone, Debug, Default)]
 pub struct RunState {

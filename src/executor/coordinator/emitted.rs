@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{def_of, Coordinator, Key, Node, Status};
-use crate::context::{Context, StepRef};
+use crate::context::StepRef;
 use crate::error::{Error, Phase, Reason, StepErrorKind};
 use crate::executor::state::RunState;
 use crate::executor::undo::UndoEntry;
@@ -99,14 +99,7 @@ impl Coordinator {
                 }
                 _ => rec.arguments,
             };
-            let ctx = Context {
-                run: self.scope.clone(),
-                step: step_ref,
-                current_try: 0,
-                retries_remaining: None,
-                queued_us: 0,
-                events: self.scope.events.is_active(),
-            };
+            let ctx = self.undo_context(step_ref, 0);
             self.undo.push(UndoEntry {
                 step,
                 ctx,

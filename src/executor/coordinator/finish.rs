@@ -6,7 +6,7 @@
 use tokio::time::Instant;
 
 use super::{after, def_of, Coordinator, Finish, Inline, Status};
-use crate::context::{Context, StepRef};
+use crate::context::StepRef;
 use crate::error::RunError;
 use crate::event::EventKind;
 use crate::executor::attempt::Attempt;
@@ -268,14 +268,10 @@ impl Drop for Coordinator {
             };
             self.undo.push(UndoEntry {
                 step: def.imp(),
-                ctx: Context {
-                    run: self.scope.clone(),
-                    step: self.step_ref(key, &def),
-                    current_try: self.instances[key.inst as usize].nodes[key.i()].retries,
-                    retries_remaining: None,
-                    queued_us: 0,
-                    events: self.events,
-                },
+                ctx: self.undo_context(
+                    self.step_ref(key, &def),
+                    self.instances[key.inst as usize].nodes[key.i()].retries,
+                ),
                 value: Value::new(Unfinished),
                 args,
             });

@@ -23,7 +23,6 @@
 
 use super::{def_of, Coordinator, Key, Status};
 use crate::argument::Arguments;
-use crate::context::Context;
 use crate::error::{Error, Phase, Reason, StepError, StepErrorKind};
 use crate::executor::attempt::UndoWith;
 use crate::executor::state::Recovered;
@@ -95,12 +94,19 @@ impl Coordinator {
             return;
         }
         self.cancelled = true;
-        self.errors.push(StepError {
+        let cancelled = self.run_failure("the run was cancelled");
+        self.errors.push(cancelled);
+    }
+
+    /// A failure of the run itself, not of one of its steps: it carries
+    /// the reactor's name.
+    fn run_failure(&self, message: impl Into<String>) -> StepError {
+        StepError {
             step: self.plan.name.to_string(),
             phase: Phase::Run,
             attempt: 0,
-            kind: StepErrorKind::Failed(Reason::msg("the run was cancelled")),
-        });
+            kind: StepErrorKind::Failed(Reason::msg(message)),
+        }
     }
 
     /// Whether the journal waits for a flush (completed steps, retries).
@@ -130,13 +136,8 @@ impl Coordinator {
     /// taken up later as if nothing had been undone.
     fn journal_failed(&mut self, error: Error) {
         self.journal_broken = true;
-        let name = self.plan.name.to_string();
-        self.errors.push(StepError {
-            step: name,
-            phase: Phase::Run,
-            attempt: 0,
-            kind: StepErrorKind::Failed(Reason::msg(format!("the journal failed: {error}"))),
-        });
+        let failed = self.run_failure(format!("the journal failed: {error}"));
+        self.errors.push(failed);
     }
 
     /// Writes the run's completion with its (return step's) `value`.
@@ -197,14 +198,7 @@ impl Coordinator {
                 tracing::warn!(step = %def.name(), error = %e, "the arguments of a step that may have started: undone with none");
                 Arguments::from_pairs::<&str>(def.name(), [])
             });
-            let ctx = Context {
-                run: self.scope.clone(),
-                step: self.step_ref(key, def),
-                current_try: 0,
-                retries_remaining: None,
-                queued_us: 0,
-                events: self.scope.events.is_active(),
-            };
+            let ctx = self.undo_context(self.step_ref(key, def), 0);
             self.undo.insert(
                 at,
                 UndoEntry {
@@ -280,14 +274,10 @@ impl Coordinator {
             self.recovered_undo = self.undo.entries().len();
         }
         if recovered.cancel {
-            self.cancelled = true;
-            if recovered.unwinding.is_none() {
-                self.errors.push(StepError {
-                    step: plan.name.to_string(),
-                    phase: Phase::Run,
-                    attempt: 0,
-                    kind: StepErrorKind::Failed(Reason::msg("the run was cancelled")),
-                });
+            match recovered.unwinding {
+                None => self.cancel_now(),
+                // It fails already: it goes on unwinding, and ends cancelled.
+                Some(_) => self.cancelled = true,
             }
         }
         if let Some(errors) = recovered.unwinding {

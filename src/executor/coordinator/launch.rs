@@ -335,6 +335,20 @@ impl Coordinator {
         Ok((args, ctx))
     }
 
+    /// The context an undo of a step runs in outside any attempt (a step
+    /// rebuilt from a state, abandoned, or that may have started before a
+    /// crash).
+    pub(super) fn undo_context(&self, step: StepRef, current_try: u32) -> Context {
+        Context {
+            run: self.scope.clone(),
+            step,
+            current_try,
+            retries_remaining: None,
+            queued_us: 0,
+            events: self.events,
+        }
+    }
+
     pub(super) fn step_ref(&self, key: Key, def: &PlannedStep) -> StepRef {
         if self.instances[key.inst as usize].nodes[key.i()]
             .def

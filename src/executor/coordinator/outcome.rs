@@ -170,14 +170,7 @@ impl Coordinator {
         let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
         if def.can_undo {
             let args = undo_args.unwrap_or_else(|| Arguments::from_pairs::<&str>(&name, []));
-            let ctx = Context {
-                run: scope.clone(),
-                step: self.step_ref(key, &def),
-                current_try: attempt - 1,
-                retries_remaining: None,
-                queued_us: 0,
-                events: scope.events.is_active(),
-            };
+            let ctx = self.undo_context(self.step_ref(key, &def), attempt - 1);
             self.undo.push(UndoEntry {
                 step: def.imp(),
                 ctx,
