@@ -957,3 +957,66 @@ async fn a_live_run_cancelled_by_id_unwinds_and_ends_cancelled() {
     // Cancelling it again: it has ended.
     assert!(rt.cancel("live").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_unwinding_without_errors_still_unwinds_when_taken_up() {
+    use reactor::journal::{NewRun, Record, UndoItem};
+    let ledger = Ledger::default();
+    let store = Arc::new(reactor::journal::MemoryStore::new());
+    let rt = Runtime::with_store(store.clone());
+    rt.register(checkout(&ledger, false)).unwrap();
+    // The start record as the runtime writes it, from a real run.
+    rt.start("checkout", Inputs::new().with("qty", 1_u32))
+        .run_id("probe")
+        .await
+        .unwrap();
+    let first = rt.journal("probe").await.unwrap().records[0].entry.clone();
+    let done = |seq, step: &str, value| {
+        Record::new(
+            seq,
+            Entry::StepDone {
+                step: step.into(),
+                attempt: 1,
+                value,
+                skipped: false,
+            },
+        )
+    };
+    store
+        .create_run(NewRun {
+            id: "u1".into(),
+            reactor: "checkout".into(),
+            idempotency_key: None,
+            first: Record::new(0, first),
+        })
+        .await
+        .unwrap();
+    let undo = ["charge", "reserve"].map(|s| UndoItem {
+        step: s.into(),
+        abandoned: false,
+    });
+    store
+        .append(
+            "u1",
+            &[
+                done(1, "reserve", serde_json::json!(1)),
+                done(2, "charge", serde_json::json!(250)),
+                Record::new(
+                    3,
+                    Entry::Unwinding {
+                        errors: vec![],
+                        undo: undo.to_vec(),
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let recovery = rt.recover().await;
+    assert!(recovery.finished[0].1.is_err());
+    assert_eq!(
+        (ledger.get("undo charge"), ledger.get("undo reserve")),
+        (1, 1)
+    );
+    assert_eq!(rt.status("u1").await.unwrap().status, RunStatus::Failed);
+}

@@ -284,10 +284,10 @@ impl Coordinator {
             self.unwinding_journalled = true;
             self.errors.extend(errors.into_iter().map(StepError::from));
             if self.errors.is_empty() {
-                self.journal_failed(Error::State {
-                    run_id: self.scope.run_id.to_string(),
-                    message: "it was unwinding".to_string(),
-                });
+                // A journal that says it unwinds without saying why: it
+                // still unwinds (the journal itself is fine).
+                let failed = self.run_failure("the run was unwinding when it was taken up");
+                self.errors.push(failed);
             }
         }
     }
