@@ -124,6 +124,7 @@ fn naive(records: usize) -> f64 {
         attempt: 1,
         value: serde_json::json!(42),
         skipped: false,
+        emitted: Vec::new(),
     })
     .unwrap();
     let started = Instant::now();
@@ -230,6 +231,7 @@ async fn recovery() -> (f64, usize) {
                                 attempt: 1,
                                 value: serde_json::json!(i + 1),
                                 skipped: false,
+                                emitted: Vec::new(),
                             },
                         )
                     })

@@ -309,6 +309,15 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// A registered step kind could not make a step (unregistered kind,
+    /// parameters that do not encode or decode, a panic).
+    #[error("cannot make step `{step}`: {problem}")]
+    StepKind {
+        /// The step asked for.
+        step: String,
+        /// What went wrong, naming the kind.
+        problem: String,
+    },
     /// Only a successful, fully reversible run can be undone.
     #[error("the run `{run_id}` cannot be undone: {message}")]
     State {
@@ -340,6 +349,7 @@ impl Error {
             | Error::ValueType { .. }
             | Error::Codec { .. }
             | Error::NotDurable { .. }
+            | Error::StepKind { .. }
             | Error::Unknown { .. } => ErrorClass::Invalid,
             Error::Store(_) => ErrorClass::Internal,
             Error::NoSteps { .. }

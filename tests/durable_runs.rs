@@ -979,6 +979,7 @@ async fn a_journal_unwinding_without_errors_still_unwinds_when_taken_up() {
                 attempt: 1,
                 value,
                 skipped: false,
+                emitted: Vec::new(),
             },
         )
     };

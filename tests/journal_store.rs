@@ -36,6 +36,7 @@ fn done(seq: u64, step: &str) -> Record {
             attempt: 1,
             value: serde_json::json!(seq),
             skipped: false,
+            emitted: Vec::new(),
         },
     )
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::planner::Plan;
-use crate::step::Shape;
+use crate::step::{Shape, StepSpec};
 
 /// A reactor's definition, checked for durability.
 #[derive(Clone, Debug)]
@@ -50,41 +50,9 @@ impl Definition {
         }
         let mut outputs = HashMap::new();
         for planned in &plan.steps {
-            let spec = &planned.spec;
-            let extras = spec.def().extras();
-            let kind = match extras.shape.as_deref() {
-                None => "step",
-                Some(Shape::Leaf(kind)) => kind,
-                Some(shape) => {
-                    return Err(refuse(format!(
-                        "step `{}` is a `{}`, whose nested steps are not journalled yet",
-                        spec.name(),
-                        shape.kind()
-                    )))
-                }
-            };
-            let Some(codec) = extras.output else {
-                return Err(refuse(format!(
-                    "step `{}` has no declared result type: add `.output::<T>()` to it",
-                    spec.name()
-                )));
-            };
-            let args: Vec<String> = spec
-                .def()
-                .arguments
-                .iter()
-                .map(|a| format!("{}={}", a.name, a.source))
-                .collect();
-            let waits: Vec<&str> = extras.wait_for.iter().map(|n| &**n).collect();
-            lines.push(format!(
-                "{kind} {}({}) waits [{}] undo {} -> {}",
-                spec.name(),
-                args.join(", "),
-                waits.join(", "),
-                planned.can_undo,
-                codec.type_name()
-            ));
-            outputs.insert(spec.name().to_string(), codec);
+            let (line, codec) = step_line(&planned.spec, planned.can_undo).map_err(refuse)?;
+            lines.push(line);
+            outputs.insert(planned.spec.name().to_string(), codec);
         }
         lines.push(format!("returns {}", plan.steps[plan.return_step].name()));
         let hash = hash_lines(&plan.name, &lines);
@@ -114,6 +82,44 @@ impl Definition {
             .copied()
             .ok_or_else(|| format!("`{step}` is not a step of the reactor"))
     }
+}
+
+/// A step's line of a definition, and its result's codec; what the
+/// journal could not record of it, if anything.
+pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Codec), String> {
+    let extras = spec.def().extras();
+    let kind = match extras.shape.as_deref() {
+        None => "step",
+        Some(Shape::Leaf(kind)) => kind,
+        Some(shape) => {
+            return Err(format!(
+                "step `{}` is a `{}`, whose nested steps are not journalled yet",
+                spec.name(),
+                shape.kind()
+            ))
+        }
+    };
+    let Some(codec) = extras.output else {
+        return Err(format!(
+            "step `{}` has no declared result type: add `.output::<T>()` to it",
+            spec.name()
+        ));
+    };
+    let args: Vec<String> = spec
+        .def()
+        .arguments
+        .iter()
+        .map(|a| format!("{}={}", a.name, a.source))
+        .collect();
+    let waits: Vec<&str> = extras.wait_for.iter().map(|n| &**n).collect();
+    let line = format!(
+        "{kind} {}({}) waits [{}] undo {can_undo} -> {}",
+        spec.name(),
+        args.join(", "),
+        waits.join(", "),
+        codec.type_name()
+    );
+    Ok((line, codec))
 }
 
 /// FNV-1a over the name and lines: stable across builds and platforms.

@@ -27,17 +27,26 @@
 //!   with [`Error::DefinitionChanged`](crate::Error::DefinitionChanged),
 //!   naming the first change.
 //!
+//! - Steps emitted at run time ([`Outcome::OkWithSteps`](crate::Outcome::OkWithSteps))
+//!   are journalled as data: made by a step kind registered with
+//!   [`Runtime::register_step`] ([`StepRegistry::make`]), journalled as
+//!   the kind and its parameters with their emitter's completion, and
+//!   rebuilt by the kind after a crash. An emitted step no registered kind
+//!   rebuilds fails its emitter, naming it.
+//!
 //! # Not yet journalled
 //!
 //! Composite kinds that nest steps (`map`, `compose`, `switch`, `group`,
-//! `around`, `recurse`) are refused when registering; a step that emits
-//! steps at run time, or keeps an undo value apart from its result
-//! (`OkWithUndo`), fails with an error saying so. Context values are not
-//! journalled: a recovered run gets those of the runtime taking it up.
+//! `around`, `recurse`) are refused when registering; a step that keeps an
+//! undo value apart from its result (`OkWithUndo`) fails with an error
+//! saying so. Context values are not journalled: a recovered run gets
+//! those of the runtime taking it up.
 
 mod definition;
 mod recover;
+mod registry;
 mod runtime;
 mod state;
 
+pub use registry::StepRegistry;
 pub use runtime::{Recovery, Runtime, Start};

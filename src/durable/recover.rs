@@ -13,14 +13,32 @@
 //!    extra attempt.
 //! 5. The definition's hash must match; otherwise the error names the
 //!    first change.
+//! 6. Emitted steps are rebuilt from their emitter's `StepDone` through
+//!    the [`StepRegistry`], in journal order: a step emitted under its
+//!    emitter's name replaces it (the emitter's record is its result, not
+//!    its completion), and each completion is decoded with the codec of
+//!    the step's definition at that point. A step name's `Undone` records
+//!    count off its entries of the `Unwinding` list in order, so a step
+//!    undone under two definitions (replaced) is undone once under each.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::definition::{first_change, Definition};
+use super::registry::StepRegistry;
 use crate::error::Error;
 use crate::executor::{Recovered, RunState, UndoRecord, Unfinished};
-use crate::journal::{Entry, Journal, RunEnd, StepFailure, UndoItem};
+use crate::journal::{EmittedStep, Entry, Journal, RunEnd, StepFailure, UndoItem};
+use crate::step::StepSpec;
 use crate::value::{Value, ValueMap};
+
+/// An undo stack's record of `step` (its arguments rebuilt on restore),
+/// under its emitted definition `spec`, if it was emitted.
+fn record(step: String, value: Value, spec: Option<StepSpec>) -> UndoRecord {
+    UndoRecord {
+        emitted: spec,
+        ..UndoRecord::without_arguments(step, value)
+    }
+}
 
 /// What a run's journal says.
 #[derive(Debug, Default)]
@@ -29,13 +47,12 @@ pub(crate) struct Folded {
     pub(crate) def_hash: String,
     pub(crate) definition: Vec<String>,
     pub(crate) inputs: BTreeMap<String, serde_json::Value>,
-    /// Completed steps, in completion order, with their encoded results.
-    pub(crate) done: Vec<(String, serde_json::Value)>,
+    /// `StepDone` records, in journal order.
+    pub(crate) done: Vec<Done>,
     pub(crate) retries: BTreeMap<String, u32>,
     pub(crate) unwinding: Option<(Vec<StepFailure>, Vec<UndoItem>)>,
-    pub(crate) undone: HashSet<String>,
-    /// Steps a guard skipped: never undone.
-    pub(crate) skipped: HashSet<String>,
+    /// How many `Undone` records each step has.
+    pub(crate) undone: HashMap<String, usize>,
     /// Undos that failed before the run was taken up.
     pub(crate) undo_errors: Vec<StepFailure>,
     pub(crate) halted: bool,
@@ -44,6 +61,23 @@ pub(crate) struct Folded {
     pub(crate) epoch: u32,
     /// The `seq` of the run's next record.
     pub(crate) next_seq: u64,
+}
+
+/// A `StepDone` record.
+#[derive(Debug)]
+pub(crate) struct Done {
+    step: String,
+    value: serde_json::Value,
+    /// A guard skipped it: never undone.
+    skipped: bool,
+    emitted: Vec<EmittedStep>,
+}
+
+impl Done {
+    /// It emitted a step of its own name, which replaced it.
+    fn replaced(&self) -> bool {
+        self.emitted.iter().any(|e| e.name == self.step)
+    }
 }
 
 impl Folded {
@@ -72,13 +106,16 @@ impl Folded {
                     step,
                     value,
                     skipped,
+                    emitted,
                     ..
                 } => {
-                    if *skipped {
-                        f.skipped.insert(step.clone());
-                    }
                     f.retries.remove(step);
-                    f.done.push((step.clone(), value.clone()));
+                    f.done.push(Done {
+                        step: step.clone(),
+                        value: value.clone(),
+                        skipped: *skipped,
+                        emitted: emitted.clone(),
+                    });
                 }
                 Entry::StepRetry { step, retries } => {
                     f.retries.insert(step.clone(), *retries);
@@ -87,7 +124,7 @@ impl Folded {
                     f.unwinding = Some((errors.clone(), undo.clone()));
                 }
                 Entry::Undone { step, error } => {
-                    f.undone.insert(step.clone());
+                    *f.undone.entry(step.clone()).or_default() += 1;
                     if let Some(message) = error {
                         f.undo_errors.push(StepFailure {
                             step: step.clone(),
@@ -110,13 +147,15 @@ impl Folded {
     }
 
     /// The state and recovery of run `run_id` under `def` (the reactor as
-    /// registered now), with `context` as the run's context.
+    /// registered now, its emitted steps rebuilt by `steps`), with
+    /// `context` as the run's context.
     pub(crate) fn rebuild(
         &self,
         run_id: &str,
         def: &Definition,
         migrated: bool,
         can_undo: impl Fn(&str) -> bool,
+        steps: &StepRegistry,
         context: ValueMap,
     ) -> Result<(RunState, Recovered), Error> {
         if self.def_hash != def.hash && !migrated {
@@ -141,38 +180,81 @@ impl Folded {
             let codec = def.input(name).map_err(mismatch)?;
             inputs.insert(name.clone(), codec.decode(json.clone())?);
         }
+        // Each step's definition as the journal goes: the reactor's, until
+        // a step of its name is emitted.
+        let mut emitted: Vec<StepSpec> = Vec::new();
+        let current = |emitted: &[StepSpec], name: &str| -> Option<StepSpec> {
+            emitted.iter().find(|s| s.name() == name).cloned()
+        };
         let mut results = ValueMap::new();
         let mut completed = Vec::new();
-        for (name, json) in &self.done {
-            let codec = def.output(name).map_err(mismatch)?;
-            results.insert(name.clone(), codec.decode(json.clone())?);
-            completed.push(name.clone());
+        // Undoable completions, oldest first: name, value, definition.
+        let mut undoable: Vec<(String, Value, Option<StepSpec>)> = Vec::new();
+        for done in &self.done {
+            let spec = current(&emitted, &done.step);
+            let (codec, undoes) = match &spec {
+                Some(spec) => (
+                    spec.def().extras().output.ok_or_else(|| {
+                        mismatch(format!(
+                            "the emitted step `{}` with no result type",
+                            done.step
+                        ))
+                    })?,
+                    spec.resolve()
+                        .map_err(|e| mismatch(e.to_string()))?
+                        .can_undo(),
+                ),
+                None => (
+                    def.output(&done.step).map_err(mismatch)?,
+                    can_undo(&done.step),
+                ),
+            };
+            let value = codec.decode(done.value.clone())?;
+            if undoes && !done.skipped {
+                undoable.push((done.step.clone(), value.clone(), spec));
+            }
+            results.insert(done.step.clone(), value);
+            if !done.replaced() {
+                completed.push(done.step.clone());
+            }
+            for e in &done.emitted {
+                let spec = steps
+                    .rebuild(&e.name, &e.kind, e.params.clone())
+                    .map_err(|why| mismatch(format!("the emitted step `{}`: {why}", e.name)))?;
+                match emitted.iter_mut().find(|s| s.name() == e.name) {
+                    Some(old) => *old = spec,
+                    None => emitted.push(spec),
+                }
+            }
         }
-        let undo: Vec<(String, Value)> = match &self.unwinding {
+        let undo_stack = match &self.unwinding {
             // Newest first in the journal; the stack wants oldest first.
-            Some((_, items)) => items
-                .iter()
-                .rev()
-                .filter(|item| !self.undone.contains(&item.step))
-                .map(|item| {
-                    let value = match results.get(&item.step) {
-                        Some(v) if !item.abandoned => v.clone(),
-                        _ => Value::new(Unfinished),
+            Some((_, items)) => {
+                let mut undone = self.undone.clone();
+                let mut stack = Vec::new();
+                for item in items {
+                    // This item's completion: the newest of its name left.
+                    let found = (!item.abandoned)
+                        .then(|| undoable.iter().rposition(|(n, ..)| *n == item.step))
+                        .flatten()
+                        .map(|at| undoable.remove(at));
+                    let (value, spec) = match found {
+                        Some((_, value, spec)) => (value, spec),
+                        None => (Value::new(Unfinished), current(&emitted, &item.step)),
                     };
-                    (item.step.clone(), value)
-                })
-                .collect(),
-            None => self
-                .done
-                .iter()
-                .filter(|(name, _)| can_undo(name) && !self.skipped.contains(name))
-                .map(|(name, _)| (name.clone(), results[name].clone()))
+                    match undone.get_mut(&item.step) {
+                        Some(n) if *n > 0 => *n -= 1,
+                        _ => stack.push(record(item.step.clone(), value, spec)),
+                    }
+                }
+                stack.reverse();
+                stack
+            }
+            None => undoable
+                .into_iter()
+                .map(|(step, value, spec)| record(step, value, spec))
                 .collect(),
         };
-        let undo_stack = undo
-            .into_iter()
-            .map(|(step, value)| UndoRecord::without_arguments(step, value))
-            .collect();
         let state = RunState {
             run_id: run_id.to_string(),
             inputs,
@@ -180,6 +262,7 @@ impl Folded {
             completed,
             results,
             undo_stack,
+            emitted,
             retries: self.retries.clone(),
             ..RunState::default()
         };

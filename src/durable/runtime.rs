@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::definition::Definition;
 use super::recover::Folded;
+use super::registry::StepRegistry;
 use crate::error::{Error, RunError, StepError};
 use crate::executor::{check_inputs, Durable, Recovered, RunOutcome, RunRequest};
 use crate::journal::run::{append_with_retry, with_retry};
@@ -65,6 +66,8 @@ struct Inner {
     live: Mutex<HashMap<String, Live>>,
     /// Old definition hashes whose runs may go on, by reactor.
     migrations: RwLock<HashSet<(String, String)>>,
+    /// The step kinds emitted steps are journalled by.
+    steps: StepRegistry,
 }
 
 struct Registered {
@@ -140,6 +143,7 @@ impl Runtime {
                 configure: RwLock::default(),
                 live: Mutex::default(),
                 migrations: RwLock::default(),
+                steps: StepRegistry::new(),
             }),
         }
     }
@@ -171,6 +175,59 @@ impl Runtime {
                 Arc::new(Registered { reactor, def }),
             );
         Ok(self)
+    }
+
+    /// Registers the step kind `kind`, from which the steps a run emits
+    /// (`Outcome::OkWithSteps`) are journalled and rebuilt after a crash:
+    /// `make(name, params)` makes its step named `name`. Emit such a step
+    /// with [`StepRegistry::make`] on [`Runtime::steps`]; see
+    /// [`StepRegistry`].
+    ///
+    /// ```
+    /// use reactor::durable::Runtime;
+    /// use reactor::journal::MemoryStore;
+    /// use reactor::{input, step, value, Inputs, Outcome, Reactor, StepSpec};
+    ///
+    /// fn ship(name: &str, parcel: u32) -> StepSpec {
+    ///     step(name).argument("parcel", value(parcel)).output::<u32>()
+    ///         .run_sync(|a, _| Ok(*a.get::<u32>("parcel")?))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), reactor::Error> {
+    /// let runtime = Runtime::new(MemoryStore::new());
+    /// runtime.register_step("ship", ship);
+    /// let steps = runtime.steps().clone();
+    /// let order = Reactor::builder("order")
+    ///     .input_as::<u32>("parcels")
+    ///     .add(step("plan").argument("n", input("parcels")).output::<u32>().run(move |a, _| {
+    ///         let steps = steps.clone();
+    ///         async move {
+    ///             let n = *a.get::<u32>("n")?;
+    ///             let emitted = (0..n)
+    ///                 .map(|p| steps.make("ship", &format!("ship_{p}"), p))
+    ///                 .collect::<Result<Vec<_>, _>>()?;
+    ///             Ok(Outcome::with_steps(n, emitted))
+    ///         }
+    ///     }))
+    ///     .returns("plan")
+    ///     .build()?;
+    /// runtime.register(order)?;
+    /// let out = runtime.start("order", Inputs::new().with("parcels", 3_u32)).run_id("o1").await?;
+    /// assert_eq!(*out.get::<u32>()?, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn register_step<P, F>(&self, kind: impl Into<String>, make: F) -> &Runtime
+    where
+        P: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        F: Fn(&str, P) -> crate::StepSpec + Send + Sync + 'static,
+    {
+        self.inner.steps.register(kind, make);
+        self
+    }
+
+    /// The step kinds of this runtime, to make steps to emit.
+    pub fn steps(&self) -> &StepRegistry {
+        &self.inner.steps
     }
 
     /// Lets runs of `reactor` journalled under the definition hashed
@@ -469,8 +526,14 @@ impl Runtime {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&(folded.reactor.clone(), folded.def_hash.clone()));
-        let (state, mut recovered) =
-            folded.rebuild(run_id, &reg.def, migrated, can_undo, context)?;
+        let (state, mut recovered) = folded.rebuild(
+            run_id,
+            &reg.def,
+            migrated,
+            can_undo,
+            &self.inner.steps,
+            context,
+        )?;
         recovered.cancel = cancel;
         let epoch = folded.epoch.saturating_add(1);
         append_with_retry(
@@ -510,6 +573,7 @@ impl Runtime {
             journal: journal.clone(),
             recovered,
             cancel: Some(live.cancel.clone()),
+            steps: self.inner.steps.clone(),
         });
         if let Some(configure) = configure {
             request = configure(request);

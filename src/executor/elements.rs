@@ -72,6 +72,7 @@ pub(crate) async fn run_elements(
         keep_state: false,
         recovered: None,
         cancel: None,
+        steps: None,
     };
     let span = tracing::Span::current();
     let coordinator = Coordinator::new(

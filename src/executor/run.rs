@@ -461,6 +461,8 @@ pub(crate) struct Durable {
     pub(crate) journal: Arc<crate::journal::RunJournal>,
     pub(crate) recovered: Option<Recovered>,
     pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The step kinds its emitted steps are journalled by.
+    pub(crate) steps: crate::durable::StepRegistry,
 }
 
 impl Prepared {
@@ -496,6 +498,7 @@ impl Prepared {
             resumed: self.resumed,
             keep_state: self.keep_state,
             cancel: self.durable.as_ref().and_then(|d| d.cancel.clone()),
+            steps: self.durable.as_ref().map(|d| d.steps.clone()),
             recovered: self.durable.and_then(|d| d.recovered).map(Box::new),
         };
         let coordinator = Coordinator::new(

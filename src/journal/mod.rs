@@ -14,7 +14,7 @@ mod sqlite;
 mod store;
 
 pub use memory::MemoryStore;
-pub use record::{Entry, Record, RunEnd, RunStatus, StepFailure, UndoItem};
+pub use record::{EmittedStep, Entry, Record, RunEnd, RunStatus, StepFailure, UndoItem};
 pub(crate) use run::RunJournal;
 pub use sqlite::{SqliteStore, Synchronous};
 pub use store::{Created, Journal, NewRun, RunSummary, Store, StoreError};

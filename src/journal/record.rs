@@ -4,7 +4,7 @@
 //! | Entry | Written | Holds |
 //! |---|---|---|
 //! | [`Entry::RunStarted`] | with the run, before any step starts | reactor, definition, inputs, idempotency key |
-//! | [`Entry::StepDone`] | before the step's dependents start | the step's encoded result |
+//! | [`Entry::StepDone`] | before the step's dependents start | the step's encoded result, the steps it emitted |
 //! | [`Entry::StepRetry`] | with the next batch | the step's retry count |
 //! | [`Entry::Unwinding`] | before the first undo | the errors, and the steps to undo |
 //! | [`Entry::Undone`] | after each undo | the step, and its error if it failed |
@@ -79,6 +79,11 @@ pub enum Entry {
         /// A guard skipped it: there is nothing to undo.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         skipped: bool,
+        /// The steps it emitted, as their registry rebuilds them; one named
+        /// as the step itself replaces it (its record is then not the
+        /// step's completion, only its result).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        emitted: Vec<EmittedStep>,
     },
     /// A step will be tried again.
     StepRetry {
@@ -161,6 +166,18 @@ impl From<StepFailure> for crate::error::StepError {
             kind: crate::error::StepErrorKind::Failed(crate::error::Reason::msg(f.message)),
         }
     }
+}
+
+/// A step emitted at run time, as journalled: rebuilt after a crash by
+/// the [`StepRegistry`](crate::durable::StepRegistry) kind it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmittedStep {
+    /// The step's name.
+    pub name: String,
+    /// The registered kind that makes it.
+    pub kind: String,
+    /// The kind's parameters.
+    pub params: serde_json::Value,
 }
 
 /// A step an unwinding run undoes.

@@ -104,6 +104,18 @@ pub(crate) struct StepExtras {
     pub(crate) shape: Option<Arc<Shape>>,
     /// How the step's result crosses a durable run's journal.
     pub(crate) output: Option<crate::codec::Codec>,
+    /// How a durable run rebuilds the step when it was emitted.
+    pub(crate) descriptor: Option<Arc<Descriptor>>,
+}
+
+/// What a durable run journals of an emitted step, to rebuild it through
+/// its [`StepRegistry`](crate::durable::StepRegistry): the kind it was
+/// registered under and its parameters, encoded.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Descriptor {
+    pub(crate) kind: String,
+    /// The parameters, or why they could not be encoded.
+    pub(crate) params: Result<serde_json::Value, String>,
 }
 
 /// A ready-made step's kind and what it nests, as its kind's constructor
@@ -496,6 +508,32 @@ impl StepSpec {
         T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
     {
         self.edit().extras_mut().output = Some(crate::codec::Codec::of::<T>());
+        self
+    }
+
+    /// Marks the step as made by the step kind `kind` of a
+    /// [`StepRegistry`](crate::durable::StepRegistry) from `params`, so that
+    /// a durable run can journal it when a step emits it
+    /// ([`Outcome::OkWithSteps`](crate::Outcome::OkWithSteps)) and rebuild
+    /// it after a crash. A kind's factory marks the steps it makes itself;
+    /// mark one by hand only to emit it without calling the factory.
+    ///
+    /// ```
+    /// use reactor::{step, value};
+    ///
+    /// let s = step("notify_7")
+    ///     .argument("id", value(7_u64))
+    ///     .output::<u64>()
+    ///     .described("notify", 7_u64)
+    ///     .run_sync(|a, _| Ok(*a.get::<u64>("id")?));
+    /// # let _ = s;
+    /// ```
+    pub fn described(mut self, kind: impl Into<String>, params: impl serde::Serialize) -> StepSpec {
+        let params = serde_json::to_value(params).map_err(|e| e.to_string());
+        self.edit().extras_mut().descriptor = Some(Arc::new(Descriptor {
+            kind: kind.into(),
+            params,
+        }));
         self
     }
 

@@ -97,6 +97,23 @@ impl Coordinator {
                     self.resolve_arguments(Key::new(k, *i), def)
                         .map_err(|e| mismatch(format!("the arguments of `{}`: {e}", rec.step)))?
                 }
+                (StepRef::Emitted(spec), true) if !spec.def().arguments.is_empty() => {
+                    // Under the definition it ran with (a replaced step's
+                    // may differ from its node's latest).
+                    let i = known(self, &rec.step, "the undo stack's")?;
+                    let def = Arc::new(self.plan_dynamic(k, spec.clone(), i).map_err(|e| {
+                        mismatch(format!(
+                            "the emitted step `{}` cannot be planned: {e}",
+                            rec.step
+                        ))
+                    })?);
+                    // Arguments are resolved for a node's own definition.
+                    let node = &mut self.instances[k].nodes[i];
+                    let latest = node.def.replace(def.clone());
+                    let args = self.resolve_arguments(Key::new(k, i), &def);
+                    self.instances[k].nodes[i].def = latest;
+                    args.map_err(|e| mismatch(format!("the arguments of `{}`: {e}", rec.step)))?
+                }
                 _ => rec.arguments,
             };
             let ctx = self.undo_context(step_ref, 0);

@@ -18,7 +18,9 @@
 //!    steps that may have started before the crash.
 //!
 //! A step the journal cannot record (a result of another type than its
-//! declared one, emitted steps, an undo token) fails, naming why. A store
+//! declared one, an emitted step no registered kind rebuilds, an undo
+//! token) fails, naming why. Emitted steps are journalled as data, with
+//! their emitter's `StepDone` ([`crate::durable::StepRegistry`]). A store
 //! that keeps failing fails the run.
 
 use super::{def_of, Coordinator, Key, Status};
@@ -28,6 +30,7 @@ use crate::executor::attempt::UndoWith;
 use crate::executor::state::Recovered;
 use crate::executor::undo::UndoEntry;
 use crate::journal::{Entry, RunEnd, StepFailure, UndoItem};
+use crate::step::StepSpec;
 use crate::value::Value;
 
 impl Coordinator {
@@ -36,27 +39,31 @@ impl Coordinator {
         self.scope.journal.is_some()
     }
 
-    /// Pushes step `key`'s completion; an error if the journal cannot
-    /// record it.
+    /// Step `key`'s completion, for the journal; an error if the journal
+    /// cannot record it. It is pushed ([`Coordinator::journal_push`]) once
+    /// the steps it emitted are planned.
     pub(super) fn journal_done(
-        &mut self,
+        &self,
         key: Key,
         value: &Value,
-        emitted: bool,
+        emitted: &[StepSpec],
         undo: &UndoWith,
         attempt: u32,
-    ) -> Result<(), StepErrorKind> {
-        let Some(journal) = &self.scope.journal else {
-            return Ok(());
-        };
+    ) -> Result<Entry, StepErrorKind> {
         let refuse = |what: &str| {
             Err(StepErrorKind::Failed(Reason::msg(format!(
                 "a durable run cannot journal {what}"
             ))))
         };
-        if emitted {
-            return refuse("steps emitted at run time (yet)");
-        }
+        let emitted = match (&self.settings.steps, emitted.is_empty()) {
+            (_, true) => Vec::new(),
+            (Some(steps), false) => emitted
+                .iter()
+                .map(|spec| steps.journalled(spec))
+                .collect::<Result<_, _>>()
+                .map_err(|e| StepErrorKind::Plan(Reason::msg(e)))?,
+            (None, false) => return refuse("steps emitted without a step registry"),
+        };
         if matches!(undo, UndoWith::Token(_)) {
             return refuse("an undo value apart from the result (`OkWithUndo`)");
         }
@@ -68,13 +75,20 @@ impl Coordinator {
         let value = codec
             .encode(value)
             .map_err(|e| StepErrorKind::Failed(Reason::msg(e.to_string())))?;
-        journal.push(Entry::StepDone {
+        Ok(Entry::StepDone {
             step: def.name().to_string(),
             attempt,
             value,
             skipped: matches!(undo, UndoWith::Nothing),
-        });
-        Ok(())
+            emitted,
+        })
+    }
+
+    /// Pushes a record to the journal's next flush.
+    pub(super) fn journal_push(&self, entry: Entry) {
+        if let Some(journal) = &self.scope.journal {
+            journal.push(entry);
+        }
     }
 
     /// Pushes step `key`'s retry count.
@@ -186,7 +200,8 @@ impl Coordinator {
             if matches!(status, Status::Done | Status::Running) {
                 continue;
             }
-            let def = &plan.steps[key.i()];
+            let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
+            let def = &*def;
             let step = match def.spec.resolve() {
                 Ok(step) => step,
                 Err(e) => {
@@ -265,11 +280,12 @@ impl Coordinator {
         if recovered.unwinding.is_none() {
             // Ready now means its dependencies were durable before the
             // crash: it may have started, and done its work.
+            let instances = &self.instances;
             self.maybe_started = self
                 .ready
                 .iter()
                 .copied()
-                .filter(|k| plan.steps.get(k.i()).is_some_and(|s| s.can_undo))
+                .filter(|k| def_of(&plan, &instances[k.inst as usize], k.i()).can_undo)
                 .collect();
             self.recovered_undo = self.undo.entries().len();
         }

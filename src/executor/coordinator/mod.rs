@@ -62,6 +62,8 @@ pub(crate) struct Settings {
     /// Cancels the run (a durable run, by its runtime): it stops starting
     /// steps, drains, undoes, and ends cancelled.
     pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The step kinds a durable run journals its emitted steps by.
+    pub(crate) steps: Option<crate::durable::StepRegistry>,
 }
 
 /// How a run ended.

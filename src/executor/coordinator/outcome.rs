@@ -194,11 +194,12 @@ impl Coordinator {
         undo: UndoWith,
     ) {
         let attempt = ctx.current_try + 1;
-        let refused = match self.durable() {
-            true => self
-                .journal_done(key, &value, !emitted.is_empty(), &undo, attempt)
-                .err(),
-            false => None,
+        let (done, refused) = match self.durable() {
+            true => match self.journal_done(key, &value, &emitted, &undo, attempt) {
+                Ok(entry) => (Some(entry), None),
+                Err(kind) => (None, Some(kind)),
+            },
+            false => (None, None),
         };
         let plan = self.plan.clone();
         let (k, i) = (key.inst as usize, key.i());
@@ -226,6 +227,13 @@ impl Coordinator {
             return;
         }
         let replaced = !emitted.is_empty() && self.add_emitted_by(key, &value, emitted);
+        // Journalled once its emitted steps are planned: a step whose
+        // emitted steps failed to plan failed, and is not done.
+        if let Some(entry) = done {
+            if replaced || self.instances[k].nodes[i].status != Status::Failed {
+                self.journal_push(entry);
+            }
+        }
         // Its readings are done (emitted steps were wired first, so results
         // they read stay): producers nobody else reads free their results.
         for &j in &def.reads {

@@ -1,0 +1,368 @@
+//! Steps emitted at run time in durable runs: journalled as data through
+//! the step registry, rebuilt after a crash (new steps and replacements),
+//! undone with their own arguments, and refused, naming the step, when no
+//! registered kind rebuilds them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use reactor::durable::{Runtime, StepRegistry};
+use reactor::journal::{Entry, RunStatus, SqliteStore};
+use reactor::{input, step, value, Inputs, Outcome, Reactor, StepSpec};
+use tokio::sync::Notify;
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("reactor-emitted-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("journal.db")
+}
+
+/// Counts calls by name, and stalls (after telling its gate) the first
+/// time a chosen name is counted: the in-process stand-in for a crash.
+#[derive(Clone, Default)]
+struct Ledger {
+    counts: Arc<Mutex<BTreeMap<String, u32>>>,
+    stall: Arc<Mutex<Option<Stall>>>,
+}
+
+/// The call to stall at, and the gate to tell.
+type Stall = (String, Arc<Notify>);
+
+impl Ledger {
+    async fn hit(&self, what: String) {
+        let n = {
+            let mut counts = self.counts.lock().unwrap();
+            let n = counts.entry(what.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let stall = self.stall.lock().unwrap().clone();
+        if let Some((name, gate)) = stall {
+            if name == what && n == 1 {
+                gate.notify_one();
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    fn get(&self, what: &str) -> u32 {
+        self.counts.lock().unwrap().get(what).copied().unwrap_or(0)
+    }
+    fn stall_at(&self, what: &str) -> Arc<Notify> {
+        let gate = Arc::new(Notify::new());
+        *self.stall.lock().unwrap() = Some((what.to_string(), gate.clone()));
+        gate
+    }
+}
+
+/// The kind `ship`: ships parcel `p` (failing for parcel 99), undone by
+/// name and argument.
+fn ship_kind(ledger: &Ledger) -> impl Fn(&str, u32) -> StepSpec + Send + Sync + 'static {
+    let ledger = ledger.clone();
+    move |name: &str, parcel: u32| {
+        let (l, u) = (ledger.clone(), ledger.clone());
+        step(name)
+            .argument("parcel", value(parcel))
+            .output::<u32>()
+            .run(move |a, ctx| {
+                let l = l.clone();
+                async move {
+                    let p = *a.get::<u32>("parcel")?;
+                    l.hit(format!("ship {p}")).await;
+                    if p == 99 {
+                        return Err(
+                            format!("parcel {p} is lost ({})", ctx.idempotency_key()).into()
+                        );
+                    }
+                    Ok(Outcome::ok(p))
+                }
+            })
+            .undo(move |_v, a, _ctx| {
+                let u = u.clone();
+                async move {
+                    u.hit(format!("undo ship {}", a.get::<u32>("parcel")?))
+                        .await;
+                    Ok(())
+                }
+            })
+    }
+}
+
+/// `plan` emits one `ship` step per parcel of its input.
+fn shipping(ledger: &Ledger, steps: &StepRegistry) -> Reactor {
+    let (steps, l) = (steps.clone(), ledger.clone());
+    Reactor::builder("shipping")
+        .input_as::<Vec<u32>>("parcels")
+        .add(
+            step("plan")
+                .argument("parcels", input("parcels"))
+                .output::<u32>()
+                .run(move |a, _| {
+                    let (steps, l) = (steps.clone(), l.clone());
+                    async move {
+                        l.hit("plan".into()).await;
+                        let parcels = a.get::<Vec<u32>>("parcels")?.clone();
+                        let emitted = parcels
+                            .iter()
+                            .map(|p| steps.make("ship", &format!("ship_{p}"), p))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(Outcome::with_steps(parcels.len() as u32, emitted))
+                    }
+                }),
+        )
+        .returns("plan")
+        .build()
+        .unwrap()
+}
+
+fn runtime(path: &std::path::Path, ledger: &Ledger) -> Runtime {
+    let rt = Runtime::new(SqliteStore::open(path).unwrap());
+    rt.register_step("ship", ship_kind(ledger));
+    let steps = rt.steps().clone();
+    rt.register(shipping(ledger, &steps)).unwrap();
+    rt
+}
+
+/// Starts run `id` in a task and aborts it once `gate` is told.
+async fn crash_at(rt: &Runtime, id: &str, parcels: Vec<u32>, gate: Arc<Notify>) {
+    let (rt2, id2) = (rt.clone(), id.to_string());
+    let task = tokio::spawn(async move {
+        rt2.start("shipping", Inputs::new().with("parcels", parcels))
+            .run_id(id2)
+            .await
+    });
+    gate.notified().await;
+    task.abort();
+    let _ = task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emitted_steps_are_journalled_and_rebuilt_after_a_crash() {
+    let path = temp_db("rebuilt");
+    let ledger = Ledger::default();
+    let gate = ledger.stall_at("ship 2");
+    let rt = runtime(&path, &ledger);
+    crash_at(&rt, "s1", vec![1, 2, 3], gate).await;
+    drop(rt);
+    let journal_before = {
+        let rt = runtime(&path, &ledger);
+        rt.journal("s1").await.unwrap()
+    };
+    // The emitter's record carries its emitted steps as data.
+    let emitted: Vec<_> = journal_before
+        .records
+        .iter()
+        .find_map(|r| match &r.entry {
+            Entry::StepDone { step, emitted, .. } if step == "plan" => Some(emitted.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let names: Vec<_> = emitted
+        .iter()
+        .map(|e| (e.name.as_str(), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("ship_1", "ship"), ("ship_2", "ship"), ("ship_3", "ship")]
+    );
+
+    let rt = runtime(&path, &ledger);
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert_eq!(
+        *recovery.finished[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .get::<u32>()
+            .unwrap(),
+        3
+    );
+    // The emitter never runs again; the step in flight does.
+    assert_eq!(ledger.get("plan"), 1);
+    assert_eq!(ledger.get("ship 2"), 2);
+    assert!(ledger.get("ship 1") <= 2 && ledger.get("ship 3") <= 2);
+    assert_eq!(rt.status("s1").await.unwrap().status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failing_after_a_crash_undoes_emitted_steps_with_their_arguments() {
+    let path = temp_db("undo");
+    let ledger = Ledger::default();
+    let gate = ledger.stall_at("ship 99");
+    let rt = runtime(&path, &ledger);
+    crash_at(&rt, "s2", vec![4, 5, 99], gate).await;
+    drop(rt);
+    // The crash left the shipped parcels' records durable or not: either
+    // way each parcel is undone once.
+    let rt = runtime(&path, &ledger);
+    let recovery = rt.recover().await;
+    let err = recovery.finished[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("parcel 99 is lost (s2:ship_99)"), "{err}");
+    for p in [4, 5] {
+        assert_eq!(ledger.get(&format!("undo ship {p}")), 1, "parcel {p}");
+    }
+    assert_eq!(ledger.get("plan"), 1);
+    assert_eq!(rt.status("s2").await.unwrap().status, RunStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwinding_cut_short_goes_on_with_emitted_steps() {
+    let path = temp_db("unwinding");
+    let ledger = Ledger::default();
+    // Parcel 6 completes before 99 fails: its undo stalls once.
+    let gate = ledger.stall_at("undo ship 6");
+    let rt = runtime(&path, &ledger);
+    crash_at(&rt, "s3", vec![6, 99], gate).await;
+    drop(rt);
+    let rt = runtime(&path, &ledger);
+    assert_eq!(rt.status("s3").await.unwrap().status, RunStatus::Unwinding);
+    let recovery = rt.recover().await;
+    assert!(recovery.finished[0].1.is_err());
+    // The undo the crash cut short runs again, with its arguments.
+    assert_eq!(ledger.get("undo ship 6"), 2);
+    assert_eq!(ledger.get("ship 6"), 1);
+    assert_eq!(rt.status("s3").await.unwrap().status, RunStatus::Failed);
+}
+
+/// `count` replaces itself with a `count` of `n - 1` until 0.
+fn countdown(ledger: &Ledger, steps: &StepRegistry) -> Reactor {
+    Reactor::builder("countdown")
+        .input_as::<u32>("from")
+        .add(count_step(ledger, steps, "count").argument("n", input("from")))
+        .returns("count")
+        .build()
+        .unwrap()
+}
+
+fn count_step(ledger: &Ledger, steps: &StepRegistry, name: &str) -> StepSpec {
+    let (l, steps) = (ledger.clone(), steps.clone());
+    step(name).output::<u32>().run(move |a, _| {
+        let (l, steps) = (l.clone(), steps.clone());
+        async move {
+            let n = *a.get::<u32>("n")?;
+            l.hit(format!("count {n}")).await;
+            if n == 0 {
+                return Ok(Outcome::ok(0_u32));
+            }
+            Ok(Outcome::with_steps(
+                n,
+                vec![steps.make("count", "count", n - 1)?],
+            ))
+        }
+    })
+}
+
+fn countdown_runtime(path: &std::path::Path, ledger: &Ledger) -> Runtime {
+    let rt = Runtime::new(SqliteStore::open(path).unwrap());
+    let steps = rt.steps().clone();
+    let (l, s) = (ledger.clone(), steps.clone());
+    rt.register_step("count", move |name: &str, n: u32| {
+        count_step(&l, &s, name).argument("n", value(n))
+    });
+    rt.register(countdown(ledger, &steps)).unwrap();
+    rt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_replacing_itself_resumes_at_its_latest_definition() {
+    let path = temp_db("countdown");
+    let ledger = Ledger::default();
+    let gate = ledger.stall_at("count 1");
+    let rt = countdown_runtime(&path, &ledger);
+    let (rt2, gate2) = (rt.clone(), gate.clone());
+    let task = tokio::spawn(async move {
+        rt2.start("countdown", Inputs::new().with("from", 3_u32))
+            .run_id("c1")
+            .await
+    });
+    gate2.notified().await;
+    task.abort();
+    let _ = task.await;
+    drop(rt);
+    let rt = countdown_runtime(&path, &ledger);
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert_eq!(
+        *recovery.finished[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .get::<u32>()
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ["count 3", "count 2", "count 1", "count 0"].map(|c| ledger.get(c)),
+        [1, 1, 2, 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emitted_step_no_registered_kind_rebuilds_fails_its_emitter_naming_it() {
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    let made = Arc::new(AtomicU32::new(0));
+    let m = made.clone();
+    // A kind that makes a different step each time.
+    rt.register_step("drifting", move |name: &str, _: u32| {
+        let n = m.fetch_add(1, Ordering::Relaxed);
+        step(name)
+            .argument("n", value(n))
+            .output::<u32>()
+            .run_sync(|_, _| Ok(1_u32))
+    });
+    let steps = rt.steps().clone();
+    let emitter = |name: &str, make: Arc<dyn Fn() -> StepSpec + Send + Sync>| {
+        Reactor::builder(name)
+            .input_as::<u32>("x")
+            .add(
+                step("emit")
+                    .argument("x", input("x"))
+                    .output::<u32>()
+                    .run(move |_, _| {
+                        let make = make.clone();
+                        async move { Ok(Outcome::with_steps(1_u32, vec![make()])) }
+                    }),
+            )
+            .returns("emit")
+            .build()
+            .unwrap()
+    };
+    let closure: Arc<dyn Fn() -> StepSpec + Send + Sync> =
+        Arc::new(|| step("loose").output::<u32>().run_sync(|_, _| Ok(2_u32)));
+    let unregistered: Arc<dyn Fn() -> StepSpec + Send + Sync> = Arc::new(|| {
+        step("stray")
+            .output::<u32>()
+            .described("nowhere", 1_u32)
+            .run_sync(|_, _| Ok(2_u32))
+    });
+    let s = steps.clone();
+    let drifting: Arc<dyn Fn() -> StepSpec + Send + Sync> =
+        Arc::new(move || s.make("drifting", "drift", 1_u32).unwrap());
+    for (name, make, expect) in [
+        (
+            "a",
+            closure,
+            ["`loose`", "not made by a registered step kind"],
+        ),
+        (
+            "b",
+            unregistered,
+            ["`stray`", "`nowhere` is not registered"],
+        ),
+        ("c", drifting, ["`drift`", "must make the same step"]),
+    ] {
+        rt.register(emitter(name, make)).unwrap();
+        let err = rt
+            .start(name, Inputs::new().with("x", 1_u32))
+            .await
+            .unwrap_err()
+            .to_string();
+        for e in expect {
+            assert!(err.contains(e), "{name}: {err}");
+        }
+    }
+    // Making a step of an unknown kind is an error too.
+    let err = steps.make("missing", "m", 1_u32).unwrap_err().to_string();
+    assert!(err.contains("`missing` is not registered"), "{err}");
+}
