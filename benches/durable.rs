@@ -125,6 +125,7 @@ fn naive(records: usize) -> f64 {
         value: serde_json::json!(42),
         skipped: false,
         emitted: Vec::new(),
+        nested: Vec::new(),
     })
     .unwrap();
     let started = Instant::now();
@@ -232,6 +233,7 @@ async fn recovery() -> (f64, usize) {
                                 value: serde_json::json!(i + 1),
                                 skipped: false,
                                 emitted: Vec::new(),
+                                nested: Vec::new(),
                             },
                         )
                     })

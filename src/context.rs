@@ -44,6 +44,8 @@ pub(crate) struct RunScope {
     pub(crate) orphans: std::sync::Mutex<Vec<crate::executor::UndoStack>>,
     /// The run's journal, if it is durable.
     pub(crate) journal: Option<Arc<crate::journal::RunJournal>>,
+    /// Where the runs nested in a durable run's steps get their journals.
+    pub(crate) nested: Option<Arc<dyn crate::executor::NestedJournals>>,
 }
 
 impl RunScope {
@@ -174,6 +176,11 @@ impl Context {
     pub fn attempt_id(&self) -> String {
         let epoch = self.run.journal.as_ref().map_or(1, |j| j.epoch());
         format!("{epoch}.{}", self.current_try + 1)
+    }
+
+    /// Whether the run is durable (its nested runs are too).
+    pub(crate) fn durable(&self) -> bool {
+        self.run.nested.is_some()
     }
 
     /// Whether the run is asynchronous (steps may run concurrently).

@@ -2,7 +2,11 @@
 //! binary, re-run with `REACTOR_CRASH_CHILD` set) runs a durable reactor
 //! on a SQLite file and aborts itself at journal boundary k (before or
 //! after the k-th write reaches the store); the harness starts it again
-//! to recover, and compares with an uncrashed run.
+//! to recover, and compares with an uncrashed run. The reactors: a chain,
+//! a fan-out, a failing saga, a halt, a compose (completing, and undone
+//! by a later failure), and steps emitted at run time (completing, and
+//! undone by an emitted step's failure). The writes of a compose's nested
+//! run are boundaries too.
 //!
 //! Checked for every k of every reactor: the outcome equals the
 //! uncrashed outcome; every effect of a failed saga is undone exactly once
@@ -16,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reactor::durable::Runtime;
+use reactor::durable::{Runtime, StepRegistry};
 use reactor::journal::{
     Created, Entry, Journal, NewRun, Record, RunStatus, RunSummary, SqliteStore, Store, StoreError,
 };
+use reactor::kinds::compose;
 use reactor::{async_trait, input, result, step, Inputs, Outcome, Reactor, StepSpec, Value};
 
 const RUN: &str = "run-1";
@@ -127,7 +132,54 @@ fn effect(ledger: &Ledger, name: &str, args: &[&str], add: u64) -> StepSpec {
     })
 }
 
-fn scenario(name: &str, ledger: &Ledger) -> Reactor {
+/// A step that always fails.
+fn failing(name: &str, args: &[&str]) -> StepSpec {
+    let mut s = step(name).output::<u64>().max_retries(0);
+    for a in args {
+        s = s.argument(*a, result(*a));
+    }
+    s.run_sync(|_, _| Err::<u64, _>("the carrier is down".into()))
+}
+
+/// The reactor a compose runs: two effects in a row.
+fn inner(ledger: &Ledger) -> Reactor {
+    let mut b = Reactor::builder("inner");
+    b.input_as::<u64>("x")
+        .add(
+            step("start")
+                .argument("x", input("x"))
+                .output::<u64>()
+                .run_sync(|a, _| Ok(*a.get::<u64>("x")?)),
+        )
+        .add(effect(ledger, "ia", &["start"], 1))
+        .add(effect(ledger, "ib", &["ia"], 2))
+        .returns("ib");
+    b.build().unwrap()
+}
+
+/// A step emitting, through the registry, effects `e1` and `e2` after it,
+/// and (with `fail`) a failing step after them.
+fn emitter(steps: &StepRegistry, fail: bool) -> StepSpec {
+    let steps = steps.clone();
+    step("plan")
+        .argument("seed", result("seed"))
+        .output::<u64>()
+        .run(move |a, _| {
+            let steps = steps.clone();
+            async move {
+                let mut emitted = vec![
+                    steps.make("effect", "e1", (vec!["plan".to_string()], 1_u64))?,
+                    steps.make("effect", "e2", (vec!["plan".to_string()], 2_u64))?,
+                ];
+                if fail {
+                    emitted.push(steps.make("failing", "boom", vec!["e1", "e2"])?);
+                }
+                Ok(Outcome::with_steps(*a.get::<u64>("seed")?, emitted))
+            }
+        })
+}
+
+fn scenario(name: &str, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
     let mut b = Reactor::builder(name);
     b.input_as::<u64>("seed");
     let seed = step("seed")
@@ -154,15 +206,20 @@ fn scenario(name: &str, ledger: &Ledger) -> Reactor {
             b.add(effect(ledger, "reserve", &["seed"], 1))
                 .add(effect(ledger, "charge", &["reserve"], 2))
                 .add(effect(ledger, "notify", &["reserve"], 3))
-                .add(
-                    step("ship")
-                        .argument("charge", result("charge"))
-                        .argument("notify", result("notify"))
-                        .output::<u64>()
-                        .max_retries(0)
-                        .run_sync(|_, _| Err::<u64, _>("the carrier is down".into())),
-                )
+                .add(failing("ship", &["charge", "notify"]))
                 .returns("ship");
+        }
+        "compose" | "compose_saga" => {
+            b.add(compose("trip", inner(ledger)).argument("x", result("seed")))
+                .add(effect(ledger, "after", &["trip"], 5));
+            if name == "compose_saga" {
+                b.add(failing("ship", &["after"])).returns("ship");
+            } else {
+                b.returns("after");
+            }
+        }
+        "emit" | "emit_saga" => {
+            b.add(emitter(steps, name == "emit_saga")).returns("plan");
         }
         "halt" => {
             b.add(effect(ledger, "a", &["seed"], 1))
@@ -188,7 +245,21 @@ async fn child(scenario_name: &str, dir: &Path, at: Option<(u64, bool)>) {
     };
     let ledger = Ledger(dir.join("ledger.txt"));
     let rt = Runtime::new(store);
-    rt.register(scenario(scenario_name, &ledger)).unwrap();
+    let l = ledger.clone();
+    rt.register_step(
+        "effect",
+        move |name: &str, (args, add): (Vec<String>, u64)| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            effect(&l, name, &args, add)
+        },
+    );
+    rt.register_step("failing", |name: &str, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        failing(name, &args)
+    });
+    let steps = rt.steps().clone();
+    rt.register(scenario(scenario_name, &ledger, &steps))
+        .unwrap();
     let recovery = rt.recover().await;
     assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
     let mut out = match rt.status(RUN).await {
@@ -397,4 +468,24 @@ async fn crash_matrix_failing_saga_mid_unwind() {
 #[tokio::test]
 async fn crash_matrix_halt_and_resume() {
     matrix("halt").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_inside_a_compose() {
+    matrix("compose").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_after_a_compose() {
+    matrix("compose_saga").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_emitted_steps() {
+    matrix("emit").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_of_emitted_steps() {
+    matrix("emit_saga").await;
 }

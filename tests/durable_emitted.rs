@@ -3,56 +3,21 @@
 //! undone with their own arguments, and refused, naming the step, when no
 //! registered kind rebuilds them.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use reactor::durable::{Runtime, StepRegistry};
 use reactor::journal::{Entry, RunStatus, SqliteStore};
 use reactor::{input, step, value, Inputs, Outcome, Reactor, StepSpec};
 use tokio::sync::Notify;
 
+mod common;
+use common::stall::Ledger;
+
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-emitted-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir.join("journal.db")
-}
-
-/// Counts calls by name, and stalls (after telling its gate) the first
-/// time a chosen name is counted: the in-process stand-in for a crash.
-#[derive(Clone, Default)]
-struct Ledger {
-    counts: Arc<Mutex<BTreeMap<String, u32>>>,
-    stall: Arc<Mutex<Option<Stall>>>,
-}
-
-/// The call to stall at, and the gate to tell.
-type Stall = (String, Arc<Notify>);
-
-impl Ledger {
-    async fn hit(&self, what: String) {
-        let n = {
-            let mut counts = self.counts.lock().unwrap();
-            let n = counts.entry(what.clone()).or_default();
-            *n += 1;
-            *n
-        };
-        let stall = self.stall.lock().unwrap().clone();
-        if let Some((name, gate)) = stall {
-            if name == what && n == 1 {
-                gate.notify_one();
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-    fn get(&self, what: &str) -> u32 {
-        self.counts.lock().unwrap().get(what).copied().unwrap_or(0)
-    }
-    fn stall_at(&self, what: &str) -> Arc<Notify> {
-        let gate = Arc::new(Notify::new());
-        *self.stall.lock().unwrap() = Some((what.to_string(), gate.clone()));
-        gate
-    }
 }
 
 /// The kind `ship`: ships parcel `p` (failing for parcel 99), undone by

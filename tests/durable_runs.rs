@@ -980,6 +980,7 @@ async fn a_journal_unwinding_without_errors_still_unwinds_when_taken_up() {
                 value,
                 skipped: false,
                 emitted: Vec::new(),
+                nested: Vec::new(),
             },
         )
     };

@@ -37,6 +37,7 @@ fn done(seq: u64, step: &str) -> Record {
             value: serde_json::json!(seq),
             skipped: false,
             emitted: Vec::new(),
+            nested: Vec::new(),
         },
     )
 }

@@ -89,8 +89,20 @@ impl Definition {
 pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Codec), String> {
     let extras = spec.def().extras();
     let kind = match extras.shape.as_deref() {
-        None => "step",
-        Some(Shape::Leaf(kind)) => kind,
+        None => "step".to_string(),
+        Some(Shape::Leaf(kind)) => kind.to_string(),
+        // Its runs are journalled as runs of their own: their reactor is
+        // checked, and its hash is part of this line.
+        Some(Shape::Reactor { kind, plan }) => match Definition::of(plan) {
+            Ok(inner) => format!("{kind} {}#{}", plan.name, inner.hash),
+            Err(Error::NotDurable { reactor, problem }) => {
+                return Err(format!(
+                    "step `{}` runs the reactor `{reactor}`, which cannot run durably: {problem}",
+                    spec.name()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        },
         Some(shape) => {
             return Err(format!(
                 "step `{}` is a `{}`, whose nested steps are not journalled yet",
@@ -99,7 +111,7 @@ pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Code
             ))
         }
     };
-    let Some(codec) = extras.output else {
+    let Some(codec) = spec.output_codec() else {
         return Err(format!(
             "step `{}` has no declared result type: add `.output::<T>()` to it",
             spec.name()

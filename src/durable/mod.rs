@@ -34,15 +34,24 @@
 //!   rebuilt by the kind after a crash. An emitted step no registered kind
 //!   rebuilds fails its emitter, naming it.
 //!
+//! - A run nested in a step (`compose`, `recurse`, or a user's run
+//!   [`within`](crate::RunRequest::within) a step) is a durable run of its
+//!   own, in the same store, with the id `parent/step.attempt.n`: a step
+//!   run again after a crash takes up its nested runs where they stood, and
+//!   a completed one is undone from its journal, each of its steps once.
+//!   Its reactor needs no registration (a `compose`'s or `recurse`'s is
+//!   checked with its parent's); [`Runtime::recover`] leaves nested runs to
+//!   their parents, and run ids may not contain `/`.
+//!
 //! # Not yet journalled
 //!
-//! Composite kinds that nest steps (`map`, `compose`, `switch`, `group`,
-//! `around`, `recurse`) are refused when registering; a step that keeps an
-//! undo value apart from its result (`OkWithUndo`) fails with an error
-//! saying so. Context values are not journalled: a recovered run gets
+//! `map`, `switch`, `group` and `around` are refused when registering; a
+//! step that keeps an undo value apart from its result (`OkWithUndo`,
+//! other than a composite's nested runs) fails with an error saying so. Context values are not journalled: a recovered run gets
 //! those of the runtime taking it up.
 
 mod definition;
+mod nested;
 mod recover;
 mod registry;
 mod runtime;

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::definition::{first_change, Definition};
 use super::registry::StepRegistry;
 use crate::error::Error;
-use crate::executor::{Recovered, RunState, UndoRecord, Unfinished};
+use crate::executor::{NestedRuns, Recovered, RunState, UndoRecord, Unfinished};
 use crate::journal::{EmittedStep, Entry, Journal, RunEnd, StepFailure, UndoItem};
 use crate::step::StepSpec;
 use crate::value::{Value, ValueMap};
@@ -71,6 +71,8 @@ pub(crate) struct Done {
     /// A guard skipped it: never undone.
     skipped: bool,
     emitted: Vec<EmittedStep>,
+    /// The nested runs it kept for its undo.
+    nested: Vec<String>,
 }
 
 impl Done {
@@ -107,6 +109,7 @@ impl Folded {
                     value,
                     skipped,
                     emitted,
+                    nested,
                     ..
                 } => {
                     f.retries.remove(step);
@@ -115,6 +118,7 @@ impl Folded {
                         value: value.clone(),
                         skipped: *skipped,
                         emitted: emitted.clone(),
+                        nested: nested.clone(),
                     });
                 }
                 Entry::StepRetry { step, retries } => {
@@ -194,7 +198,7 @@ impl Folded {
             let spec = current(&emitted, &done.step);
             let (codec, undoes) = match &spec {
                 Some(spec) => (
-                    spec.def().extras().output.ok_or_else(|| {
+                    spec.output_codec().ok_or_else(|| {
                         mismatch(format!(
                             "the emitted step `{}` with no result type",
                             done.step
@@ -211,7 +215,15 @@ impl Folded {
             };
             let value = codec.decode(done.value.clone())?;
             if undoes && !done.skipped {
-                undoable.push((done.step.clone(), value.clone(), spec));
+                // A step that kept nested runs undoes them by id.
+                let kept = match done.nested.is_empty() {
+                    true => value.clone(),
+                    false => Value::new(NestedRuns {
+                        ids: done.nested.clone(),
+                        kept: None,
+                    }),
+                };
+                undoable.push((done.step.clone(), kept, spec));
             }
             results.insert(done.step.clone(), value);
             if !done.replaced() {
@@ -250,10 +262,25 @@ impl Folded {
                 stack.reverse();
                 stack
             }
-            None => undoable
-                .into_iter()
-                .map(|(step, value, spec)| record(step, value, spec))
-                .collect(),
+            // Undos journalled outside an unwinding (a completed nested
+            // run undone by its parent) undid the newest of their name.
+            None => {
+                let mut undone = self.undone.clone();
+                let mut stack: Vec<UndoRecord> = undoable
+                    .into_iter()
+                    .rev()
+                    .filter(|(step, ..)| match undone.get_mut(step) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            false
+                        }
+                        _ => true,
+                    })
+                    .map(|(step, value, spec)| record(step, value, spec))
+                    .collect();
+                stack.reverse();
+                stack
+            }
         };
         let state = RunState {
             run_id: run_id.to_string(),
@@ -273,6 +300,7 @@ impl Folded {
                 .as_ref()
                 .map(|(errors, _)| [errors.clone(), self.undo_errors.clone()].concat()),
             cancel: false,
+            completed: false,
         };
         Ok((state, recovered))
     }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::Definition;
+use super::nested::Nested;
 use super::recover::Folded;
 use super::registry::StepRegistry;
 use crate::error::{Error, RunError, StepError};
@@ -381,7 +382,8 @@ impl Runtime {
             .keys()
             .cloned()
             .collect::<HashSet<_>>();
-        ids.retain(|id| !live.contains(id));
+        // Nested runs are taken up by their parents.
+        ids.retain(|id| !live.contains(id) && !id.contains('/'));
         let mut tasks = tokio::task::JoinSet::new();
         for id in ids {
             let rt = self.clone();
@@ -574,6 +576,10 @@ impl Runtime {
             recovered,
             cancel: Some(live.cancel.clone()),
             steps: self.inner.steps.clone(),
+            nested: Arc::new(Nested {
+                store: self.inner.store.clone(),
+                steps: self.inner.steps.clone(),
+            }),
         });
         if let Some(configure) = configure {
             request = configure(request);
@@ -656,6 +662,14 @@ impl Start {
         let run_id = self
             .run_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if run_id.contains('/') {
+            return Err(Error::InvalidOption {
+                option: "run_id",
+                message: format!(
+                    "`{run_id}` contains `/`, which separates the ids of nested runs from their parents'"
+                ),
+            });
+        }
         let Some(live) = rt.go_live(&run_id) else {
             return Err(Error::State {
                 run_id,

@@ -58,6 +58,7 @@ pub(crate) async fn run_elements(
         stacked: 0,
         orphans: Default::default(),
         journal: None,
+        nested: None,
     });
     let settings = Settings {
         run_async,

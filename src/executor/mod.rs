@@ -43,7 +43,12 @@
 //!   deadline, like any running step); and a plain step that is the only
 //!   step that could run at all (holding its slot, so the limit holds);
 //! - **a map element**: a map runs its elements as instances of its nested
-//!   steps in a coordinator of its own, so every rule below holds there too.
+//!   steps in a coordinator of its own, so every rule below holds there too;
+//! - **a nested run**: a `compose`, `recurse` or `group` runs its steps as a
+//!   run of its own inside the step's attempt; in a durable run that run is
+//!   durable too, journalled under an id derived from its step's
+//!   ([`nested_journal`]), so every rule, the journal's included, holds
+//!   there as well.
 //!
 //! A step holding a slot lends it to runs nested in it ([`crate::pool`]).
 //!
@@ -93,6 +98,7 @@
 pub(crate) mod attempt;
 mod coordinator;
 mod elements;
+mod nested_journal;
 pub(crate) mod nesting;
 mod places;
 mod run;
@@ -102,6 +108,7 @@ mod undo;
 
 pub use attempt::StepPanicked;
 pub(crate) use elements::{run_elements, Elements, ElementsFailed};
+pub(crate) use nested_journal::{undo_nested, NestedJournals, NestedRuns, Opened};
 pub use nesting::MAX_NESTING;
 pub(crate) use run::{check_inputs, Durable};
 pub use run::{CompletedRun, HaltedRun, RunOutcome, RunRequest};

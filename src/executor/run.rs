@@ -1,5 +1,6 @@
 //! Starting runs ([`RunRequest`]) and what they return ([`RunOutcome`]).
 
+use super::nested_journal::{journal_nested, nested_id, NestedJournals};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,9 +51,9 @@ pub const DEFAULT_HALT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[must_use = "a run does nothing until awaited"]
 pub struct RunRequest {
-    reactor: Reactor,
-    inputs: ValueMap,
-    resume: Option<RunState>,
+    pub(super) reactor: Reactor,
+    pub(super) inputs: ValueMap,
+    pub(super) resume: Option<RunState>,
     max_concurrency: Option<usize>,
     /// [`Concurrency::Auto`]: awaiting steps under an adaptive limit.
     adaptive: bool,
@@ -63,7 +64,7 @@ pub struct RunRequest {
     pool: Option<ConcurrencyPool>,
     /// A pool was given with [`RunRequest::pool`].
     pool_given: bool,
-    run_id: Option<String>,
+    pub(super) run_id: Option<String>,
     fully_reversible: bool,
     context: ValueMap,
     middleware: Vec<Arc<dyn Middleware>>,
@@ -82,6 +83,16 @@ struct Within {
     middleware: Vec<Arc<dyn Middleware>>,
     /// The outer run holds its awaiting steps to no limit.
     awaiting_unbounded: bool,
+    /// The outer run is durable: so is this one.
+    child: Option<ChildOf>,
+}
+
+/// A durable run's step that a nested run is started in.
+struct ChildOf {
+    nested: Arc<dyn NestedJournals>,
+    journal: Arc<crate::journal::RunJournal>,
+    step: String,
+    attempt: u32,
 }
 
 impl RunRequest {
@@ -270,6 +281,15 @@ impl RunRequest {
             span: outer.span.clone(),
             middleware: outer.events.middleware().to_vec(),
             awaiting_unbounded: outer.awaiting_unbounded,
+            child: match (&outer.nested, &outer.journal) {
+                (Some(nested), Some(journal)) => Some(ChildOf {
+                    nested: nested.clone(),
+                    journal: journal.clone(),
+                    step: ctx.step_name().to_string(),
+                    attempt: ctx.current_try() + 1,
+                }),
+                _ => None,
+            },
         });
         self
     }
@@ -287,7 +307,15 @@ impl RunRequest {
         self.execute(true).await
     }
 
-    async fn execute(self, keep_state: bool) -> Result<RunOutcome, Error> {
+    async fn execute(mut self, keep_state: bool) -> Result<RunOutcome, Error> {
+        if self.durable.is_none() {
+            if let Some(child) = self.within.as_mut().and_then(|w| w.child.take()) {
+                let n = child.journal.next_child(&child.step, child.attempt);
+                let parent = self.within.as_ref().map_or("", |w| &*w.run_id);
+                let id = nested_id(parent, &child.step, child.attempt, n);
+                self = journal_nested(&child.nested, id, self).await?;
+            }
+        }
         let reactor = self.reactor.clone();
         let fully_reversible = self.fully_reversible;
         let mut prepared = self.prepare(keep_state || fully_reversible)?;
@@ -463,6 +491,8 @@ pub(crate) struct Durable {
     pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
     /// The step kinds its emitted steps are journalled by.
     pub(crate) steps: crate::durable::StepRegistry,
+    /// Where the runs nested in its steps get their journals.
+    pub(crate) nested: Arc<dyn NestedJournals>,
 }
 
 impl Prepared {
@@ -486,6 +516,7 @@ impl Prepared {
             stacked: 0,
             orphans: Default::default(),
             journal: self.durable.as_ref().map(|d| d.journal.clone()),
+            nested: self.durable.as_ref().map(|d| d.nested.clone()),
         });
         let settings = Settings {
             run_async: self.run_async,

@@ -86,4 +86,7 @@ pub(crate) struct Recovered {
     /// The run is cancelled: it undoes its steps (those in `undo`), runs
     /// nothing, and ends cancelled.
     pub(crate) cancel: bool,
+    /// The run had completed: it completes again at once (for its undo
+    /// stack), writing nothing.
+    pub(crate) completed: bool,
 }

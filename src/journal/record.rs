@@ -84,6 +84,10 @@ pub enum Entry {
         /// step's completion, only its result).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         emitted: Vec<EmittedStep>,
+        /// The nested runs it keeps for its undo (a `compose`, a
+        /// `recurse`), by id: undone from their own journals.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        nested: Vec<String>,
     },
     /// A step will be tried again.
     StepRetry {

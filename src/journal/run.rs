@@ -29,6 +29,8 @@ pub(crate) struct RunJournal {
     pending: Mutex<Pending>,
     /// Held while flushing, so that flushes land in order.
     flushing: tokio::sync::Mutex<()>,
+    /// How many nested runs each step's attempt has started.
+    children: Mutex<std::collections::HashMap<(String, u32), u32>>,
 }
 
 struct Pending {
@@ -62,12 +64,23 @@ impl RunJournal {
                 records: Vec::new(),
             }),
             flushing: tokio::sync::Mutex::new(()),
+            children: Mutex::default(),
         }
     }
 
     /// How many times the run has been taken up (1: its first start).
     pub(crate) fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// The place of the next run nested in attempt `attempt` of `step`,
+    /// from 0: the same, in order, every time the attempt runs.
+    pub(crate) fn next_child(&self, step: &str, attempt: u32) -> u32 {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        let n = children.entry((step.to_string(), attempt)).or_default();
+        let this = *n;
+        *n = n.saturating_add(1);
+        this
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {

@@ -176,7 +176,7 @@ impl Step for Compose {
             }
             Err(e) => Outcome::Error(Reason::new(e)),
         };
-        kept.settle(outcome).await
+        kept.settle(outcome, ctx.durable()).await
     }
 
     fn can_compensate(&self) -> bool {
@@ -187,7 +187,7 @@ impl Step for Compose {
         self.support_undo
     }
 
-    async fn undo(&self, value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
-        nested::undo(&value).await
+    async fn undo(&self, value: Value, _args: Arguments, ctx: Context) -> UndoOutcome {
+        nested::undo(&value, &ctx, Some(&self.reactor)).await
     }
 }

@@ -206,10 +206,10 @@ impl Group {
                         }
                     };
                     let outcome = run.await.into_outcome();
-                    kept.settle(outcome).await
+                    kept.settle(outcome, ctx.durable()).await
                 }
             })
-            .undo(|token, _, _| async move { nested::undo(&token).await }))
+            .undo(|token, _, ctx| async move { nested::undo(&token, &ctx, None).await }))
     }
 }
 
@@ -329,6 +329,7 @@ where
         .run_async(allow_async)
         .run(move |args, ctx| {
             let kept = Kept::new();
+            let durable = ctx.durable();
             let nested = Nested {
                 name: inner_name.clone(),
                 ctx: ctx.clone(),
@@ -336,7 +337,7 @@ where
                 kept: kept.clone(),
             };
             let outcome = f(args, ctx, steps.clone(), nested);
-            async move { kept.settle(outcome.await).await }
+            async move { kept.settle(outcome.await, durable).await }
         })
-        .undo(|token, _, _| async move { nested::undo(&token).await }))
+        .undo(|token, _, ctx| async move { nested::undo(&token, &ctx, None).await }))
 }

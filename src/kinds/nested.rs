@@ -2,11 +2,19 @@
 //! compose, group, around or recurse step are undone, newest first, when a
 //! later step fails, and by the step itself when it fails (or retries)
 //! after them. A nested run that halts is undone at once: the step fails.
+//!
+//! In a durable run the nested runs are durable too: the step's undo
+//! token carries their ids ([`NestedRuns`]), which its parent's journal
+//! keeps, so that the step is undone from their journals after a crash;
+//! and a step that may have started before a crash undoes the runs its
+//! attempt left.
 
 use std::sync::{Arc, Mutex};
 
+use crate::context::Context;
 use crate::error::{Error, Reason, RunError};
-use crate::executor::{CompletedRun, HaltedRun};
+use crate::executor::{undo_nested, CompletedRun, HaltedRun, NestedRuns, Unfinished};
+use crate::reactor::Reactor;
 use crate::step::{Outcome, UndoOutcome};
 use crate::value::Value;
 
@@ -58,10 +66,25 @@ impl Kept {
 
     /// The step's outcome: a value with the kept runs to undo; a failure
     /// or a retry only after undoing them (a failed step is not undone by
-    /// the saga, and a retried one runs them again).
-    pub(crate) async fn settle(self: Arc<Self>, outcome: Outcome) -> Outcome {
+    /// the saga, and a retried one runs them again). In a `durable` run
+    /// the undo token names the runs by id, for the journal.
+    pub(crate) async fn settle(self: Arc<Self>, outcome: Outcome, durable: bool) -> Outcome {
         let empty = self.runs().is_empty();
         match outcome {
+            Outcome::Ok(value) if !empty && durable => {
+                let ids = self
+                    .runs()
+                    .iter()
+                    .map(|r| r.state().run_id.clone())
+                    .collect();
+                Outcome::OkWithUndo {
+                    value,
+                    undo: Value::new(NestedRuns {
+                        ids,
+                        kept: Some(Value::new(self)),
+                    }),
+                }
+            }
             Outcome::Ok(value) if !empty => Outcome::OkWithUndo {
                 value,
                 undo: Value::new(self),
@@ -81,12 +104,28 @@ impl Kept {
     }
 }
 
-/// The undo of a step that kept nested runs (its undo token is the `Kept`).
-pub(crate) async fn undo(token: &Value) -> UndoOutcome {
-    let Some(kept) = token.downcast_ref::<Arc<Kept>>() else {
-        return UndoOutcome::Done;
+/// The undo of a step that kept nested runs: its undo token is the
+/// `Kept`, or in a durable run their ids (with the `Kept` while it is in
+/// memory). A durable step taken up after a crash undoes the runs of
+/// `reactor` from their journals: those its token names, or, for a step
+/// that may have started ([`Unfinished`]), those its attempt left.
+pub(crate) async fn undo(token: &Value, ctx: &Context, reactor: Option<&Reactor>) -> UndoOutcome {
+    let kept = token.downcast_ref::<Arc<Kept>>().or_else(|| {
+        token
+            .downcast_ref::<NestedRuns>()
+            .and_then(|runs| runs.kept.as_ref())
+            .and_then(|kept| kept.downcast_ref::<Arc<Kept>>())
+    });
+    let done = match (kept, reactor) {
+        (Some(kept), _) => kept.undo().await,
+        (None, Some(reactor)) => match token.downcast_ref::<NestedRuns>() {
+            Some(runs) => undo_nested(ctx, reactor, Some(&runs.ids)).await,
+            None if token.is::<Unfinished>() => undo_nested(ctx, reactor, None).await,
+            None => Ok(()),
+        },
+        (None, None) => Ok(()),
     };
-    match kept.undo().await {
+    match done {
         Ok(()) => UndoOutcome::Done,
         Err(e) => UndoOutcome::Error(Reason::new(e)),
     }

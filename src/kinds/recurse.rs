@@ -240,14 +240,14 @@ impl Step for Recurse {
                 Err(e) => break Outcome::Error(Reason::new(e)),
             };
         };
-        kept.settle(outcome).await
+        kept.settle(outcome, ctx.durable()).await
     }
 
     fn can_compensate(&self) -> bool {
         false
     }
 
-    async fn undo(&self, value: Value, _args: Arguments, _ctx: Context) -> UndoOutcome {
-        nested::undo(&value).await
+    async fn undo(&self, value: Value, _args: Arguments, ctx: Context) -> UndoOutcome {
+        nested::undo(&value, &ctx, Some(&self.reactor)).await
     }
 }

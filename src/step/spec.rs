@@ -537,6 +537,17 @@ impl StepSpec {
         self
     }
 
+    /// How the step's result crosses a journal: as declared with
+    /// [`StepSpec::output`], or, for a step running another reactor
+    /// (`compose`, `recurse`), as that reactor's result does.
+    pub(crate) fn output_codec(&self) -> Option<crate::codec::Codec> {
+        let extras = self.def().extras();
+        extras.output.or_else(|| match extras.shape.as_deref() {
+            Some(Shape::Reactor { plan, .. }) => plan.steps[plan.return_step].spec.output_codec(),
+            _ => None,
+        })
+    }
+
     /// Describes the step.
     pub fn description(mut self, text: impl Into<String>) -> StepSpec {
         self.edit().extras_mut().description = Some(text.into());

@@ -90,6 +90,7 @@ pub fn run_error(err: reactor::Error) -> reactor::RunError {
     }
 }
 pub mod mermaid;
+pub mod stall;
 
 /// A reactor of one async step: `greet` says hello to input `name`.
 pub fn greeter() -> reactor::Reactor {

@@ -29,6 +29,7 @@ use crate::error::{Error, Phase, Reason, StepError, StepErrorKind};
 use crate::executor::attempt::UndoWith;
 use crate::executor::state::Recovered;
 use crate::executor::undo::UndoEntry;
+use crate::executor::NestedRuns;
 use crate::journal::{Entry, RunEnd, StepFailure, UndoItem};
 use crate::step::StepSpec;
 use crate::value::Value;
@@ -64,12 +65,18 @@ impl Coordinator {
                 .map_err(|e| StepErrorKind::Plan(Reason::msg(e)))?,
             (None, false) => return refuse("steps emitted without a step registry"),
         };
-        if matches!(undo, UndoWith::Token(_)) {
-            return refuse("an undo value apart from the result (`OkWithUndo`)");
-        }
+        // Of undo values apart from the result, only nested runs kept by
+        // id can be journalled.
+        let nested = match undo {
+            UndoWith::Token(token) => match token.downcast_ref::<NestedRuns>() {
+                Some(runs) => runs.ids.clone(),
+                None => return refuse("an undo value apart from the result (`OkWithUndo`)"),
+            },
+            _ => Vec::new(),
+        };
         let plan = self.plan.clone();
         let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
-        let Some(codec) = def.spec.def().extras().output else {
+        let Some(codec) = def.spec.output_codec() else {
             return refuse("a result of undeclared type");
         };
         let value = codec
@@ -81,6 +88,7 @@ impl Coordinator {
             value,
             skipped: matches!(undo, UndoWith::Nothing),
             emitted,
+            nested,
         })
     }
 
@@ -159,9 +167,12 @@ impl Coordinator {
         let Some(journal) = self.scope.journal.clone() else {
             return;
         };
+        if self.completed_before {
+            return;
+        }
         let plan = self.plan.clone();
         let ret = &plan.steps[plan.return_step];
-        let encoded = match ret.spec.def().extras().output.map(|c| c.encode(value)) {
+        let encoded = match ret.spec.output_codec().map(|c| c.encode(value)) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return self.journal_failed(e),
             None => serde_json::Value::Null,
@@ -213,7 +224,9 @@ impl Coordinator {
                 tracing::warn!(step = %def.name(), error = %e, "the arguments of a step that may have started: undone with none");
                 Arguments::from_pairs::<&str>(def.name(), [])
             });
-            let ctx = self.undo_context(self.step_ref(key, def), 0);
+            // Its attempt, to find the runs it nested.
+            let tries = self.instances[key.inst as usize].nodes[key.i()].retries;
+            let ctx = self.undo_context(self.step_ref(key, def), tries);
             self.undo.insert(
                 at,
                 UndoEntry {
@@ -277,6 +290,7 @@ impl Coordinator {
     /// cancellation.
     pub(super) fn recover(&mut self, recovered: Recovered) {
         let plan = self.plan.clone();
+        self.completed_before = recovered.completed;
         if recovered.unwinding.is_none() {
             // Ready now means its dependencies were durable before the
             // crash: it may have started, and done its work.

@@ -241,6 +241,9 @@ pub(crate) struct Coordinator {
     /// taken up from the journal).
     maybe_started: Vec<Key>,
     recovered_undo: usize,
+    /// The journal says the run completed (a nested run rebuilt for its
+    /// undo): it completes again writing nothing.
+    completed_before: bool,
 }
 
 /// `now + d`, saturated: a deadline too far to represent is 30 years away
@@ -308,6 +311,7 @@ impl Coordinator {
             cancelled: false,
             maybe_started: Vec::new(),
             recovered_undo: 0,
+            completed_before: false,
         });
         if c.feed.is_some() {
             return Ok(c);

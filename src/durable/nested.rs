@@ -1,0 +1,148 @@
+//! The journals of runs nested in a durable run's steps (`compose`,
+//! `recurse`, a user's run [`within`](crate::RunRequest::within) a step):
+//! a run of their own in the same store, new, or taken up where it stands
+//! when its step runs again after a crash, or is undone.
+//!
+//! A nested run needs no registration: its reactor comes with the step
+//! that runs it, and is checked for the journal when it starts (and when
+//! its parent's reactor is registered, for `compose` and `recurse`). Its
+//! id says whose it is (`parent/step.attempt.n`), so [`Runtime::recover`]
+//! leaves it to its parent.
+//!
+//! [`Runtime::recover`]: super::Runtime::recover
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::definition::Definition;
+use super::recover::Folded;
+use super::registry::StepRegistry;
+use crate::error::{Error, RunError, StepError};
+use crate::executor::{Durable, NestedJournals, Opened, Recovered};
+use crate::journal::run::{append_with_retry, with_retry};
+use crate::journal::{Entry, NewRun, Record, RunEnd, RunJournal, Store, StoreError};
+use crate::reactor::Reactor;
+use crate::value::ValueMap;
+
+/// The journals of nested runs: in `store`, their emitted steps rebuilt
+/// by `steps`.
+#[derive(Clone)]
+pub(crate) struct Nested {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) steps: StepRegistry,
+}
+
+impl Nested {
+    /// What makes a run durable with `journal`.
+    pub(crate) fn durable(&self, journal: RunJournal, recovered: Option<Recovered>) -> Durable {
+        Durable {
+            journal: Arc::new(journal),
+            recovered,
+            cancel: None,
+            steps: self.steps.clone(),
+            nested: Arc::new(self.clone()),
+        }
+    }
+
+    /// Journals the start of nested run `id`.
+    async fn create(
+        &self,
+        id: &str,
+        reactor: &Reactor,
+        def: &Definition,
+        inputs: &ValueMap,
+    ) -> Result<Opened, Error> {
+        let mut encoded = BTreeMap::new();
+        for (name, value) in inputs {
+            // Inputs the reactor does not declare are refused when it starts.
+            if let Ok(codec) = def.input(name) {
+                encoded.insert(name.clone(), codec.encode(value)?);
+            }
+        }
+        let first = Record::new(
+            0,
+            Entry::RunStarted {
+                reactor: reactor.name().to_string(),
+                def_hash: def.hash.clone(),
+                definition: def.lines.clone(),
+                inputs: encoded,
+                idempotency_key: None,
+            },
+        );
+        let run = NewRun {
+            id: id.to_string(),
+            reactor: reactor.name().to_string(),
+            idempotency_key: None,
+            first,
+        };
+        let store = &*self.store;
+        with_retry(id, || store.create_run(run.clone())).await?;
+        let journal = RunJournal::new(self.store.clone(), id.to_string(), 1, 1);
+        Ok(Opened::New(self.durable(journal, None)))
+    }
+}
+
+#[async_trait]
+impl NestedJournals for Nested {
+    async fn open(
+        &self,
+        id: &str,
+        reactor: &Reactor,
+        inputs: &ValueMap,
+        undo: bool,
+    ) -> Result<Opened, Error> {
+        let def = Definition::of(reactor.plan())?;
+        let store = &*self.store;
+        let journal = match with_retry(id, || store.load(id)).await {
+            Ok(journal) => journal,
+            Err(StoreError::UnknownRun(_)) if undo => return Ok(Opened::Absent),
+            Err(StoreError::UnknownRun(_)) => return self.create(id, reactor, &def, inputs).await,
+            Err(e) => return Err(e.into()),
+        };
+        let folded = Folded::of(&journal);
+        let completed = match &folded.ended {
+            None => false,
+            Some(RunEnd::Completed { .. }) => true,
+            Some(_) if undo => return Ok(Opened::Ended),
+            Some(RunEnd::Failed { errors }) => {
+                return Err(Error::Run(RunError {
+                    run_id: id.to_string(),
+                    errors: errors.iter().cloned().map(StepError::from).collect(),
+                }))
+            }
+            Some(RunEnd::Cancelled) => {
+                return Err(Error::State {
+                    run_id: id.to_string(),
+                    message: "it was cancelled".to_string(),
+                })
+            }
+        };
+        let plan = reactor.plan();
+        let can_undo = |name: &str| {
+            plan.step_named(name)
+                .is_some_and(|i| plan.steps[i].can_undo)
+        };
+        let (state, mut recovered) =
+            folded.rebuild(id, &def, false, can_undo, &self.steps, ValueMap::new())?;
+        recovered.completed = completed;
+        recovered.cancel = undo && !completed;
+        // A completed run is only rebuilt (for its undo): it writes
+        // nothing but its undos.
+        let (next_seq, epoch) = if completed {
+            (folded.next_seq, folded.epoch)
+        } else {
+            let epoch = folded.epoch.saturating_add(1);
+            let resumed = vec![Record::new(folded.next_seq, Entry::Resumed { epoch })];
+            append_with_retry(store, id, resumed).await?;
+            tracing::info!(run_id = id, epoch, "taking up a nested durable run");
+            (folded.next_seq + 1, epoch)
+        };
+        let journal = RunJournal::new(self.store.clone(), id.to_string(), next_seq, epoch);
+        Ok(Opened::TakenUp(
+            self.durable(journal, Some(recovered)),
+            Box::new(state),
+        ))
+    }
+}

@@ -1,0 +1,163 @@
+//! Runs nested in a durable run's steps (a `compose`, a `recurse`, a
+//! user's own run [`within`](crate::RunRequest::within) a step) are
+//! durable runs of their own, journalled beside their parent's. The
+//! executor asks for their journals through [`NestedJournals`]; the
+//! durable runtime answers ([`crate::durable`]).
+//!
+//! A nested run's id is its parent's, its step, the step's attempt and
+//! its place among the runs that attempt started: `parent/step.attempt.n`.
+//! A step run again after a crash starts its nested runs again under the
+//! same ids, and so takes up their journals: their completed steps do not
+//! run again, and one that ended returns as it ended.
+//!
+//! A step that kept completed nested runs for the saga journals their ids
+//! ([`NestedRuns`]): taken up after a crash, its undo undoes them from
+//! their journals, each of their steps not already undone, once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::run::{Durable, RunOutcome, RunRequest};
+use super::state::RunState;
+use crate::context::Context;
+use crate::error::{Error, Phase, RunError};
+use crate::reactor::Reactor;
+use crate::value::{Value, ValueMap};
+
+/// Where a durable run's nested runs get their journals.
+#[async_trait]
+pub(crate) trait NestedJournals: Send + Sync {
+    /// The journal of nested run `id` of `reactor`: a new one (started
+    /// with `inputs`), or the one it left, taken up where it stands. With
+    /// `undo`, a run is opened only to be undone: one that is unfinished
+    /// unwinds; one that failed or was cancelled undid itself
+    /// ([`Opened::Ended`]); one never started is [`Opened::Absent`].
+    async fn open(
+        &self,
+        id: &str,
+        reactor: &Reactor,
+        inputs: &ValueMap,
+        undo: bool,
+    ) -> Result<Opened, Error>;
+}
+
+/// A nested run's journal, opened.
+pub(crate) enum Opened {
+    /// A new run.
+    New(Durable),
+    /// A run journalled before: it goes on from this state.
+    TakenUp(Durable, Box<RunState>),
+    /// It failed or was cancelled, and undid itself: nothing to undo.
+    Ended,
+    /// No such run.
+    Absent,
+}
+
+/// The undo token of a step of a durable run that kept completed nested
+/// runs: their ids, and the runs themselves while they are in memory.
+pub(crate) struct NestedRuns {
+    pub(crate) ids: Vec<String>,
+    /// What the step keeps in memory to undo them (absent in a run taken
+    /// up from its journal).
+    pub(crate) kept: Option<Value>,
+}
+
+/// The id of the `n`th nested run of attempt `attempt` of `step`.
+pub(crate) fn nested_id(parent: &str, step: &str, attempt: u32, n: u32) -> String {
+    format!("{parent}/{step}.{attempt}.{n}")
+}
+
+/// The nested run `id` of `request`, journalled: new, or taken up.
+pub(crate) async fn journal_nested(
+    nested: &Arc<dyn NestedJournals>,
+    id: String,
+    mut request: RunRequest,
+) -> Result<RunRequest, Error> {
+    let reactor = request.reactor.clone();
+    match nested.open(&id, &reactor, &request.inputs, false).await? {
+        Opened::New(durable) => {
+            request.run_id = Some(id);
+            Ok(request.journalled(durable))
+        }
+        Opened::TakenUp(durable, state) => {
+            request.resume = Some(*state);
+            Ok(request.journalled(durable))
+        }
+        Opened::Ended | Opened::Absent => Err(Error::State {
+            run_id: id,
+            message: "its journal could not be opened".to_string(),
+        }),
+    }
+}
+
+/// Undoes nested runs of `reactor` from their journals, newest first:
+/// those named by `ids`, or (with `None`) every nested run of the attempt
+/// of `ctx`'s step. Every undo is attempted; all errors are reported
+/// together.
+pub(crate) async fn undo_nested(
+    ctx: &Context,
+    reactor: &Reactor,
+    ids: Option<&[String]>,
+) -> Result<(), Error> {
+    let Some(nested) = ctx.run.nested.clone() else {
+        return Ok(());
+    };
+    let open = |id: String| {
+        let nested = nested.clone();
+        async move { nested.open(&id, reactor, &ValueMap::new(), true).await }
+    };
+    let mut runs = Vec::new();
+    match ids {
+        Some(ids) => {
+            for id in ids {
+                runs.push(open(id.clone()).await?);
+            }
+        }
+        None => {
+            let attempt = ctx.current_try() + 1;
+            for n in 0.. {
+                match open(nested_id(&ctx.run.run_id, ctx.step_name(), attempt, n)).await? {
+                    Opened::Absent => break,
+                    run => runs.push(run),
+                }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for run in runs.into_iter().rev() {
+        let Opened::TakenUp(durable, state) = run else {
+            continue;
+        };
+        let request = RunRequest::new(reactor.clone(), ValueMap::new(), Some(*state))
+            .within(ctx)
+            .fully_reversible()
+            .journalled(durable);
+        match request.outcome().await {
+            // It had completed: undo it now.
+            Ok(RunOutcome::Completed(done)) => match done.undo().await {
+                Err(Error::Run(run)) => errors.extend(run.errors),
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            },
+            Ok(RunOutcome::Halted(halted)) => {
+                if let Err(Error::Run(run)) = halted.undo().await {
+                    errors.extend(run.errors);
+                }
+            }
+            // It was unfinished: it unwound; only its undos' errors count.
+            Err(Error::Run(run)) => {
+                errors.extend(run.errors.into_iter().filter(|e| e.phase == Phase::Undo));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Run(RunError {
+            run_id: ctx.run.run_id.to_string(),
+            errors,
+        }))
+    }
+}
