@@ -238,7 +238,7 @@ async fn recovery() -> (f64, usize) {
                         )
                     })
                     .collect();
-                store.append(&id, &records).await.unwrap();
+                store.append(&id, 1, &records).await.unwrap();
             });
         }
         while let Some(w) = writes.join_next().await {

@@ -60,9 +60,9 @@ impl Store for CrashingStore {
         self.boundary(false);
         out
     }
-    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError> {
         self.boundary(true);
-        let out = self.inner.append(run_id, records).await;
+        let out = self.inner.append(run_id, epoch, records).await;
         self.boundary(false);
         out
     }

@@ -791,13 +791,14 @@ impl Store for FailingStore {
     async fn append(
         &self,
         run_id: &str,
+        epoch: u32,
         records: &[reactor::journal::Record],
     ) -> Result<(), reactor::journal::StoreError> {
         if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
             self.ok.store(0, Ordering::SeqCst);
             return Err(reactor::journal::StoreError::Closed);
         }
-        self.inner.append(run_id, records).await
+        self.inner.append(run_id, epoch, records).await
     }
     async fn load(
         &self,
@@ -1000,6 +1001,7 @@ async fn a_journal_unwinding_without_errors_still_unwinds_when_taken_up() {
     store
         .append(
             "u1",
+            1,
             &[
                 done(1, "reserve", serde_json::json!(1)),
                 done(2, "charge", serde_json::json!(250)),

@@ -62,14 +62,14 @@ async fn conformance(store: Arc<dyn Store>) {
 
     // Appends, in order; a retried append changes nothing.
     store
-        .append("a", &[done(1, "s1"), done(2, "s2")])
+        .append("a", 1, &[done(1, "s1"), done(2, "s2")])
         .await
         .unwrap();
     store
-        .append("a", &[done(1, "other"), done(2, "other")])
+        .append("a", 1, &[done(1, "other"), done(2, "other")])
         .await
         .unwrap();
-    store.append("a", &[done(3, "s3")]).await.unwrap();
+    store.append("a", 1, &[done(3, "s3")]).await.unwrap();
     let j = store.load("a").await.unwrap();
     let steps: Vec<_> = j
         .records
@@ -88,18 +88,19 @@ async fn conformance(store: Arc<dyn Store>) {
 
     // An append to a run that does not exist.
     assert!(matches!(
-        store.append("nope", &[done(1, "x")]).await,
+        store.append("nope", 1, &[done(1, "x")]).await,
         Err(StoreError::UnknownRun(_))
     ));
 
     // Status follows the entries.
     store
-        .append("c", &[Record::new(1, Entry::Halted)])
+        .append("c", 1, &[Record::new(1, Entry::Halted)])
         .await
         .unwrap();
     store
         .append(
             "d",
+            1,
             &[Record::new(
                 1,
                 Entry::RunEnded {
@@ -128,7 +129,7 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     assert_eq!(ids(store.runs(None).await.unwrap()), ["a", "c", "d"]);
     store
-        .append("c", &[Record::new(2, Entry::Resumed { epoch: 2 })])
+        .append("c", 2, &[Record::new(2, Entry::Resumed { epoch: 2 })])
         .await
         .unwrap();
     assert_eq!(
@@ -137,7 +138,7 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     // A retried status change does not move the status back.
     store
-        .append("c", &[Record::new(1, Entry::Halted)])
+        .append("c", 2, &[Record::new(1, Entry::Halted)])
         .await
         .unwrap();
     assert_eq!(
@@ -147,7 +148,7 @@ async fn conformance(store: Arc<dyn Store>) {
 
     // A gap is reported on load, not panicked on.
     store.create_run(new_run("gap", None)).await.unwrap();
-    store.append("gap", &[done(2, "late")]).await.unwrap();
+    store.append("gap", 1, &[done(2, "late")]).await.unwrap();
     match store.load("gap").await {
         Err(StoreError::Corrupt { seq: 1, .. }) => {}
         other => panic!("a journal with a gap loaded: {other:?}"),
@@ -164,7 +165,7 @@ async fn conformance(store: Arc<dyn Store>) {
             let id = format!("w{w}");
             store.create_run(new_run(&id, None)).await.unwrap();
             for seq in 1..=200 {
-                store.append(&id, &[done(seq, "s")]).await.unwrap();
+                store.append(&id, 1, &[done(seq, "s")]).await.unwrap();
             }
         }));
     }
@@ -174,7 +175,7 @@ async fn conformance(store: Arc<dyn Store>) {
             .map(|s| done(s, "s"))
             .collect();
         seq += batch.len() as u64;
-        store.append("big", &batch).await.unwrap();
+        store.append("big", 1, &batch).await.unwrap();
     }
     for h in handles {
         h.await.unwrap();
@@ -189,9 +190,68 @@ async fn conformance(store: Arc<dyn Store>) {
     }
 }
 
+/// Fencing: a run's owner epoch; two takers of one run, one wins; a
+/// driver that lost its run cannot write to it.
+async fn fencing(store: Arc<dyn Store>) {
+    store.create_run(new_run("f", None)).await.unwrap();
+    store.append("f", 1, &[done(1, "s1")]).await.unwrap();
+    let fenced = |r: Result<(), StoreError>, epoch: u32, owner: u32| match r {
+        Err(StoreError::Fenced {
+            epoch: e, owner: o, ..
+        }) => assert_eq!((e, o), (epoch, owner)),
+        other => panic!("not fenced: {other:?}"),
+    };
+    // An epoch that does not own the run cannot write.
+    fenced(store.append("f", 2, &[done(2, "s2")]).await, 2, 1);
+    // Two takers claim epoch 2 at the same place: the first wins, and the
+    // second is refused even though its record's place is taken.
+    let claim = |seq| Record::new(seq, Entry::Resumed { epoch: 2 });
+    store.append("f", 2, &[claim(2)]).await.unwrap();
+    fenced(store.append("f", 2, &[claim(2)]).await, 2, 2);
+    // The old driver is fenced off; nothing it sent was stored.
+    fenced(store.append("f", 1, &[done(3, "late")]).await, 1, 2);
+    assert_eq!(store.load("f").await.unwrap().records.len(), 3);
+    // A claim must be made by the epoch it claims.
+    fenced(
+        store
+            .append("f", 2, &[Record::new(3, Entry::Resumed { epoch: 3 })])
+            .await,
+        2,
+        2,
+    );
+    // The owner goes on; a later taker claims a newer epoch.
+    store.append("f", 2, &[done(3, "s3")]).await.unwrap();
+    store
+        .append("f", 3, &[Record::new(4, Entry::Resumed { epoch: 3 })])
+        .await
+        .unwrap();
+    fenced(store.append("f", 2, &[done(5, "s5")]).await, 2, 3);
+    // A fenced write changes nothing, status included.
+    store
+        .append("f", 3, &[Record::new(5, Entry::Halted)])
+        .await
+        .unwrap();
+    fenced(
+        store
+            .append("f", 2, &[Record::new(6, Entry::Resumed { epoch: 2 })])
+            .await,
+        2,
+        3,
+    );
+    let j = store.load("f").await.unwrap();
+    assert_eq!((j.records.len(), j.run.status), (6, RunStatus::Halted));
+    assert!(!StoreError::Fenced {
+        run_id: "f".into(),
+        epoch: 1,
+        owner: 2
+    }
+    .is_transient());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance(Arc::new(MemoryStore::new())).await;
+    fencing(Arc::new(MemoryStore::new())).await;
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -204,6 +264,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 async fn sqlite_store_conforms() {
     let dir = temp_dir("conform");
     conformance(Arc::new(SqliteStore::open(dir.join("j.db")).unwrap())).await;
+    fencing(Arc::new(SqliteStore::open(dir.join("f.db")).unwrap())).await;
     conformance(Arc::new(
         SqliteStore::open_with(dir.join("normal.db"), Synchronous::Normal).unwrap(),
     ))
@@ -218,7 +279,7 @@ async fn sqlite_journal_survives_reopening() {
     {
         let store = SqliteStore::open(&path).unwrap();
         store.create_run(new_run("a", Some("key"))).await.unwrap();
-        store.append("a", &[done(1, "s1")]).await.unwrap();
+        store.append("a", 1, &[done(1, "s1")]).await.unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     let j = store.load("a").await.unwrap();
@@ -231,6 +292,42 @@ async fn sqlite_journal_survives_reopening() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_an_earlier_schema_gains_owner_epochs() {
+    let dir = temp_dir("migrate");
+    let path = dir.join("j.db");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        // The schema before owner epochs.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "CREATE TABLE reactor_runs (id TEXT PRIMARY KEY, reactor TEXT NOT NULL,
+                 status TEXT NOT NULL, idempotency_key TEXT UNIQUE,
+                 created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+             CREATE TABLE reactor_journal (run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 kind TEXT NOT NULL, at_ms INTEGER NOT NULL, body TEXT NOT NULL,
+                 PRIMARY KEY (run_id, seq)) WITHOUT ROWID;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    store.create_run(new_run("old", None)).await.unwrap();
+    store.append("old", 1, &[done(1, "s1")]).await.unwrap();
+    store
+        .append("old", 2, &[Record::new(2, Entry::Resumed { epoch: 2 })])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append("old", 1, &[done(3, "s")]).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    drop(store);
+    // Opening it again leaves it as it is.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load("old").await.unwrap().records.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_corrupt_and_truncated_journals_are_reported() {
     let dir = temp_dir("corrupt");
     let path = dir.join("j.db");
@@ -238,7 +335,7 @@ async fn sqlite_corrupt_and_truncated_journals_are_reported() {
     for id in ["bad", "short", "fine"] {
         store.create_run(new_run(id, None)).await.unwrap();
         store
-            .append(id, &[done(1, "s1"), done(2, "s2")])
+            .append(id, 1, &[done(1, "s1"), done(2, "s2")])
             .await
             .unwrap();
     }

@@ -49,9 +49,9 @@ impl Store for FreezingStore {
         self.boundary(false).await;
         out
     }
-    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError> {
         self.boundary(true).await;
-        let out = self.inner.append(run_id, records).await;
+        let out = self.inner.append(run_id, epoch, records).await;
         self.boundary(false).await;
         out
     }

@@ -23,6 +23,11 @@
 //!   interrupted unwinding goes on: each step still to undo is undone
 //!   (an undo interrupted by the crash runs again, so undo must be
 //!   idempotent too). Halted runs wait for [`Runtime::resume`].
+//! - One driver per run: every journal write carries the run's epoch,
+//!   and the store refuses a write of an epoch that no longer owns the run
+//!   ([`fence`](crate::journal::fence)); the refused driver stops without
+//!   undoing, leaving the run to its new owner. [`Runtime::open`] locks its
+//!   data directory, so two processes do not take up the same runs.
 //! - A run journalled under another definition of its reactor is refused
 //!   with [`Error::DefinitionChanged`](crate::Error::DefinitionChanged),
 //!   naming the first change.

@@ -135,7 +135,7 @@ impl NestedJournals for Nested {
         } else {
             let epoch = folded.epoch.saturating_add(1);
             let resumed = vec![Record::new(folded.next_seq, Entry::Resumed { epoch })];
-            append_with_retry(store, id, resumed).await?;
+            append_with_retry(store, id, epoch, resumed).await?;
             tracing::info!(run_id = id, epoch, "taking up a nested durable run");
             (folded.next_seq + 1, epoch)
         };

@@ -69,6 +69,9 @@ struct Inner {
     migrations: RwLock<HashSet<(String, String)>>,
     /// The step kinds emitted steps are journalled by.
     steps: StepRegistry,
+    /// The lock on the data directory ([`Runtime::open`]), held while
+    /// the runtime lives.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 struct Registered {
@@ -145,16 +148,46 @@ impl Runtime {
                 live: Mutex::default(),
                 migrations: RwLock::default(),
                 steps: StepRegistry::new(),
+                lock: Mutex::default(),
             }),
         }
     }
 
     /// A runtime keeping its journals in `dir/journal.db` (SQLite,
     /// `synchronous=FULL`), creating the directory if need be.
+    ///
+    /// One runtime at a time may use a data directory: it holds a lock on
+    /// `dir/runtime.lock` while it lives (the system releases it if the
+    /// process dies), and a second one is refused with
+    /// [`StoreError::InUse`]. Otherwise two runtimes taking up the same
+    /// interrupted run would both run its steps; the store's owner epochs
+    /// ([`fence`](crate::journal::fence)) would still let only the newest
+    /// write its journal.
     pub fn open(dir: impl AsRef<std::path::Path>) -> Result<Runtime, Error> {
-        Ok(Runtime::new(SqliteStore::open(
-            dir.as_ref().join("journal.db"),
-        )?))
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create `{}`: {e}", dir.display())))?;
+        let path = dir.join("runtime.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open `{}`: {e}", path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(dir.display().to_string()).into())
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(
+                    StoreError::Backend(format!("cannot lock `{}`: {e}", path.display())).into(),
+                )
+            }
+        }
+        let runtime = Runtime::new(SqliteStore::open(dir.join("journal.db"))?);
+        *runtime.inner.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        Ok(runtime)
     }
 
     /// The store.
@@ -541,6 +574,7 @@ impl Runtime {
         append_with_retry(
             &*self.inner.store,
             run_id,
+            epoch,
             vec![Record::new(folded.next_seq, Entry::Resumed { epoch })],
         )
         .await?;

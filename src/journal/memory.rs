@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::record::{now_ms, Record, RunStatus};
-use super::store::{Created, Journal, NewRun, RunSummary, Store, StoreError};
+use super::store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};
 
 /// A [`Store`] in memory: nothing survives the process.
 ///
@@ -28,8 +28,9 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    /// Runs in creation order, with their records by `seq`.
-    runs: Vec<(RunSummary, BTreeMap<u64, Record>)>,
+    /// Runs in creation order, with their records by `seq` and the epoch
+    /// that owns them.
+    runs: Vec<(RunSummary, BTreeMap<u64, Record>, u32)>,
     by_id: HashMap<String, usize>,
     by_key: HashMap<String, usize>,
 }
@@ -69,7 +70,7 @@ impl Store for MemoryStore {
         let i = inner.runs.len();
         inner
             .runs
-            .push((summary, BTreeMap::from([(run.first.seq, run.first)])));
+            .push((summary, BTreeMap::from([(run.first.seq, run.first)]), 1));
         inner.by_id.insert(run.id, i);
         if let Some(key) = run.idempotency_key {
             inner.by_key.insert(key, i);
@@ -77,13 +78,14 @@ impl Store for MemoryStore {
         Ok(Created::New)
     }
 
-    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let i = *inner
             .by_id
             .get(run_id)
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?;
-        let (summary, journal) = &mut inner.runs[i];
+        let (summary, journal, owner) = &mut inner.runs[i];
+        *owner = fence(run_id, *owner, epoch, records)?;
         for record in records {
             if journal.contains_key(&record.seq) {
                 continue;
@@ -103,7 +105,7 @@ impl Store for MemoryStore {
             .by_id
             .get(run_id)
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?;
-        let (summary, journal) = &inner.runs[i];
+        let (summary, journal, _) = &inner.runs[i];
         Journal::checked(summary.clone(), journal.values().cloned().collect())
     }
 
@@ -112,7 +114,7 @@ impl Store for MemoryStore {
             .lock()
             .runs
             .iter()
-            .map(|(s, _)| s)
+            .map(|(s, ..)| s)
             .filter(|s| status.is_none_or(|st| s.status == st))
             .cloned()
             .collect())

@@ -17,4 +17,4 @@ pub use memory::MemoryStore;
 pub use record::{EmittedStep, Entry, Record, RunEnd, RunStatus, StepFailure, UndoItem};
 pub(crate) use run::RunJournal;
 pub use sqlite::{SqliteStore, Synchronous};
-pub use store::{Created, Journal, NewRun, RunSummary, Store, StoreError};
+pub use store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};

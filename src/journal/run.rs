@@ -108,7 +108,11 @@ impl RunJournal {
         if records.is_empty() {
             return Ok(());
         }
-        match with_retry(&self.run_id, || self.store.append(&self.run_id, &records)).await {
+        match with_retry(&self.run_id, || {
+            self.store.append(&self.run_id, self.epoch, &records)
+        })
+        .await
+        {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Back in front of anything pushed since: no gap in `seq`.
@@ -130,9 +134,10 @@ impl RunJournal {
 pub(crate) async fn append_with_retry(
     store: &dyn Store,
     run_id: &str,
+    epoch: u32,
     records: Vec<Record>,
 ) -> Result<(), StoreError> {
-    with_retry(run_id, || store.append(run_id, &records)).await
+    with_retry(run_id, || store.append(run_id, epoch, &records)).await
 }
 
 /// Calls `op` until it succeeds, fails for good, or has failed for

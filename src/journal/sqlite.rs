@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::record::{now_ms, Entry, Record, RunStatus};
-use super::store::{Created, Journal, NewRun, RunSummary, Store, StoreError};
+use super::store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};
 
 /// How many records one commit takes at most.
 const MAX_BATCH_RECORDS: usize = 1024;
@@ -74,14 +74,19 @@ impl std::fmt::Debug for SqliteStore {
 
 enum Write {
     Create(NewRun, oneshot::Sender<Result<Created, StoreError>>),
-    Append(String, Vec<Record>, oneshot::Sender<Result<(), StoreError>>),
+    Append(
+        String,
+        u32,
+        Vec<Record>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
 }
 
 impl Write {
     fn records(&self) -> usize {
         match self {
             Write::Create(..) => 1,
-            Write::Append(_, records, _) => records.len().max(1),
+            Write::Append(_, _, records, _) => records.len().max(1),
         }
     }
 }
@@ -111,6 +116,7 @@ impl SqliteStore {
         let writer = connect(&path, synchronous)?;
         writer
             .execute_batch(SCHEMA)
+            .and_then(|()| migrate(&writer))
             .map_err(|e| StoreError::Backend(format!("cannot create the schema: {e}")))?;
         let reader = connect(&path, synchronous)?;
         let (tx, rx) = mpsc::channel();
@@ -156,7 +162,8 @@ CREATE TABLE IF NOT EXISTS reactor_runs (
     status TEXT NOT NULL,
     idempotency_key TEXT UNIQUE,
     created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
+    updated_ms INTEGER NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS reactor_runs_by_status ON reactor_runs(status, created_ms);
 CREATE TABLE IF NOT EXISTS reactor_journal (
@@ -168,6 +175,20 @@ CREATE TABLE IF NOT EXISTS reactor_journal (
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 ";
+
+/// Brings a journal made by an earlier version up to the schema: runs
+/// without an owner epoch get one (1; a take-up claims a newer one).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_epoch = conn
+        .prepare("SELECT 1 FROM pragma_table_info('reactor_runs') WHERE name = 'epoch'")?
+        .exists([])?;
+    if !has_epoch {
+        conn.execute_batch(
+            "ALTER TABLE reactor_runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;",
+        )?;
+    }
+    Ok(())
+}
 
 fn connect(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
@@ -231,8 +252,8 @@ fn commit(conn: &mut Connection, batch: Vec<Write>) {
                     let done = create(&sp, &run);
                     Answer::Create(ack, done)
                 }
-                Write::Append(run_id, records, ack) => {
-                    let done = append(&sp, &run_id, &records);
+                Write::Append(run_id, epoch, records, ack) => {
+                    let done = append(&sp, &run_id, epoch, &records);
                     Answer::Append(ack, done)
                 }
             };
@@ -268,7 +289,7 @@ fn refused(write: Write) -> Answer {
     let untried = || StoreError::Backend("the transaction failed".to_string());
     match write {
         Write::Create(_, ack) => Answer::Create(ack, Err(untried())),
-        Write::Append(_, _, ack) => Answer::Append(ack, Err(untried())),
+        Write::Append(_, _, _, ack) => Answer::Append(ack, Err(untried())),
     }
 }
 
@@ -313,7 +334,22 @@ fn create(conn: &Connection, run: &NewRun) -> Result<Created, StoreError> {
     Ok(Created::New)
 }
 
-fn append(conn: &Connection, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
+fn append(
+    conn: &Connection,
+    run_id: &str,
+    epoch: u32,
+    records: &[Record],
+) -> Result<(), StoreError> {
+    let owner: u32 = conn
+        .query_row(
+            "SELECT epoch FROM reactor_runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?;
+    let owner = fence(run_id, owner, epoch, records)?;
     let inserted = insert_records(conn, run_id, records)?;
     // Only what was stored now moves the status (a retried append does not).
     let status = inserted
@@ -322,8 +358,8 @@ fn append(conn: &Connection, run_id: &str, records: &[Record]) -> Result<(), Sto
         .find_map(|&i| records[i].entry.status());
     let changed = conn
         .execute(
-            "UPDATE reactor_runs SET updated_ms = ?1, status = COALESCE(?2, status) WHERE id = ?3",
-            params![now_ms() as i64, status.map(RunStatus::as_str), run_id],
+            "UPDATE reactor_runs SET updated_ms = ?1, status = COALESCE(?2, status), epoch = ?3 WHERE id = ?4",
+            params![now_ms() as i64, status.map(RunStatus::as_str), owner, run_id],
         )
         .map_err(backend)?;
     if changed == 0 {
@@ -392,9 +428,14 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError> {
+    async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Write::Append(run_id.to_string(), records.to_vec(), tx))?;
+        self.send(Write::Append(
+            run_id.to_string(),
+            epoch,
+            records.to_vec(),
+            tx,
+        ))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -16,6 +16,14 @@
 //! 4. [`Store::load`] returns the records in `seq` order, and reports a
 //!    journal with a gap or a record it cannot read as
 //!    [`StoreError::Corrupt`], never a panic.
+//! 5. Fencing: a run is owned by an epoch (1 when created). An append
+//!    whose records include [`Entry::Resumed`] claims the run for that
+//!    epoch, which must be newer than the owner's and the append's own; any
+//!    other append must be made by the owner's epoch. Anything else is
+//!    refused with [`StoreError::Fenced`], before anything is stored, in
+//!    the append's transaction: of two processes taking up one run, one
+//!    wins, and a driver that lost its run can no longer write to it
+//!    ([`fence`]).
 
 use async_trait::async_trait;
 
@@ -47,6 +55,40 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the journal store is closed")]
     Closed,
+    /// The data directory is used by another runtime (another process,
+    /// or another runtime of this one).
+    #[error("the data directory `{0}` is in use by another runtime")]
+    InUse(String),
+    /// The run was taken up by a newer epoch (another driver): this
+    /// driver may no longer write to it.
+    #[error("run `{run_id}` is owned by epoch {owner}: a write of epoch {epoch} was refused")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// The epoch that wrote.
+        epoch: u32,
+        /// The epoch that owns the run.
+        owner: u32,
+    },
+}
+
+/// The fencing rule (promise 5), for an append by `epoch` to run `run_id`
+/// owned by `owner`: the run's owner after the append, or why it is
+/// refused. Every store calls it inside the append's transaction.
+pub fn fence(run_id: &str, owner: u32, epoch: u32, records: &[Record]) -> Result<u32, StoreError> {
+    let claim = records.iter().find_map(|r| match r.entry {
+        Entry::Resumed { epoch } => Some(epoch),
+        _ => None,
+    });
+    match claim {
+        Some(claimed) if claimed > owner && claimed == epoch => Ok(claimed),
+        None if epoch == owner => Ok(owner),
+        _ => Err(StoreError::Fenced {
+            run_id: run_id.to_string(),
+            epoch,
+            owner,
+        }),
+    }
 }
 
 impl StoreError {
@@ -150,7 +192,7 @@ impl Journal {
 ///     inputs: Default::default(), idempotency_key: None,
 /// });
 /// store.create_run(NewRun { id: "run-1".into(), reactor: "r".into(), idempotency_key: None, first }).await?;
-/// store.append("run-1", &[Record::new(1, Entry::Halted)]).await?;
+/// store.append("run-1", 1, &[Record::new(1, Entry::Halted)]).await?;
 /// let journal = store.load("run-1").await?;
 /// assert_eq!(journal.records.len(), 2);
 /// assert_eq!(journal.run.status, reactor::journal::RunStatus::Halted);
@@ -163,9 +205,11 @@ pub trait Store: Send + Sync + 'static {
     /// existing run's id.
     async fn create_run(&self, run: NewRun) -> Result<Created, StoreError>;
 
-    /// Appends records to a run's journal, atomically and durably; records
-    /// whose `seq` is already stored are left as they are.
-    async fn append(&self, run_id: &str, records: &[Record]) -> Result<(), StoreError>;
+    /// Appends records to a run's journal for the run's epoch `epoch`,
+    /// atomically and durably; records whose `seq` is already stored are
+    /// left as they are. An append of another epoch than the run's owner
+    /// (or one claiming it, see [`fence`]) is refused.
+    async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError>;
 
     /// A run and its whole journal.
     async fn load(&self, run_id: &str) -> Result<Journal, StoreError>;

@@ -1,0 +1,130 @@
+//! One driver per run: a data directory is used by one runtime at a time,
+//! and when a second runtime over the same store takes up a run another
+//! still drives, the store's owner epochs fence the old driver off: its
+//! next write is refused, it stops without undoing, and the journal ends
+//! once, as the new driver wrote it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use reactor::durable::Runtime;
+use reactor::journal::{Entry, RunStatus, SqliteStore, StoreError};
+use reactor::{input, result, step, Error, Inputs, Reactor};
+use tokio::sync::Notify;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("reactor-fencing-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_is_used_by_one_runtime_at_a_time() {
+    let dir = temp_dir("lock");
+    let first = Runtime::open(&dir).unwrap();
+    match Runtime::open(&dir) {
+        Err(Error::Store(StoreError::InUse(path))) => assert!(path.contains("lock")),
+        other => panic!("a second runtime opened the directory: {other:?}"),
+    }
+    drop(first);
+    Runtime::open(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `a`, then `b`, which the first time tells `reached` and waits for
+/// `release`; `a` undoes (counted).
+fn job(gate: &Gate) -> Reactor {
+    let (g, u) = (gate.clone(), gate.clone());
+    Reactor::builder("job")
+        .input_as::<u32>("n")
+        .add(
+            step("a")
+                .argument("n", input("n"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("n")? + 1))
+                .undo(move |_, _, _| {
+                    let u = u.clone();
+                    async move {
+                        u.undos.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("b")
+                .argument("a", result("a"))
+                .output::<u32>()
+                .run(move |a, _| {
+                    let g = g.clone();
+                    async move {
+                        g.calls.fetch_add(1, Ordering::SeqCst);
+                        if !g.passed.swap(true, Ordering::SeqCst) {
+                            g.reached.notify_one();
+                            g.release.notified().await;
+                        }
+                        Ok(*a.get::<u32>("a")? * 2)
+                    }
+                }),
+        )
+        .returns("b")
+        .build()
+        .unwrap()
+}
+
+#[derive(Clone, Default)]
+struct Gate {
+    reached: Arc<Notify>,
+    release: Arc<Notify>,
+    passed: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
+    undos: Arc<AtomicU32>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_whose_run_was_taken_up_elsewhere_is_fenced_off() {
+    let dir = temp_dir("stolen");
+    let path = dir.join("journal.db");
+    let gate = Gate::default();
+    let old = Runtime::new(SqliteStore::open(&path).unwrap());
+    old.register(job(&gate)).unwrap();
+    let driving = {
+        let old = old.clone();
+        tokio::spawn(async move {
+            old.start("job", Inputs::new().with("n", 1_u32))
+                .run_id("r")
+                .await
+        })
+    };
+    gate.reached.notified().await;
+    // Another runtime over the same store takes the run up (as one that
+    // thought its driver dead would) and finishes it.
+    let new = Runtime::new(SqliteStore::open(&path).unwrap());
+    new.register(job(&gate)).unwrap();
+    let out = new.resume("r").await.unwrap();
+    assert_eq!(*out.get::<u32>().unwrap(), 4);
+    // The old driver wakes: its write is refused, and it stops without
+    // undoing what the new driver completed.
+    gate.release.notify_one();
+    let err = driving.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("owned by epoch 2"), "{err}");
+    assert_eq!(gate.undos.load(Ordering::SeqCst), 0);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 2);
+    let journal = new.journal("r").await.unwrap();
+    assert_eq!(journal.run.status, RunStatus::Completed);
+    let kinds: Vec<&str> = journal.records.iter().map(|r| r.entry.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "step_done",
+            "resumed",
+            "step_done",
+            "run_ended"
+        ]
+    );
+    assert!(journal
+        .records
+        .iter()
+        .any(|r| r.entry == Entry::Resumed { epoch: 2 }));
+    let _ = std::fs::remove_dir_all(&dir);
+}
