@@ -1,6 +1,8 @@
 //! Store conformance: one suite, run against every store (the promises of
-//! `reactor::journal::Store`), plus what only a file can show (a reopened
-//! store, a corrupt or truncated journal).
+//! `reactor::journal::Store`): in memory, SQLite, and a real PostgreSQL
+//! (`DATABASE_URL`, default the local server `.ci/run` starts); plus what
+//! only a file can show (a reopened store, a corrupt or truncated
+//! journal).
 
 use std::sync::Arc;
 
@@ -270,6 +272,46 @@ async fn sqlite_store_conforms() {
     ))
     .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The test server: `DATABASE_URL`, or the local one `.ci/run` starts.
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    let url = database_url();
+    let schema = format!("reactor_conform_{}", std::process::id());
+    let store = reactor::journal::PgStore::connect_in(&url, &schema)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"));
+    conformance(Arc::new(store)).await;
+    let fenced = format!("{schema}_fence");
+    fencing(Arc::new(
+        reactor::journal::PgStore::connect_in(&url, &fenced)
+            .await
+            .unwrap(),
+    ))
+    .await;
+    for s in [schema, fenced] {
+        reactor::journal::PgStore::connect_in(&url, &s)
+            .await
+            .unwrap()
+            .drop_schema()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_refuses_a_schema_name_it_would_have_to_quote() {
+    let err = reactor::journal::PgStore::connect_in(&database_url(), "Robert\"; DROP")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not a schema name"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,12 +8,14 @@
 //! starts, recovers and resumes runs from their journals.
 
 mod memory;
+mod postgres;
 mod record;
 pub(crate) mod run;
 mod sqlite;
 mod store;
 
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 pub use record::{EmittedStep, Entry, Record, RunEnd, RunStatus, StepFailure, UndoItem};
 pub(crate) use run::RunJournal;
 pub use sqlite::{SqliteStore, Synchronous};

@@ -27,8 +27,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::record::{now_ms, Entry, Record, RunStatus};
-use super::store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};
+use super::record::{now_ms, Record, RunStatus};
+use super::store::{
+    decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store, StoreError,
+};
 
 /// How many records one commit takes at most.
 const MAX_BATCH_RECORDS: usize = 1024;
@@ -409,11 +411,7 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<(RunSummary, String)> {
 }
 
 fn with_status((mut s, status): (RunSummary, String)) -> Result<RunSummary, StoreError> {
-    s.status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-        run_id: s.id.clone(),
-        seq: 0,
-        problem: format!("unknown status `{status}`"),
-    })?;
+    s.status = decode_status(&s.id, &status)?;
     Ok(s)
 }
 
@@ -469,17 +467,7 @@ impl Store for SqliteStore {
                     seq: records.len() as u64,
                     problem: e.to_string(),
                 })?;
-                let entry: Entry =
-                    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                        run_id: run_id.clone(),
-                        seq: seq as u64,
-                        problem: format!("unreadable record: {e}"),
-                    })?;
-                records.push(Record {
-                    seq: seq as u64,
-                    at_ms: at_ms as u64,
-                    entry,
-                });
+                records.push(decode_record(&run_id, seq, at_ms, &body)?);
             }
             Journal::checked(run, records)
         })

@@ -98,6 +98,36 @@ impl StoreError {
     }
 }
 
+/// A record as a store keeps it (`seq`, `at_ms`, the entry as JSON),
+/// decoded; an unreadable one is [`StoreError::Corrupt`].
+pub(crate) fn decode_record(
+    run_id: &str,
+    seq: i64,
+    at_ms: i64,
+    body: &str,
+) -> Result<Record, StoreError> {
+    let entry: Entry = serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        run_id: run_id.to_string(),
+        seq: seq as u64,
+        problem: format!("unreadable record: {e}"),
+    })?;
+    Ok(Record {
+        seq: seq as u64,
+        at_ms: at_ms as u64,
+        entry,
+    })
+}
+
+/// A run's status as a store keeps it (its name); an unknown one is
+/// [`StoreError::Corrupt`].
+pub(crate) fn decode_status(run_id: &str, status: &str) -> Result<RunStatus, StoreError> {
+    RunStatus::parse(status).ok_or_else(|| StoreError::Corrupt {
+        run_id: run_id.to_string(),
+        seq: 0,
+        problem: format!("unknown status `{status}`"),
+    })
+}
+
 /// A run about to be stored, with its first record.
 #[derive(Clone, Debug)]
 pub struct NewRun {
