@@ -90,6 +90,9 @@ pub struct Context {
     /// Whether any middleware listens: copied here so that a step running
     /// on another thread need not read the run's shared state to know.
     pub(crate) events: bool,
+    /// The context is an undo's: runs nested in it are not journalled
+    /// (undo runs at least once anyway), so they take no nested run id.
+    pub(crate) undoing: bool,
 }
 
 /// Which step a context is for: one of the plan's (no reference count to

@@ -130,8 +130,14 @@ async fn a_composed_run_is_a_durable_run_of_its_own() {
     let parent = rt.journal("t1").await.unwrap();
     assert!(parent.records.iter().any(|r| matches!(&r.entry,
         Entry::StepDone { step, nested, .. } if step == "book" && nested == &["t1/book.1.0"])));
-    // Nested runs are their parents' to take up.
+    // Nested runs are their parents' to take up, resume or cancel.
     assert!(rt.recover().await.finished.is_empty());
+    for err in [
+        rt.resume("t1/book.1.0").await.unwrap_err(),
+        rt.cancel("t1/book.1.0").await.unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("nested run"), "{err}");
+    }
     // A run id may not look like a nested run's.
     let err = rt
         .start("trip", Inputs::new().with("nights", 2_u32))
@@ -260,4 +266,231 @@ async fn registering_a_compose_of_a_reactor_the_journal_cannot_hold_names_it() {
     let err = rt.register(outer).unwrap_err().to_string();
     assert!(err.contains("step `c` runs the reactor `loose`"), "{err}");
     assert!(err.contains("input `x` has no declared type"), "{err}");
+}
+
+/// `book` composes hotel then flight (flight stalls); `fail` fails once
+/// flight is under way, so the run gives up on the compose.
+fn abandoning(ledger: &Ledger, flight_reached: Arc<Notify>) -> Reactor {
+    let booking = Reactor::builder("booking")
+        .input_as::<u32>("nights")
+        .add(booked(ledger, "hotel"))
+        .add(booked(ledger, "flight").wait_for("hotel"))
+        .returns("flight")
+        .build()
+        .unwrap();
+    Reactor::builder("abandon")
+        .input_as::<u32>("nights")
+        .add(compose("book", booking).argument("nights", input("nights")))
+        .add(step("fail").output::<u32>().run(move |_, _| {
+            let reached = flight_reached.clone();
+            async move {
+                reached.notified().await;
+                Err::<u32, _>("the agency closed".into())
+            }
+        }))
+        .returns("book")
+        .build()
+        .unwrap()
+}
+
+fn abandoning_runtime(path: &std::path::Path, ledger: &Ledger, reached: &Arc<Notify>) -> Runtime {
+    let rt = Runtime::new(SqliteStore::open(path).unwrap());
+    rt.register(abandoning(ledger, reached.clone())).unwrap();
+    rt.configure(|r| r.halt_timeout(std::time::Duration::from_millis(20)));
+    rt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compose_abandoned_by_a_failing_run_is_undone_once_from_its_journal() {
+    let ledger = Ledger::default();
+    let reached = ledger.stall_at("flight");
+    let rt = abandoning_runtime(&temp_db("abandoned"), &ledger, &reached);
+    let err = rt
+        .start("abandon", Inputs::new().with("nights", 2_u32))
+        .run_id("a1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("agency closed"), "{err}");
+    // Hotel completed; flight may have: each undone once, from the
+    // nested run's journal (not also from memory).
+    assert_eq!(
+        [ledger.get("undo hotel"), ledger.get("undo flight")],
+        [1, 1]
+    );
+    let parent = rt.journal("a1").await.unwrap();
+    let listed: Vec<Vec<String>> = parent
+        .records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Unwinding { undo, .. } => Some(undo.iter().map(|u| u.step.clone()).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listed, [["book"]], "the parent lists only its own steps");
+    let child = rt.journal("a1/book.1.0").await.unwrap();
+    assert_eq!(child.run.status, RunStatus::Cancelled);
+    assert_eq!(undone(&child), ["flight", "hotel"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwinding_of_an_abandoned_compose_cut_short_goes_on() {
+    let path = temp_db("abandoned-crash");
+    let ledger = Ledger::default();
+    let reached = ledger.stall_at("flight");
+    let gate = ledger.stall_at("undo hotel");
+    let rt = abandoning_runtime(&path, &ledger, &reached);
+    let rt2 = rt.clone();
+    let task = tokio::spawn(async move {
+        rt2.start("abandon", Inputs::new().with("nights", 2_u32))
+            .run_id("a2")
+            .await
+    });
+    gate.notified().await;
+    task.abort();
+    let _ = task.await;
+    drop(rt);
+    let rt = abandoning_runtime(&path, &ledger, &reached);
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert!(recovery.finished[0].1.is_err());
+    // Flight was undone before the crash; hotel's undo, cut short, again.
+    assert_eq!(
+        [ledger.get("undo flight"), ledger.get("undo hotel")],
+        [1, 2]
+    );
+    assert_eq!(rt.status("a2").await.unwrap().status, RunStatus::Failed);
+}
+
+/// Tells `failed` when the step `step` fails.
+struct OnFailed {
+    step: &'static str,
+    failed: Arc<Notify>,
+}
+
+impl reactor::Middleware for OnFailed {
+    fn on_event(&self, event: &reactor::Event<'_>) {
+        if event.step == Some(self.step) && event.kind.name() == "step.failed" {
+            self.failed.notify_one();
+        }
+    }
+}
+
+/// `book` composes hotel, a halt, then flight (a compose fails when its
+/// reactor halts, undoing hotel); `slow` keeps the run from ending.
+fn halting(ledger: &Ledger) -> Reactor {
+    let booking = Reactor::builder("booking")
+        .input_as::<u32>("nights")
+        .add(booked(ledger, "hotel"))
+        .add(
+            step("pause")
+                .argument("n", reactor::result("hotel"))
+                .output::<u32>()
+                .run_sync(|a, _| {
+                    Ok(reactor::Outcome::Halt(reactor::Value::new(
+                        *a.get::<u32>("n")?,
+                    )))
+                }),
+        )
+        .add(booked(ledger, "flight").wait_for("pause"))
+        .returns("flight")
+        .build()
+        .unwrap();
+    let l = ledger.clone();
+    Reactor::builder("halting")
+        .input_as::<u32>("nights")
+        .add(compose("book", booking).argument("nights", input("nights")))
+        .add(step("slow").output::<u32>().run(move |_, _| {
+            let l = l.clone();
+            async move {
+                l.hit("slow".into()).await;
+                Ok(1_u32)
+            }
+        }))
+        .returns("book")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_run_its_step_undid_before_a_crash_does_not_run_again() {
+    let path = temp_db("halted");
+    let ledger = Ledger::default();
+    ledger.stall_at("slow");
+    let failed = Arc::new(Notify::new());
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(halting(&ledger)).unwrap();
+    let f = failed.clone();
+    rt.configure(move |r| {
+        r.middleware(Arc::new(OnFailed {
+            step: "book",
+            failed: f.clone(),
+        }))
+    });
+    let rt2 = rt.clone();
+    let task = tokio::spawn(async move {
+        rt2.start("halting", Inputs::new().with("nights", 2_u32))
+            .run_id("h1")
+            .await
+    });
+    // The compose failed (hotel undone); the run waits for `slow`.
+    failed.notified().await;
+    task.abort();
+    let _ = task.await;
+    drop(rt);
+    assert_eq!(ledger.get("undo hotel"), 1);
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(halting(&ledger)).unwrap();
+    let recovery = rt.recover().await;
+    assert!(recovery.halted.is_empty(), "{:?}", recovery.halted);
+    let err = recovery.finished[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("does not run again"), "{err}");
+    // The halted run's `pause` completed, but hotel was undone: it must
+    // not go on to flight as if hotel held.
+    assert_eq!([ledger.get("hotel"), ledger.get("flight")], [1, 0]);
+    assert_eq!(ledger.get("undo hotel"), 1);
+    assert_eq!(rt.status("h1").await.unwrap().status, RunStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_within_an_undo_is_not_journalled() {
+    // An undo that runs a reactor of its own (untyped: it could not be
+    // journalled) within its context.
+    let helper = Reactor::builder("helper")
+        .add(step("h").run_sync(|_, _| Ok(1_u32)))
+        .returns("h")
+        .build()
+        .unwrap();
+    let r = Reactor::builder("undoer")
+        .input_as::<u32>("x")
+        .add(
+            step("a")
+                .argument("x", input("x"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("x")?))
+                .undo(move |_, _, ctx| {
+                    let helper = helper.clone();
+                    async move {
+                        helper.run(Inputs::new()).within(&ctx).await?;
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("b")
+                .argument("a", reactor::result("a"))
+                .output::<u32>()
+                .run_sync(|_, _| Err::<u32, _>("no".into())),
+        )
+        .returns("b")
+        .build()
+        .unwrap();
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    rt.register(r).unwrap();
+    let err = rt
+        .start("undoer", Inputs::new().with("x", 1_u32))
+        .run_id("u")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("undo"), "the undo failed: {err}");
+    assert!(rt.status("u/a.1.0").await.is_err(), "no nested journal");
 }

@@ -86,6 +86,15 @@ impl Nested {
 
 #[async_trait]
 impl NestedJournals for Nested {
+    async fn exists(&self, id: &str) -> Result<bool, Error> {
+        let store = &*self.store;
+        match with_retry(id, || store.load(id)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::UnknownRun(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn open(
         &self,
         id: &str,
@@ -126,6 +135,11 @@ impl NestedJournals for Nested {
         };
         let (state, mut recovered) =
             folded.rebuild(id, &def, false, can_undo, &self.steps, ValueMap::new())?;
+        // Undos journalled outside an unwinding: its step undid it (it
+        // failed or halted after it) and the crash came before the step's
+        // end was journalled. It is undone to the end, not run again.
+        let reverted = !folded.undone.is_empty() && folded.unwinding.is_none();
+        let undo = undo || reverted;
         recovered.completed = completed;
         recovered.cancel = undo && !completed;
         // A completed run is only rebuilt (for its undo): it writes
@@ -140,6 +154,12 @@ impl NestedJournals for Nested {
             (folded.next_seq + 1, epoch)
         };
         let journal = RunJournal::new(self.store.clone(), id.to_string(), next_seq, epoch);
+        if reverted {
+            return Ok(Opened::Reverted(
+                self.durable(journal, Some(recovered)),
+                Box::new(state),
+            ));
+        }
         Ok(Opened::TakenUp(
             self.durable(journal, Some(recovered)),
             Box::new(state),

@@ -399,7 +399,9 @@ impl Runtime {
         for status in [RunStatus::Running, RunStatus::Unwinding, RunStatus::Halted] {
             match self.inner.store.runs(Some(status)).await {
                 Ok(runs) if status == RunStatus::Halted => {
-                    recovery.halted.extend(runs.into_iter().map(|r| r.id));
+                    // Nested runs are their parents'.
+                    let top = runs.into_iter().filter(|r| !r.id.contains('/'));
+                    recovery.halted.extend(top.map(|r| r.id));
                 }
                 Ok(runs) => ids.extend(runs.into_iter().map(|r| r.id)),
                 Err(e) => recovery
@@ -526,6 +528,13 @@ impl Runtime {
     }
 
     async fn take_up(&self, run_id: &str, cancel: bool) -> Result<Value, Error> {
+        if run_id.contains('/') {
+            return Err(Error::State {
+                run_id: run_id.to_string(),
+                message: "it is a nested run: its parent run takes it up, undoes or cancels it"
+                    .to_string(),
+            });
+        }
         let Some(live) = self.go_live(run_id) else {
             return Err(Error::State {
                 run_id: run_id.to_string(),

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use super::run::{Durable, RunOutcome, RunRequest};
 use super::state::RunState;
 use crate::context::Context;
-use crate::error::{Error, Phase, RunError};
+use crate::error::{Error, Phase, Reason, RunError, StepError, StepErrorKind};
 use crate::reactor::Reactor;
 use crate::value::{Value, ValueMap};
 
@@ -40,6 +40,9 @@ pub(crate) trait NestedJournals: Send + Sync {
         inputs: &ValueMap,
         undo: bool,
     ) -> Result<Opened, Error>;
+
+    /// Whether nested run `id` was ever started.
+    async fn exists(&self, id: &str) -> Result<bool, Error>;
 }
 
 /// A nested run's journal, opened.
@@ -48,6 +51,9 @@ pub(crate) enum Opened {
     New(Durable),
     /// A run journalled before: it goes on from this state.
     TakenUp(Durable, Box<RunState>),
+    /// Its step began to undo it before a crash: undo it to the end
+    /// from this state; it does not run again.
+    Reverted(Durable, Box<RunState>),
     /// It failed or was cancelled, and undid itself: nothing to undo.
     Ended,
     /// No such run.
@@ -68,7 +74,10 @@ pub(crate) fn nested_id(parent: &str, step: &str, attempt: u32, n: u32) -> Strin
     format!("{parent}/{step}.{attempt}.{n}")
 }
 
-/// The nested run `id` of `request`, journalled: new, or taken up.
+/// The nested run `id` of `request`, journalled: new, or taken up. A
+/// run its step had begun to undo before a crash (the step failed or
+/// halted) is undone to the end, and does not run again: the step fails
+/// as it did.
 pub(crate) async fn journal_nested(
     nested: &Arc<dyn NestedJournals>,
     id: String,
@@ -84,6 +93,19 @@ pub(crate) async fn journal_nested(
             request.resume = Some(*state);
             Ok(request.journalled(durable))
         }
+        Opened::Reverted(durable, state) => {
+            request.resume = Some(*state);
+            request.fully_reversible = true;
+            let errors = undo_to_the_end(request.journalled(durable)).await?;
+            let mut message = "its step undid it before a crash: it does not run again".to_string();
+            for e in errors {
+                message.push_str(&format!("; {e}"));
+            }
+            Err(Error::State {
+                run_id: id,
+                message,
+            })
+        }
         Opened::Ended | Opened::Absent => Err(Error::State {
             run_id: id,
             message: "its journal could not be opened".to_string(),
@@ -91,10 +113,35 @@ pub(crate) async fn journal_nested(
     }
 }
 
+/// Drives a nested run taken up to be undone: one that had completed
+/// completes again at once and is undone; one that had not unwinds. The
+/// errors of its undos.
+async fn undo_to_the_end(request: RunRequest) -> Result<Vec<StepError>, Error> {
+    match Box::pin(request.outcome()).await {
+        Ok(RunOutcome::Completed(done)) => match done.undo().await {
+            Ok(()) => Ok(Vec::new()),
+            Err(Error::Run(run)) => Ok(run.errors),
+            Err(e) => Err(e),
+        },
+        Ok(RunOutcome::Halted(halted)) => match halted.undo().await {
+            Ok(()) => Ok(Vec::new()),
+            Err(Error::Run(run)) => Ok(run.errors),
+            Err(e) => Err(e),
+        },
+        // Only its undos' errors count (the rest say why it unwound).
+        Err(Error::Run(run)) => Ok(run
+            .errors
+            .into_iter()
+            .filter(|e| e.phase == Phase::Undo)
+            .collect()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Undoes nested runs of `reactor` from their journals, newest first:
 /// those named by `ids`, or (with `None`) every nested run of the attempt
-/// of `ctx`'s step. Every undo is attempted; all errors are reported
-/// together.
+/// of `ctx`'s step. Every undo is attempted, whatever the others did; all
+/// errors are reported together.
 pub(crate) async fn undo_nested(
     ctx: &Context,
     reactor: &Reactor,
@@ -103,53 +150,51 @@ pub(crate) async fn undo_nested(
     let Some(nested) = ctx.run.nested.clone() else {
         return Ok(());
     };
-    let open = |id: String| {
-        let nested = nested.clone();
-        async move { nested.open(&id, reactor, &ValueMap::new(), true).await }
+    let mut errors = Vec::new();
+    let failed = |id: &str, e: Error| StepError {
+        step: id.to_string(),
+        phase: Phase::Undo,
+        attempt: 0,
+        kind: StepErrorKind::Failed(Reason::new(e)),
     };
-    let mut runs = Vec::new();
-    match ids {
-        Some(ids) => {
-            for id in ids {
-                runs.push(open(id.clone()).await?);
-            }
-        }
+    let ids: Vec<String> = match ids {
+        Some(ids) => ids.to_vec(),
+        // The runs its attempt started, up to the first never started.
         None => {
             let attempt = ctx.current_try() + 1;
+            let mut found = Vec::new();
             for n in 0.. {
-                match open(nested_id(&ctx.run.run_id, ctx.step_name(), attempt, n)).await? {
-                    Opened::Absent => break,
-                    run => runs.push(run),
+                let id = nested_id(&ctx.run.run_id, ctx.step_name(), attempt, n);
+                match nested.exists(&id).await {
+                    Ok(true) => found.push(id),
+                    Ok(false) => break,
+                    Err(e) => {
+                        errors.push(failed(&id, e));
+                        break;
+                    }
                 }
             }
+            found
         }
-    }
-    let mut errors = Vec::new();
-    for run in runs.into_iter().rev() {
-        let Opened::TakenUp(durable, state) = run else {
-            continue;
+    };
+    for id in ids.iter().rev() {
+        let (durable, state) = match nested.open(id, reactor, &ValueMap::new(), true).await {
+            Ok(Opened::TakenUp(durable, state) | Opened::Reverted(durable, state)) => {
+                (durable, state)
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                errors.push(failed(id, e));
+                continue;
+            }
         };
         let request = RunRequest::new(reactor.clone(), ValueMap::new(), Some(*state))
             .within(ctx)
             .fully_reversible()
             .journalled(durable);
-        match request.outcome().await {
-            // It had completed: undo it now.
-            Ok(RunOutcome::Completed(done)) => match done.undo().await {
-                Err(Error::Run(run)) => errors.extend(run.errors),
-                Err(e) => return Err(e),
-                Ok(()) => {}
-            },
-            Ok(RunOutcome::Halted(halted)) => {
-                if let Err(Error::Run(run)) = halted.undo().await {
-                    errors.extend(run.errors);
-                }
-            }
-            // It was unfinished: it unwound; only its undos' errors count.
-            Err(Error::Run(run)) => {
-                errors.extend(run.errors.into_iter().filter(|e| e.phase == Phase::Undo));
-            }
-            Err(e) => return Err(e),
+        match undo_to_the_end(request).await {
+            Ok(e) => errors.extend(e),
+            Err(e) => errors.push(failed(id, e)),
         }
     }
     if errors.is_empty() {

@@ -65,7 +65,7 @@ pub struct RunRequest {
     /// A pool was given with [`RunRequest::pool`].
     pool_given: bool,
     pub(super) run_id: Option<String>,
-    fully_reversible: bool,
+    pub(super) fully_reversible: bool,
     context: ValueMap,
     middleware: Vec<Arc<dyn Middleware>>,
     /// The run this one is part of ([`RunRequest::within`]).
@@ -282,7 +282,7 @@ impl RunRequest {
             middleware: outer.events.middleware().to_vec(),
             awaiting_unbounded: outer.awaiting_unbounded,
             child: match (&outer.nested, &outer.journal) {
-                (Some(nested), Some(journal)) => Some(ChildOf {
+                (Some(nested), Some(journal)) if !ctx.undoing => Some(ChildOf {
                     nested: nested.clone(),
                     journal: journal.clone(),
                     step: ctx.step_name().to_string(),

@@ -128,6 +128,11 @@ impl Drop for UndoStack {
         if self.entries.is_empty() {
             return;
         }
+        // A durable run's journal says what it did: whoever ran it undoes
+        // it from there, once.
+        if self.entries[0].ctx.run.journal.is_some() {
+            return;
+        }
         if let Some(parent) = self.nested_in.take() {
             let orphan = UndoStack {
                 entries: std::mem::take(&mut self.entries),
@@ -183,10 +188,11 @@ async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) {
 async fn undo_once(entry: UndoEntry, errors: &mut Vec<StepError>) {
     let UndoEntry {
         step,
-        ctx,
+        mut ctx,
         value,
         args,
     } = entry;
+    ctx.undoing = true;
     let failure = |attempt, kind| StepError {
         step: ctx.step_name().to_string(),
         phase: Phase::Undo,

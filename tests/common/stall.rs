@@ -1,4 +1,4 @@
-//! A ledger of calls that can stall once at a chosen call: the
+//! A ledger of calls that can stall, or tell, at chosen calls: the
 //! in-process stand-in for a crash (the test aborts the run's task once
 //! the gate is told).
 
@@ -7,16 +7,20 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-/// Counts calls by name, and stalls (after telling its gate) the first
-/// time a chosen name is counted: the in-process stand-in for a crash.
+/// Counts calls by name; stalls (after telling its gate) the first time
+/// a name chosen with [`Ledger::stall_at`] is counted, and tells the gate
+/// of a name chosen with [`Ledger::tell_at`] each time it is.
 #[derive(Clone, Default)]
 pub struct Ledger {
     counts: Arc<Mutex<BTreeMap<String, u32>>>,
-    stall: Arc<Mutex<Option<Stall>>>,
+    gates: Arc<Mutex<Vec<Gate>>>,
 }
 
-/// The call to stall at, and the gate to tell.
-type Stall = (String, Arc<Notify>);
+struct Gate {
+    name: String,
+    notify: Arc<Notify>,
+    stall: bool,
+}
 
 impl Ledger {
     pub async fn hit(&self, what: String) {
@@ -26,20 +30,40 @@ impl Ledger {
             *n += 1;
             *n
         };
-        let stall = self.stall.lock().unwrap().clone();
-        if let Some((name, gate)) = stall {
-            if name == what && n == 1 {
-                gate.notify_one();
+        let gate = {
+            let gates = self.gates.lock().unwrap();
+            gates
+                .iter()
+                .find(|g| g.name == what)
+                .map(|g| (g.notify.clone(), g.stall))
+        };
+        match gate {
+            Some((notify, true)) if n == 1 => {
+                notify.notify_one();
                 std::future::pending::<()>().await;
             }
+            Some((notify, false)) => notify.notify_one(),
+            _ => {}
         }
     }
     pub fn get(&self, what: &str) -> u32 {
         self.counts.lock().unwrap().get(what).copied().unwrap_or(0)
     }
+    /// Stalls forever the first time `what` is counted, telling the gate.
     pub fn stall_at(&self, what: &str) -> Arc<Notify> {
-        let gate = Arc::new(Notify::new());
-        *self.stall.lock().unwrap() = Some((what.to_string(), gate.clone()));
-        gate
+        self.gate(what, true)
+    }
+    /// Tells the gate each time `what` is counted.
+    pub fn tell_at(&self, what: &str) -> Arc<Notify> {
+        self.gate(what, false)
+    }
+    fn gate(&self, what: &str, stall: bool) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        self.gates.lock().unwrap().push(Gate {
+            name: what.to_string(),
+            notify: notify.clone(),
+            stall,
+        });
+        notify
     }
 }

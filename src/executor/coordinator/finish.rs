@@ -255,6 +255,13 @@ impl Drop for Coordinator {
         if !self.nested {
             return;
         }
+        if self.durable() {
+            // Its journal says what it did: the step that ran it undoes
+            // it from there (as possibly started), once. Handed to the
+            // parent as well, it would be undone twice.
+            self.undo.release();
+            return;
+        }
         let mut running: Vec<(super::Key, Option<crate::argument::Arguments>)> =
             self.tasks.take_running().collect();
         if let Some(inline) = self.inline.take() {

@@ -331,6 +331,7 @@ impl Coordinator {
             retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
             queued_us,
             events: self.events,
+            undoing: false,
         };
         Ok((args, ctx))
     }
@@ -346,6 +347,7 @@ impl Coordinator {
             retries_remaining: None,
             queued_us: 0,
             events: self.events,
+            undoing: true,
         }
     }
 
