@@ -72,6 +72,9 @@ impl Store for CrashingStore {
     async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError> {
         self.inner.runs(status).await
     }
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, reactor::journal::StoreError> {
+        self.inner.purge(ended_before_ms).await
+    }
 }
 
 /// The external system the steps change: a file of lines.

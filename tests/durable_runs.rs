@@ -812,6 +812,9 @@ impl Store for FailingStore {
     ) -> Result<Vec<reactor::journal::RunSummary>, reactor::journal::StoreError> {
         self.inner.runs(status).await
     }
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, reactor::journal::StoreError> {
+        self.inner.purge(ended_before_ms).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

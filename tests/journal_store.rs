@@ -250,10 +250,69 @@ async fn fencing(store: Arc<dyn Store>) {
     .is_transient());
 }
 
+/// Purging ended runs: with their journals and nested runs; never an
+/// unfinished one, nor one that ended after the cutoff.
+async fn purging(store: Arc<dyn Store>) {
+    let ended = Record::new(
+        1,
+        Entry::RunEnded {
+            end: RunEnd::Cancelled,
+        },
+    );
+    for id in [
+        "done",
+        "done/c.1.0",
+        "done/c.1.0/d.1.0",
+        "done2",
+        "live",
+        "live/c.1.0",
+    ] {
+        store.create_run(new_run(id, Some(id))).await.unwrap();
+    }
+    for id in ["done", "done/c.1.0/d.1.0", "live/c.1.0"] {
+        store
+            .append(id, 1, std::slice::from_ref(&ended))
+            .await
+            .unwrap();
+    }
+    // Nothing ended before the epoch.
+    assert_eq!(store.purge(0).await.unwrap(), 0);
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 60_000;
+    // `done` and its nested runs (one still marked running); `done2` and
+    // `live` run on, and a nested run goes only with its parent.
+    assert_eq!(store.purge(cutoff).await.unwrap(), 3);
+    let left: Vec<String> = store
+        .runs(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, ["done2", "live", "live/c.1.0"]);
+    assert!(matches!(
+        store.load("done").await,
+        Err(StoreError::UnknownRun(_))
+    ));
+    // Its idempotency key is free again.
+    assert_eq!(
+        store
+            .create_run(new_run("again", Some("done")))
+            .await
+            .unwrap(),
+        Created::New
+    );
+    assert_eq!(store.load("live").await.unwrap().records.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance(Arc::new(MemoryStore::new())).await;
     fencing(Arc::new(MemoryStore::new())).await;
+    purging(Arc::new(MemoryStore::new())).await;
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -267,6 +326,7 @@ async fn sqlite_store_conforms() {
     let dir = temp_dir("conform");
     conformance(Arc::new(SqliteStore::open(dir.join("j.db")).unwrap())).await;
     fencing(Arc::new(SqliteStore::open(dir.join("f.db")).unwrap())).await;
+    purging(Arc::new(SqliteStore::open(dir.join("p.db")).unwrap())).await;
     conformance(Arc::new(
         SqliteStore::open_with(dir.join("normal.db"), Synchronous::Normal).unwrap(),
     ))
@@ -280,28 +340,33 @@ fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string())
 }
 
+/// A store in an empty schema of its own (one an earlier run left is
+/// dropped first).
+async fn fresh_pg(url: &str, schema: &str) -> reactor::journal::PgStore {
+    use reactor::journal::PgStore;
+    let connect = || async {
+        PgStore::connect_in(url, schema)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
+    };
+    connect().await.drop_schema().await.unwrap();
+    connect().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms() {
     let url = database_url();
-    let schema = format!("reactor_conform_{}", std::process::id());
-    let store = reactor::journal::PgStore::connect_in(&url, &schema)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"));
-    conformance(Arc::new(store)).await;
-    let fenced = format!("{schema}_fence");
-    fencing(Arc::new(
-        reactor::journal::PgStore::connect_in(&url, &fenced)
-            .await
-            .unwrap(),
-    ))
-    .await;
-    for s in [schema, fenced] {
-        reactor::journal::PgStore::connect_in(&url, &s)
-            .await
-            .unwrap()
-            .drop_schema()
-            .await
-            .unwrap();
+    let base = format!("reactor_conform_{}", std::process::id());
+    let schemas = [
+        base.clone(),
+        format!("{base}_fence"),
+        format!("{base}_purge"),
+    ];
+    conformance(Arc::new(fresh_pg(&url, &schemas[0]).await)).await;
+    fencing(Arc::new(fresh_pg(&url, &schemas[1]).await)).await;
+    purging(Arc::new(fresh_pg(&url, &schemas[2]).await)).await;
+    for s in &schemas {
+        fresh_pg(&url, s).await.drop_schema().await.unwrap();
     }
 }
 

@@ -61,6 +61,9 @@ impl Store for FreezingStore {
     async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError> {
         self.inner.runs(status).await
     }
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, reactor::journal::StoreError> {
+        self.inner.purge(ended_before_ms).await
+    }
 }
 
 #[derive(Clone, Default)]

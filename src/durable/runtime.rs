@@ -326,6 +326,28 @@ impl Runtime {
         Ok(self.inner.store.runs(status).await?)
     }
 
+    /// Deletes the runs that ended (completed, failed or cancelled) more
+    /// than `older_than` ago, with their journals and nested runs; returns
+    /// how many runs were deleted. Unfinished runs are kept, however old.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reactor::durable::Runtime;
+    /// use reactor::journal::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), reactor::Error> {
+    /// let runtime = Runtime::new(MemoryStore::new());
+    /// // Keep a month of history.
+    /// let purged = runtime.purge(Duration::from_secs(30 * 24 * 3600)).await?;
+    /// assert_eq!(purged, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge(&self, older_than: std::time::Duration) -> Result<u64, Error> {
+        let age = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = crate::journal::record::now_ms().saturating_sub(age);
+        Ok(self.inner.store.purge(cutoff).await?)
+    }
+
     /// A run's journal.
     pub async fn journal(&self, run_id: &str) -> Result<Journal, Error> {
         self.load(run_id).await

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::record::{now_ms, Record, RunStatus};
-use super::store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};
+use super::store::{
+    fence, is_or_nested_in, Created, Journal, NewRun, RunSummary, Store, StoreError,
+};
 
 /// A [`Store`] in memory: nothing survives the process.
 ///
@@ -107,6 +109,37 @@ impl Store for MemoryStore {
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?;
         let (summary, journal, _) = &inner.runs[i];
         Journal::checked(summary.clone(), journal.values().cloned().collect())
+    }
+
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let purged: Vec<String> = inner
+            .runs
+            .iter()
+            .map(|(s, ..)| s)
+            .filter(|s| {
+                !s.id.contains('/') && s.status.is_finished() && s.updated_ms < ended_before_ms
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        let before = inner.runs.len();
+        inner
+            .runs
+            .retain(|(s, ..)| !purged.iter().any(|p| is_or_nested_in(&s.id, p)));
+        let Inner {
+            runs,
+            by_id,
+            by_key,
+        } = &mut *inner;
+        by_id.clear();
+        by_key.clear();
+        for (i, (s, ..)) in runs.iter().enumerate() {
+            by_id.insert(s.id.clone(), i);
+            if let Some(key) = &s.idempotency_key {
+                by_key.insert(key.clone(), i);
+            }
+        }
+        Ok((before - runs.len()) as u64)
     }
 
     async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError> {

@@ -9,7 +9,7 @@
 
 mod memory;
 mod postgres;
-mod record;
+pub(crate) mod record;
 pub(crate) mod run;
 mod sqlite;
 mod store;

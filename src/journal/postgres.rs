@@ -496,6 +496,32 @@ impl Store for PgStore {
         .await
     }
 
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = i64::try_from(ended_before_ms).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            Box::pin(async move {
+                let purged = "SELECT r.id FROM reactor_runs r JOIN reactor_runs p
+                     ON r.id = p.id OR left(r.id, length(p.id) + 1) = p.id || '/'
+                     WHERE p.status IN ('completed', 'failed', 'cancelled')
+                       AND p.updated_ms < $1 AND strpos(p.id, '/') = 0";
+                // One statement: the runs and their journals go together.
+                let row = c
+                    .query_one(
+                        &format!(
+                            "WITH gone AS (DELETE FROM reactor_runs WHERE id IN ({purged}) RETURNING id),
+                                  records AS (DELETE FROM reactor_journal WHERE run_id IN (SELECT id FROM gone))
+                             SELECT count(*) FROM gone"
+                        ),
+                        &[&cutoff],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(row.get::<_, i64>(0).max(0) as u64)
+            })
+        })
+        .await
+    }
+
     async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError> {
         self.read(move |c| {
             Box::pin(async move {

@@ -415,6 +415,11 @@ fn with_status((mut s, status): (RunSummary, String)) -> Result<RunSummary, Stor
     Ok(s)
 }
 
+/// Fills `reactor_purged` with the runs ended runs `p` (filtered by what
+/// follows) are, and their nested runs.
+const PURGED: &str = "INSERT OR IGNORE INTO reactor_purged SELECT r.id FROM reactor_runs r
+     JOIN reactor_runs p ON r.id = p.id OR substr(r.id, 1, length(p.id) + 1) = p.id || '/'";
+
 const SUMMARY: &str =
     "SELECT id, reactor, status, idempotency_key, created_ms, updated_ms FROM reactor_runs";
 
@@ -470,6 +475,35 @@ impl Store for SqliteStore {
                 records.push(decode_record(&run_id, seq, at_ms, &body)?);
             }
             Journal::checked(run, records)
+        })
+        .await
+    }
+
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError> {
+        // Rare, and not in the way of the journal's writes: on the reading
+        // connection, which waits for the writer's lock like any other.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(backend)?;
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS reactor_purged (id TEXT PRIMARY KEY);
+                 DELETE FROM reactor_purged;",
+            )
+            .map_err(backend)?;
+            tx.execute(&format!("{PURGED} WHERE p.status IN ('completed', 'failed', 'cancelled') AND p.updated_ms < ?1 AND instr(p.id, '/') = 0"), [ended_before_ms as i64])
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM reactor_journal WHERE run_id IN (SELECT id FROM reactor_purged)",
+                [],
+            )
+            .map_err(backend)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM reactor_runs WHERE id IN (SELECT id FROM reactor_purged)",
+                    [],
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n as u64)
         })
         .await
     }

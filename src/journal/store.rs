@@ -246,4 +246,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored runs, of one status or all, oldest first.
     async fn runs(&self, status: Option<RunStatus>) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Deletes the runs that ended (completed, failed or cancelled) and
+    /// were last written before `ended_before_ms` (milliseconds since the
+    /// Unix epoch), with their journals and their nested runs (ids
+    /// `run/...`, whatever their status); returns how many runs it
+    /// deleted. Unfinished runs are never deleted.
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError>;
+}
+
+/// Whether `id` is `parent` or a run nested in it.
+pub(crate) fn is_or_nested_in(id: &str, parent: &str) -> bool {
+    id.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
