@@ -40,17 +40,20 @@ impl Coordinator {
         self.scope.journal.is_some()
     }
 
-    /// Step `key`'s completion, for the journal; an error if the journal
-    /// cannot record it. It is pushed ([`Coordinator::journal_push`]) once
-    /// the steps it emitted are planned.
+    /// Makes step `key`'s completion ready for the journal; an error if
+    /// the journal cannot record it. It is pushed
+    /// ([`Coordinator::journal_done_push`]) once the steps it emitted are
+    /// planned. (Kept out of line, and out of `complete`'s frame: runs
+    /// without a journal do not pay for it.)
+    #[inline(never)]
     pub(super) fn journal_done(
-        &self,
+        &mut self,
         key: Key,
         value: &Value,
         emitted: &[StepSpec],
         undo: &UndoWith,
         attempt: u32,
-    ) -> Result<Entry, StepErrorKind> {
+    ) -> Result<(), StepErrorKind> {
         let refuse = |what: &str| {
             Err(StepErrorKind::Failed(Reason::msg(format!(
                 "a durable run cannot journal {what}"
@@ -82,20 +85,30 @@ impl Coordinator {
         let value = codec
             .encode(value)
             .map_err(|e| StepErrorKind::Failed(Reason::msg(e.to_string())))?;
-        Ok(Entry::StepDone {
+        let entry = Entry::StepDone {
             step: def.name().to_string(),
             attempt,
             value,
             skipped: matches!(undo, UndoWith::Nothing),
             emitted,
             nested,
-        })
+        };
+        drop(def);
+        self.done_entry = Some(Box::new(entry));
+        Ok(())
     }
 
-    /// Pushes a record to the journal's next flush.
-    pub(super) fn journal_push(&self, entry: Entry) {
-        if let Some(journal) = &self.scope.journal {
-            journal.push(entry);
+    /// Pushes step `key`'s completion to the journal's next flush, unless
+    /// the steps it emitted failed to plan (then it failed, and is not
+    /// done).
+    #[inline(never)]
+    pub(super) fn journal_done_push(&mut self, key: Key, replaced: bool) {
+        let Some(entry) = self.done_entry.take() else {
+            return;
+        };
+        let failed = self.instances[key.inst as usize].nodes[key.i()].status == Status::Failed;
+        if let (Some(journal), true) = (&self.scope.journal, replaced || !failed) {
+            journal.push(*entry);
         }
     }
 

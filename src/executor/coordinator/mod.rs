@@ -241,6 +241,8 @@ pub(crate) struct Coordinator {
     /// taken up from the journal).
     maybe_started: Vec<Key>,
     recovered_undo: usize,
+    /// The completion `journal_done` made, until `journal_done_push`.
+    done_entry: Option<Box<crate::journal::Entry>>,
     /// The journal says the run completed (a nested run rebuilt for its
     /// undo): it completes again writing nothing.
     completed_before: bool,
@@ -312,6 +314,7 @@ impl Coordinator {
             maybe_started: Vec::new(),
             recovered_undo: 0,
             completed_before: false,
+            done_entry: None,
         });
         if c.feed.is_some() {
             return Ok(c);

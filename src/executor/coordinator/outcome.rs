@@ -194,12 +194,11 @@ impl Coordinator {
         undo: UndoWith,
     ) {
         let attempt = ctx.current_try + 1;
-        let (done, refused) = match self.durable() {
-            true => match self.journal_done(key, &value, &emitted, &undo, attempt) {
-                Ok(entry) => (Some(entry), None),
-                Err(kind) => (None, Some(kind)),
-            },
-            false => (None, None),
+        let refused = match self.durable() {
+            true => self
+                .journal_done(key, &value, &emitted, &undo, attempt)
+                .err(),
+            false => None,
         };
         let plan = self.plan.clone();
         let (k, i) = (key.inst as usize, key.i());
@@ -227,12 +226,8 @@ impl Coordinator {
             return;
         }
         let replaced = !emitted.is_empty() && self.add_emitted_by(key, &value, emitted);
-        // Journalled once its emitted steps are planned: a step whose
-        // emitted steps failed to plan failed, and is not done.
-        if let Some(entry) = done {
-            if replaced || self.instances[k].nodes[i].status != Status::Failed {
-                self.journal_push(entry);
-            }
+        if self.durable() {
+            self.journal_done_push(key, replaced);
         }
         // Its readings are done (emitted steps were wired first, so results
         // they read stay): producers nobody else reads free their results.
