@@ -16,6 +16,8 @@
 //!    against the same run without a journal.
 //! 4. **Recovery**: 1,000 interrupted runs holding 100,000 records, taken
 //!    up by a new runtime: the time until every run has ended.
+//! 5. **PostgreSQL**: the throughput of (1) through `PgStore` in one
+//!    process (`DATABASE_URL`, default the local server).
 //!
 //! Medians over the samples (5, or 3 with `--quick`).
 
@@ -107,6 +109,49 @@ async fn throughput(sync: Synchronous, tag: &str) -> (f64, f64) {
     let _ = std::fs::remove_dir_all(&d);
     let steps = (RUNS as usize * STEPS) as f64;
     (steps / secs, rows as f64 / steps)
+}
+
+/// The same 100 runs of a 100-step chain on PostgreSQL (`DATABASE_URL`,
+/// default the local server), in a schema of their own; steps per second
+/// and journal rows per step.
+async fn throughput_pg() -> Result<(f64, f64), reactor::journal::StoreError> {
+    use reactor::journal::PgStore;
+    const RUNS: u64 = 100;
+    const STEPS: usize = 100;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("reactor_bench_{}", std::process::id());
+    PgStore::connect_in(&url, &schema)
+        .await?
+        .drop_schema()
+        .await?;
+    let store = Arc::new(PgStore::connect_in(&url, &schema).await?);
+    let rt = Runtime::with_store(store.clone());
+    rt.register(chain("chain", STEPS)).unwrap();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..RUNS {
+        let rt = rt.clone();
+        tasks.spawn(async move {
+            let out = rt.start("chain", Inputs::new().with("x", r)).await.unwrap();
+            assert_eq!(*out.get::<u64>().unwrap(), r + STEPS as u64);
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut rows = 0;
+    for run in store.runs(None).await? {
+        rows += store.load(&run.id).await?.records.len();
+    }
+    drop(rt);
+    PgStore::connect_in(&url, &schema)
+        .await?
+        .drop_schema()
+        .await?;
+    let steps = (RUNS as usize * STEPS) as f64;
+    Ok((steps / secs, rows as f64 / steps))
 }
 
 /// The naive design: one transaction per step record.
@@ -280,6 +325,20 @@ fn main() {
             rows = r;
             normal.push(throughput(Synchronous::Normal, "normal").await.0);
         }
+        let mut pg = Vec::new();
+        let mut pg_rows = 0.0;
+        for _ in 0..samples {
+            match throughput_pg().await {
+                Ok((rate, rows)) => {
+                    pg.push(rate);
+                    pg_rows = rows;
+                }
+                Err(e) => {
+                    println!("PostgreSQL not reached (set DATABASE_URL): {e}");
+                    break;
+                }
+            }
+        }
         let naive_rate = median((0..samples).map(|_| naive(2_000)).collect());
         let full = median(full);
         println!("durable steps/s, 100 runs x 100-step chain, SQLite FULL:   {full:>9.0}");
@@ -287,6 +346,12 @@ fn main() {
             "durable steps/s, same, SQLite NORMAL:                      {:>9.0}",
             median(normal)
         );
+        if !pg.is_empty() {
+            println!(
+                "durable steps/s, same, PostgreSQL (one process):          {:>9.0} ({pg_rows:.2} rows a step)",
+                median(pg)
+            );
+        }
         println!("naive, one transaction per step record, FULL:             {naive_rate:>9.0}");
         println!("journal rows per step (run start and end included):       {rows:>9.2}");
         let (plain, durable, added) = per_level(samples).await;

@@ -1,4 +1,4 @@
-//! One driver per run: a data directory is used by one runtime at a time,
+//! One driver per run (SQLite and PostgreSQL): a data directory is used by one runtime at a time,
 //! and when a second runtime over the same store takes up a run another
 //! still drives, the store's owner epochs fence the old driver off: its
 //! next write is refused, it stops without undoing, and the journal ends
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use reactor::durable::Runtime;
-use reactor::journal::{Entry, RunStatus, SqliteStore, StoreError};
+use reactor::journal::{Entry, RunStatus, SqliteStore, Store, StoreError};
 use reactor::{input, result, step, Error, Inputs, Reactor};
 use tokio::sync::Notify;
 
@@ -80,12 +80,11 @@ struct Gate {
     undos: Arc<AtomicU32>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_driver_whose_run_was_taken_up_elsewhere_is_fenced_off() {
-    let dir = temp_dir("stolen");
-    let path = dir.join("journal.db");
+/// Runtime `old` drives run `r` until `b`; runtime `new` (another
+/// handle on the same store) takes it up and finishes it; `old` wakes.
+async fn stolen(old_store: Arc<dyn Store>, new_store: Arc<dyn Store>) {
     let gate = Gate::default();
-    let old = Runtime::new(SqliteStore::open(&path).unwrap());
+    let old = Runtime::with_store(old_store);
     old.register(job(&gate)).unwrap();
     let driving = {
         let old = old.clone();
@@ -98,7 +97,7 @@ async fn a_driver_whose_run_was_taken_up_elsewhere_is_fenced_off() {
     gate.reached.notified().await;
     // Another runtime over the same store takes the run up (as one that
     // thought its driver dead would) and finishes it.
-    let new = Runtime::new(SqliteStore::open(&path).unwrap());
+    let new = Runtime::with_store(new_store);
     new.register(job(&gate)).unwrap();
     let out = new.resume("r").await.unwrap();
     assert_eq!(*out.get::<u32>().unwrap(), 4);
@@ -126,5 +125,32 @@ async fn a_driver_whose_run_was_taken_up_elsewhere_is_fenced_off() {
         .records
         .iter()
         .any(|r| r.entry == Entry::Resumed { epoch: 2 }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_whose_run_was_taken_up_elsewhere_is_fenced_off() {
+    let dir = temp_dir("stolen");
+    let path = dir.join("journal.db");
+    stolen(
+        Arc::new(SqliteStore::open(&path).unwrap()),
+        Arc::new(SqliteStore::open(&path).unwrap()),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_fenced_off_on_postgres() {
+    use reactor::journal::PgStore;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("reactor_stolen_{}", std::process::id());
+    let connect = || async {
+        PgStore::connect_in(&url, &schema)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
+    };
+    connect().await.drop_schema().await.unwrap();
+    stolen(Arc::new(connect().await), Arc::new(connect().await)).await;
+    connect().await.drop_schema().await.unwrap();
 }

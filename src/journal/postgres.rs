@@ -11,12 +11,16 @@
 //!   does: every write queued while the previous transaction committed
 //!   goes into the next (up to 1,024 records), each in a savepoint of its
 //!   own so that one refused write (fenced, unknown run) fails alone, and
-//!   each caller is answered after the commit. A write's records go in one
-//!   statement (`unnest`), `ON CONFLICT DO NOTHING`, so a retried append
-//!   is harmless.
-//! - **Fencing** ([`fence`]) is checked with the run's row locked
-//!   (`SELECT epoch ... FOR UPDATE`): two workers claiming one run are
-//!   serialized, and the one that lost is refused.
+//!   each caller is answered after the commit. All the appends of a
+//!   transaction take three statements, whatever their number: the runs'
+//!   rows locked (in id order, so workers never deadlock) with their
+//!   owners, every record inserted at once (`unnest`, `ON CONFLICT DO
+//!   NOTHING`, so a retried append is harmless), the runs updated at once.
+//!   A round trip per write instead kept one process under 1,000 steps a
+//!   second.
+//! - **Fencing** ([`fence`]) is applied to each append with its run's row
+//!   locked (`SELECT ... FOR UPDATE`): two workers claiming one run are
+//!   serialized, and the one that lost is refused alone.
 //! - Reads use a second connection. A connection that fails is a
 //!   transient [`StoreError::Backend`] (the journal retries it) and is
 //!   opened again for the next write or read, so a server restart strands
@@ -95,7 +99,16 @@ impl Write {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
+    // A server error's own message says what went wrong; the client's
+    // Display says only "db error".
+    let any: &dyn std::any::Any = &e;
+    if let Some(db) = any
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+    {
+        return StoreError::Backend(format!("PostgreSQL: {}", db.message()));
+    }
     StoreError::Backend(e.to_string())
 }
 
@@ -268,65 +281,174 @@ async fn write_loop(
     }
 }
 
-/// One answer, sent once the transaction has committed.
-enum Answer {
-    Create(
-        oneshot::Sender<Result<Created, StoreError>>,
-        Result<Created, StoreError>,
-    ),
-    Append(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
-}
-
+/// One transaction for the batch: each new run in a savepoint of its
+/// own, then every append of the batch in three statements (lock the
+/// runs, insert all records, update the runs), the fencing rule applied
+/// per append in between. Answers are sent once it has committed.
 async fn commit(client: &mut Client, batch: Vec<Write>) -> Result<(), StoreError> {
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut pending = batch.into_iter();
+    let mut creates = Vec::new();
+    let mut appends = Vec::new();
+    for write in batch {
+        match write {
+            Write::Create(run, ack) => creates.push((run, ack)),
+            Write::Append(run_id, epoch, records, ack) => {
+                appends.push((run_id, epoch, records, ack))
+            }
+        }
+    }
+    let mut created = Vec::with_capacity(creates.len());
+    let mut appended: Vec<Result<(), StoreError>> = Vec::with_capacity(appends.len());
     let committed: Result<(), StoreError> = async {
         let mut tx = client.transaction().await.map_err(backend)?;
-        for write in pending.by_ref() {
-            let sp = match tx.savepoint("write").await {
-                Ok(sp) => sp,
-                Err(e) => {
-                    write.refuse(backend(&e));
-                    return Err(backend(e));
-                }
-            };
-            let (answer, ok) = match write {
-                Write::Create(run, ack) => {
-                    let done = create(&sp, &run).await;
-                    let ok = done.is_ok();
-                    (Answer::Create(ack, done), ok)
-                }
-                Write::Append(run_id, epoch, records, ack) => {
-                    let done = append(&sp, &run_id, epoch, &records).await;
-                    let ok = done.is_ok();
-                    (Answer::Append(ack, done), ok)
-                }
-            };
-            answers.push(answer);
-            if ok {
+        for (run, _) in &creates {
+            let sp = tx.savepoint("new_run").await.map_err(backend)?;
+            let done = create(&sp, run).await;
+            if done.is_ok() {
                 sp.commit().await.map_err(backend)?;
             } else {
                 sp.rollback().await.map_err(backend)?;
             }
+            created.push(done);
+        }
+        if !appends.is_empty() {
+            appended = append_all(&tx, &appends).await?;
         }
         tx.commit().await.map_err(backend)
     }
     .await;
-    for w in pending {
-        w.refuse(StoreError::Backend("the transaction failed".to_string()));
-    }
-    for answer in answers {
-        match (answer, &committed) {
-            (Answer::Create(ack, r), Ok(())) => drop(ack.send(r)),
-            (Answer::Append(ack, r), Ok(())) => drop(ack.send(r)),
-            (Answer::Create(ack, _), Err(e)) => drop(ack.send(Err(e.clone()))),
-            (Answer::Append(ack, _), Err(e)) => drop(ack.send(Err(e.clone()))),
+    fn answer<T>(
+        committed: &Result<(), StoreError>,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match committed {
+            Ok(()) => r,
+            Err(e) => Err(e.clone()),
         }
     }
+    let mut created = created.into_iter();
+    for (_, ack) in creates {
+        let r = created
+            .next()
+            .unwrap_or_else(|| Err(StoreError::Backend("the transaction failed".to_string())));
+        drop(ack.send(answer(&committed, r)));
+    }
+    let mut appended = appended.into_iter();
+    for (.., ack) in appends {
+        let r = appended
+            .next()
+            .unwrap_or_else(|| Err(StoreError::Backend("the transaction failed".to_string())));
+        drop(ack.send(answer(&committed, r)));
+    }
     committed
+}
+
+type Append = (
+    String,
+    u32,
+    Vec<Record>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
+
+/// Every append of a batch, in three statements: the runs' rows locked
+/// (in id order, so that workers never deadlock) and their owners read,
+/// the fencing rule applied to each append in turn, the accepted records
+/// inserted at once, and the runs' status and owner updated at once. Each
+/// append's answer: refused ones fail alone.
+async fn append_all(
+    c: &impl GenericClient,
+    appends: &[Append],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut ids: Vec<&str> = appends.iter().map(|(id, ..)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = c
+        .query(
+            "SELECT id, epoch FROM reactor_runs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .map_err(backend)?;
+    let mut owners: std::collections::HashMap<String, u32> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1).max(0) as u32))
+        .collect();
+    let mut answers = Vec::with_capacity(appends.len());
+    let (mut runs, mut seqs, mut kinds, mut ats, mut bodies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (run_id, epoch, records, _) in appends {
+        let Some(owner) = owners.get_mut(run_id) else {
+            answers.push(Err(StoreError::UnknownRun(run_id.clone())));
+            continue;
+        };
+        match fence(run_id, *owner, *epoch, records) {
+            Ok(now) => *owner = now,
+            Err(e) => {
+                answers.push(Err(e));
+                continue;
+            }
+        }
+        for r in records {
+            runs.push(run_id.as_str());
+            seqs.push(i64::try_from(r.seq).map_err(backend)?);
+            kinds.push(r.entry.kind());
+            ats.push(r.at_ms as i64);
+            bodies.push(serde_json::to_string(&r.entry).map_err(backend)?);
+        }
+        answers.push(Ok(()));
+    }
+    let inserted: std::collections::HashSet<(String, i64)> = c
+        .query(
+            "INSERT INTO reactor_journal (run_id, seq, kind, at_ms, body)
+             SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])
+             ON CONFLICT DO NOTHING RETURNING run_id, seq",
+            &[&runs, &seqs, &kinds, &ats, &bodies],
+        )
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // Each run's new status: that of its last record stored now (a
+    // retried append does not move it).
+    let mut status: std::collections::HashMap<&str, RunStatus> = Default::default();
+    for ((run_id, _, records, _), answer) in appends.iter().zip(&answers) {
+        if answer.is_err() {
+            continue;
+        }
+        for r in records {
+            if let (Some(st), true) = (
+                r.entry.status(),
+                inserted.contains(&(run_id.clone(), r.seq as i64)),
+            ) {
+                status.insert(run_id, st);
+            }
+        }
+    }
+    let (mut u_ids, mut u_status, mut u_epochs) = (Vec::new(), Vec::new(), Vec::new());
+    let accepted: std::collections::HashSet<&str> = appends
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.is_ok())
+        .map(|((id, ..), _)| id.as_str())
+        .collect();
+    for (id, owner) in owners
+        .iter()
+        .filter(|(id, _)| accepted.contains(id.as_str()))
+    {
+        u_ids.push(id.as_str());
+        u_status.push(status.get(id.as_str()).map(|s| s.as_str()));
+        u_epochs.push(i32::try_from(*owner).unwrap_or(i32::MAX));
+    }
+    c.execute(
+        "UPDATE reactor_runs AS r
+         SET updated_ms = $1, status = COALESCE(u.status, r.status), epoch = u.epoch
+         FROM unnest($2::TEXT[], $3::TEXT[], $4::INT[]) AS u(id, status, epoch)
+         WHERE r.id = u.id",
+        &[&(now_ms() as i64), &u_ids, &u_status, &u_epochs],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(answers)
 }
 
 async fn create(c: &impl GenericClient, run: &NewRun) -> Result<Created, StoreError> {
@@ -370,39 +492,6 @@ async fn create(c: &impl GenericClient, run: &NewRun) -> Result<Created, StoreEr
     }
     insert_records(c, &run.id, std::slice::from_ref(&run.first)).await?;
     Ok(Created::New)
-}
-
-async fn append(
-    c: &impl GenericClient,
-    run_id: &str,
-    epoch: u32,
-    records: &[Record],
-) -> Result<(), StoreError> {
-    let owner: i32 = c
-        .query_opt(
-            "SELECT epoch FROM reactor_runs WHERE id = $1 FOR UPDATE",
-            &[&run_id],
-        )
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?
-        .get(0);
-    let owner = fence(run_id, owner.max(0) as u32, epoch, records)?;
-    let inserted = insert_records(c, run_id, records).await?;
-    // Only what was stored now moves the status (a retried append does not).
-    let status = records
-        .iter()
-        .rev()
-        .filter(|r| inserted.contains(&(r.seq as i64)))
-        .find_map(|r| r.entry.status());
-    let owner = i32::try_from(owner).unwrap_or(i32::MAX);
-    c.execute(
-        "UPDATE reactor_runs SET updated_ms = $1, status = COALESCE($2, status), epoch = $3 WHERE id = $4",
-        &[&(now_ms() as i64), &status.map(RunStatus::as_str), &owner, &run_id],
-    )
-    .await
-    .map_err(backend)?;
-    Ok(())
 }
 
 /// Inserts the records not stored yet, in one statement; returns their
