@@ -1,9 +1,12 @@
 //! Property: a durable run interrupted at a random journal write (before
 //! or after it is stored) and taken up from its journal ends as the same
 //! run without the interruption would: random graphs, random placements
-//! (async tasks, plain closures, a `run_async(false)` run), a random
-//! failing step; each effect of a failed saga undone exactly once, each
-//! step run at most once more than the crash allows.
+//! (async tasks, plain closures, a `run_async(false)` run), random kinds
+//! (plain steps, composes whose nested run is journalled of its own,
+//! steps emitting a registered step at run time), a random failing step
+//! (inside a compose, its nested run's second step); each effect of a
+//! failed saga undone exactly once, each step run at most once more than
+//! the crash allows.
 //!
 //! The "crash" here freezes the store at the chosen write and drops the
 //! run on a single-threaded runtime (nothing of it runs after); real
@@ -14,10 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use reactor::durable::Runtime;
+use reactor::durable::StepRegistry;
 use reactor::journal::{
     Created, Journal, MemoryStore, NewRun, Record, RunStatus, RunSummary, Store, StoreError,
 };
-use reactor::{async_trait, input, result, step, Inputs, Reactor};
+use reactor::kinds::compose;
+use reactor::{async_trait, input, result, step, Inputs, Outcome, Reactor, StepSpec};
 
 /// Freezes at the k-th write: it never returns, and tells `frozen`.
 struct FreezingStore {
@@ -102,6 +107,9 @@ struct Shape {
     deps: Vec<Vec<usize>>,
     /// Plain (`run_sync`) or awaiting, per step.
     sync: Vec<bool>,
+    /// Per step: 0 a step, 1 a compose (of two effects), 2 a step that
+    /// emits an effect.
+    kind: Vec<u8>,
     failing: Option<usize>,
     run_async: bool,
     crash: (u64, bool),
@@ -113,43 +121,93 @@ fn shapes() -> impl Strategy<Value = Shape> {
             (
                 proptest::collection::vec(proptest::collection::vec(any::<bool>(), n), n),
                 proptest::collection::vec(any::<bool>(), n),
+                proptest::collection::vec(0_u8..3, n),
                 proptest::option::of(0..n),
                 any::<bool>(),
-                (1_u64..12, any::<bool>()),
+                (1_u64..16, any::<bool>()),
             )
         })
-        .prop_map(|(bits, sync, failing, run_async, crash)| Shape {
+        .prop_map(|(bits, sync, kind, failing, run_async, crash)| Shape {
             deps: bits
                 .iter()
                 .enumerate()
                 .map(|(i, row)| (0..i).filter(|&j| row[j]).collect())
                 .collect(),
             sync,
+            kind,
             failing,
             run_async,
             crash,
         })
 }
 
-fn build(shape: &Shape, ledger: &Ledger) -> Reactor {
+/// An effect: records `do` under its idempotency key, undoes it once.
+fn effect(ledger: &Ledger, name: &str, source: reactor::Source, add: u64, fails: bool) -> StepSpec {
+    let (l, lu) = (ledger.clone(), ledger.clone());
+    step(name)
+        .argument("x", source)
+        .output::<u64>()
+        .max_retries(0)
+        .run_sync(move |a, ctx| {
+            l.write(format!("do {}", ctx.idempotency_key()));
+            if fails {
+                return Err::<u64, reactor::BoxError>("this step fails".into());
+            }
+            Ok(*a.get::<u64>("x")? + add)
+        })
+        .undo(move |_, _, ctx| {
+            let lu = lu.clone();
+            async move {
+                lu.undo(&ctx.idempotency_key());
+                Ok(())
+            }
+        })
+}
+
+/// The reactor a compose runs: `a`, then `b` (failing with `fails`).
+fn inner(ledger: &Ledger, fails: bool) -> Reactor {
+    let mut b = Reactor::builder("inner");
+    b.input_as::<u64>("x")
+        .add(effect(ledger, "a", input("x"), 1, false))
+        .add(effect(ledger, "b", result("a"), 2, fails))
+        .returns("b");
+    b.build().unwrap()
+}
+
+fn build(shape: &Shape, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
     let mut b = Reactor::builder("random");
     b.input_as::<u64>("seed");
     let n = shape.deps.len();
     for i in 0..n {
         let name = format!("s{i}");
+        if shape.kind[i] == 1 {
+            let mut c = compose(name.as_str(), inner(ledger, shape.failing == Some(i)))
+                .argument("x", input("seed"));
+            for &j in &shape.deps[i] {
+                c = c.wait_for(format!("s{j}"));
+            }
+            b.add(c);
+            continue;
+        }
         let mut s = step(name.as_str()).output::<u64>().max_retries(0);
         s = s.argument("seed", input("seed"));
         for &j in &shape.deps[i] {
             s = s.argument(format!("s{j}"), result(format!("s{j}")));
         }
         let fails = shape.failing == Some(i);
-        let (l, lu) = (ledger.clone(), ledger.clone());
+        let emits = shape.kind[i] == 2;
+        let (l, lu, reg) = (ledger.clone(), ledger.clone(), steps.clone());
         let body = move |a: &reactor::Arguments, ctx: &reactor::Context| {
             l.write(format!("do {}", ctx.idempotency_key()));
             if fails {
-                return Err::<u64, reactor::BoxError>("this step fails".into());
+                return Err::<Outcome, reactor::BoxError>("this step fails".into());
             }
-            Ok(a.iter().map(|(_, v)| *v.get::<u64>().unwrap()).sum::<u64>() + i as u64)
+            let sum = a.iter().map(|(_, v)| *v.get::<u64>().unwrap()).sum::<u64>() + i as u64;
+            if emits {
+                let e = reg.make("effect", &format!("s{i}e"), i as u64)?;
+                return Ok(Outcome::with_steps(sum, vec![e]));
+            }
+            Ok(Outcome::ok(sum))
         };
         s = if shape.sync[i] {
             s.run_sync(move |a, ctx| body(a, ctx))
@@ -188,7 +246,12 @@ fn outcome(out: &Result<reactor::Value, reactor::Error>) -> String {
 
 fn runtime(store: Arc<dyn Store>, shape: &Shape, ledger: &Ledger) -> Runtime {
     let rt = Runtime::with_store(store);
-    rt.register(build(shape, ledger)).unwrap();
+    let l = ledger.clone();
+    rt.register_step("effect", move |name: &str, add: u64| {
+        effect(&l, name, input("seed"), add, false)
+    });
+    let steps = rt.steps().clone();
+    rt.register(build(shape, ledger, &steps)).unwrap();
     let run_async = shape.run_async;
     rt.configure(move |r| r.run_async(run_async));
     rt
@@ -251,7 +314,10 @@ async fn check(shape: Shape) -> Result<(), TestCaseError> {
         // A step that failed did nothing to undo, unless a crash cut an
         // attempt of it short (it may have been the one that did): then it
         // is undone as possibly completed.
-        let failed = shape.failing.map(|f| format!("r:s{f}")) == Some(key.clone());
+        let failed = shape.failing.map(|f| match shape.kind[f] {
+            1 => format!("r/s{f}.1.0:b"),
+            _ => format!("r:s{f}"),
+        }) == Some(key.clone());
         if failed {
             prop_assert!(
                 undone <= crashes,
