@@ -78,6 +78,23 @@ fn dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// `runs` concurrent runs of the registered `steps`-step chain; seconds.
+async fn run_chains(rt: &Runtime, runs: u64, steps: usize) -> f64 {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..runs {
+        let rt = rt.clone();
+        tasks.spawn(async move {
+            let out = rt.start("chain", Inputs::new().with("x", r)).await.unwrap();
+            assert_eq!(*out.get::<u64>().unwrap(), r + steps as u64);
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// 100 concurrent runs of a 100-step chain; steps per second.
 async fn throughput(sync: Synchronous, tag: &str) -> (f64, f64) {
     const RUNS: u64 = 100;
@@ -86,19 +103,7 @@ async fn throughput(sync: Synchronous, tag: &str) -> (f64, f64) {
     let store = Arc::new(SqliteStore::open_with(d.join("journal.db"), sync).unwrap());
     let rt = Runtime::with_store(store.clone());
     rt.register(chain("chain", STEPS)).unwrap();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for r in 0..RUNS {
-        let rt = rt.clone();
-        tasks.spawn(async move {
-            let out = rt.start("chain", Inputs::new().with("x", r)).await.unwrap();
-            assert_eq!(*out.get::<u64>().unwrap(), r + STEPS as u64);
-        });
-    }
-    while let Some(t) = tasks.join_next().await {
-        t.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = run_chains(&rt, RUNS, STEPS).await;
     let conn = rusqlite::Connection::open(d.join("journal.db")).unwrap();
     let rows: i64 = conn
         .query_row("SELECT COUNT(*) FROM reactor_journal", [], |r| r.get(0))
@@ -128,19 +133,7 @@ async fn throughput_pg() -> Result<(f64, f64), reactor::journal::StoreError> {
     let store = Arc::new(PgStore::connect_in(&url, &schema).await?);
     let rt = Runtime::with_store(store.clone());
     rt.register(chain("chain", STEPS)).unwrap();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for r in 0..RUNS {
-        let rt = rt.clone();
-        tasks.spawn(async move {
-            let out = rt.start("chain", Inputs::new().with("x", r)).await.unwrap();
-            assert_eq!(*out.get::<u64>().unwrap(), r + STEPS as u64);
-        });
-    }
-    while let Some(t) = tasks.join_next().await {
-        t.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = run_chains(&rt, RUNS, STEPS).await;
     let mut rows = 0;
     for run in store.runs(None).await? {
         rows += store.load(&run.id).await?.records.len();

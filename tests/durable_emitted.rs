@@ -12,7 +12,7 @@ use reactor::{input, step, value, Inputs, Outcome, Reactor, StepSpec};
 use tokio::sync::Notify;
 
 mod common;
-use common::stall::Ledger;
+use common::stall::{crash_when, Ledger};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-emitted-{name}-{}", std::process::id()));
@@ -91,14 +91,12 @@ fn runtime(path: &std::path::Path, ledger: &Ledger) -> Runtime {
 /// Starts run `id` in a task and aborts it once `gate` is told.
 async fn crash_at(rt: &Runtime, id: &str, parcels: Vec<u32>, gate: Arc<Notify>) {
     let (rt2, id2) = (rt.clone(), id.to_string());
-    let task = tokio::spawn(async move {
+    let run = async move {
         rt2.start("shipping", Inputs::new().with("parcels", parcels))
             .run_id(id2)
             .await
-    });
-    gate.notified().await;
-    task.abort();
-    let _ = task.await;
+    };
+    crash_when(&gate, run).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,15 +233,13 @@ async fn a_step_replacing_itself_resumes_at_its_latest_definition() {
     let ledger = Ledger::default();
     let gate = ledger.stall_at("count 1");
     let rt = countdown_runtime(&path, &ledger);
-    let (rt2, gate2) = (rt.clone(), gate.clone());
-    let task = tokio::spawn(async move {
+    let rt2 = rt.clone();
+    let run = async move {
         rt2.start("countdown", Inputs::new().with("from", 3_u32))
             .run_id("c1")
             .await
-    });
-    gate2.notified().await;
-    task.abort();
-    let _ = task.await;
+    };
+    crash_when(&gate, run).await;
     drop(rt);
     let rt = countdown_runtime(&path, &ledger);
     let recovery = rt.recover().await;

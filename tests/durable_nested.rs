@@ -13,7 +13,7 @@ use reactor::{input, step, Inputs, Reactor, StepSpec};
 use tokio::sync::Notify;
 
 mod common;
-use common::stall::Ledger;
+use common::stall::{crash_when, Ledger};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-nested-{name}-{}", std::process::id()));
@@ -93,14 +93,12 @@ fn runtime(path: &std::path::Path, ledger: &Ledger) -> Runtime {
 
 async fn crash_at(rt: &Runtime, id: &str, nights: u32, gate: Arc<Notify>) {
     let (rt2, id2) = (rt.clone(), id.to_string());
-    let task = tokio::spawn(async move {
+    let run = async move {
         rt2.start("trip", Inputs::new().with("nights", nights))
             .run_id(id2)
             .await
-    });
-    gate.notified().await;
-    task.abort();
-    let _ = task.await;
+    };
+    crash_when(&gate, run).await;
 }
 
 fn undone(journal: &reactor::journal::Journal) -> Vec<String> {
@@ -340,14 +338,12 @@ async fn an_unwinding_of_an_abandoned_compose_cut_short_goes_on() {
     let gate = ledger.stall_at("undo hotel");
     let rt = abandoning_runtime(&path, &ledger, &reached);
     let rt2 = rt.clone();
-    let task = tokio::spawn(async move {
+    let run = async move {
         rt2.start("abandon", Inputs::new().with("nights", 2_u32))
             .run_id("a2")
             .await
-    });
-    gate.notified().await;
-    task.abort();
-    let _ = task.await;
+    };
+    crash_when(&gate, run).await;
     drop(rt);
     let rt = abandoning_runtime(&path, &ledger, &reached);
     let recovery = rt.recover().await;

@@ -42,7 +42,8 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
-    decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store, StoreError,
+    ask, decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store,
+    StoreError,
 };
 
 /// The most records one transaction commits.
@@ -451,18 +452,27 @@ async fn append_all(
     Ok(answers)
 }
 
+/// The run holding idempotency key `key`, if any.
+async fn keyed(
+    c: &impl GenericClient,
+    key: &Option<String>,
+) -> Result<Option<Created>, StoreError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let row = c
+        .query_opt(
+            "SELECT id FROM reactor_runs WHERE idempotency_key = $1",
+            &[key],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.map(|r| Created::Existing(r.get(0))))
+}
+
 async fn create(c: &impl GenericClient, run: &NewRun) -> Result<Created, StoreError> {
-    if let Some(key) = &run.idempotency_key {
-        let existing = c
-            .query_opt(
-                "SELECT id FROM reactor_runs WHERE idempotency_key = $1",
-                &[key],
-            )
-            .await
-            .map_err(backend)?;
-        if let Some(row) = existing {
-            return Ok(Created::Existing(row.get(0)));
-        }
+    if let Some(existing) = keyed(c, &run.idempotency_key).await? {
+        return Ok(existing);
     }
     let now = now_ms() as i64;
     let status = run.first.entry.status().unwrap_or(RunStatus::Running);
@@ -476,17 +486,8 @@ async fn create(c: &impl GenericClient, run: &NewRun) -> Result<Created, StoreEr
         .map_err(|e| StoreError::Backend(format!("cannot store run `{}`: {e}", run.id)))?;
     if inserted == 0 {
         // Taken meanwhile: by a run of the same key, or of the same id.
-        if let Some(key) = &run.idempotency_key {
-            let existing = c
-                .query_opt(
-                    "SELECT id FROM reactor_runs WHERE idempotency_key = $1",
-                    &[key],
-                )
-                .await
-                .map_err(backend)?;
-            if let Some(row) = existing {
-                return Ok(Created::Existing(row.get(0)));
-            }
+        if let Some(existing) = keyed(c, &run.idempotency_key).await? {
+            return Ok(existing);
         }
         return Err(StoreError::RunExists(run.id.clone()));
     }
@@ -542,20 +543,12 @@ fn summary(row: &tokio_postgres::Row) -> Result<RunSummary, StoreError> {
 #[async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: NewRun) -> Result<Created, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Create(run, tx))?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        ask(|tx| self.send(Write::Create(run, tx))).await
     }
 
     async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Append(
-            run_id.to_string(),
-            epoch,
-            records.to_vec(),
-            tx,
-        ))?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let records = records.to_vec();
+        ask(|tx| self.send(Write::Append(run_id.to_string(), epoch, records, tx))).await
     }
 
     async fn load(&self, run_id: &str) -> Result<Journal, StoreError> {

@@ -29,7 +29,8 @@ use tokio::sync::oneshot;
 
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
-    decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store, StoreError,
+    ask, decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store,
+    StoreError,
 };
 
 /// How many records one commit takes at most.
@@ -426,20 +427,12 @@ const SUMMARY: &str =
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<Created, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Create(run, tx))?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        ask(|tx| self.send(Write::Create(run, tx))).await
     }
 
     async fn append(&self, run_id: &str, epoch: u32, records: &[Record]) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Append(
-            run_id.to_string(),
-            epoch,
-            records.to_vec(),
-            tx,
-        ))?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let records = records.to_vec();
+        ask(|tx| self.send(Write::Append(run_id.to_string(), epoch, records, tx))).await
     }
 
     async fn load(&self, run_id: &str) -> Result<Journal, StoreError> {

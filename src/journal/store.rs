@@ -98,6 +98,17 @@ impl StoreError {
     }
 }
 
+/// Sends a write to a store's writer (`send` hands it the answer's
+/// channel) and waits for its answer; a writer gone is
+/// [`StoreError::Closed`].
+pub(crate) async fn ask<T>(
+    send: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Result<(), StoreError>,
+) -> Result<T, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    send(tx)?;
+    rx.await.map_err(|_| StoreError::Closed)?
+}
+
 /// A record as a store keeps it (`seq`, `at_ms`, the entry as JSON),
 /// decoded; an unreadable one is [`StoreError::Corrupt`].
 pub(crate) fn decode_record(

@@ -67,3 +67,16 @@ impl Ledger {
         notify
     }
 }
+
+/// Runs `run` in a task and drops it (aborts the task) once `gate` is
+/// told: what a crash of its process leaves in the journal.
+pub async fn crash_when<F>(gate: &Notify, run: F)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = tokio::spawn(run);
+    gate.notified().await;
+    task.abort();
+    let _ = task.await;
+}
