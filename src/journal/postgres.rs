@@ -43,7 +43,7 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
     ask, decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store,
-    StoreError,
+    StoreError, Write,
 };
 
 /// The most records one transaction commits.
@@ -72,32 +72,6 @@ pub struct PgStore {
 struct Conn {
     url: String,
     schema: String,
-}
-
-enum Write {
-    Create(NewRun, oneshot::Sender<Result<Created, StoreError>>),
-    Append(
-        String,
-        u32,
-        Vec<Record>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
-}
-
-impl Write {
-    fn records(&self) -> usize {
-        match self {
-            Write::Create(..) => 1,
-            Write::Append(_, _, records, _) => records.len().max(1),
-        }
-    }
-
-    fn refuse(self, e: StoreError) {
-        match self {
-            Write::Create(_, ack) => drop(ack.send(Err(e))),
-            Write::Append(_, _, _, ack) => drop(ack.send(Err(e))),
-        }
-    }
 }
 
 fn backend(e: impl std::fmt::Display + 'static) -> StoreError {

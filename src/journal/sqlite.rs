@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
     ask, decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store,
-    StoreError,
+    StoreError, Write,
 };
 
 /// How many records one commit takes at most.
@@ -72,25 +72,6 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish()
-    }
-}
-
-enum Write {
-    Create(NewRun, oneshot::Sender<Result<Created, StoreError>>),
-    Append(
-        String,
-        u32,
-        Vec<Record>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
-}
-
-impl Write {
-    fn records(&self) -> usize {
-        match self {
-            Write::Create(..) => 1,
-            Write::Append(_, _, records, _) => records.len().max(1),
-        }
     }
 }
 

@@ -26,6 +26,7 @@
 //!    ([`fence`]).
 
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 
 use super::record::{Entry, Record, RunStatus};
 
@@ -98,13 +99,43 @@ impl StoreError {
     }
 }
 
+/// A write queued for a store's writer (thread or task), with the channel
+/// its answer goes back on.
+pub(crate) enum Write {
+    Create(NewRun, oneshot::Sender<Result<Created, StoreError>>),
+    Append(
+        String,
+        u32,
+        Vec<Record>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+impl Write {
+    /// How many records it writes (at least 1), to size a batch.
+    pub(crate) fn records(&self) -> usize {
+        match self {
+            Write::Create(..) => 1,
+            Write::Append(_, _, records, _) => records.len().max(1),
+        }
+    }
+
+    /// Answers it with `e`, unwritten.
+    pub(crate) fn refuse(self, e: StoreError) {
+        match self {
+            Write::Create(_, ack) => drop(ack.send(Err(e))),
+            Write::Append(_, _, _, ack) => drop(ack.send(Err(e))),
+        }
+    }
+}
+
 /// Sends a write to a store's writer (`send` hands it the answer's
 /// channel) and waits for its answer; a writer gone is
 /// [`StoreError::Closed`].
 pub(crate) async fn ask<T>(
-    send: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Result<(), StoreError>,
+    send: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Result<(), StoreError>,
 ) -> Result<T, StoreError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = oneshot::channel();
     send(tx)?;
     rx.await.map_err(|_| StoreError::Closed)?
 }
