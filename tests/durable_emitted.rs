@@ -327,3 +327,143 @@ async fn an_emitted_step_no_registered_kind_rebuilds_fails_its_emitter_naming_it
     let err = steps.make("missing", "m", 1_u32).unwrap_err().to_string();
     assert!(err.contains("`missing` is not registered"), "{err}");
 }
+
+/// `base`, then a switch on `n`: over 5 `big`, else `small` (each reading
+/// `base` from outside the switch, undoable); then `after`, failing for 99.
+fn route(ledger: &Ledger, predicate_calls: Arc<AtomicU32>) -> Reactor {
+    let branch = |name: &'static str| {
+        let (l, u) = (ledger.clone(), ledger.clone());
+        step(name)
+            .argument("base", reactor::result("base"))
+            .output::<u32>()
+            .run(move |a, _| {
+                let l = l.clone();
+                async move {
+                    l.hit(name.to_string()).await;
+                    Ok(*a.get::<u32>("base")? + 1)
+                }
+            })
+            .undo(move |_, a, _| {
+                let u = u.clone();
+                async move {
+                    u.hit(format!("undo {name} {}", a.get::<u32>("base")?))
+                        .await;
+                    Ok(())
+                }
+            })
+    };
+    Reactor::builder("route")
+        .input_as::<u32>("n")
+        .add(
+            step("base")
+                .argument("n", input("n"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("n")? * 10)),
+        )
+        .add(
+            reactor::kinds::switch("pick", input("n"))
+                .branch(
+                    move |v| {
+                        predicate_calls.fetch_add(1, Ordering::SeqCst);
+                        *v.get::<u32>().unwrap() > 5
+                    },
+                    [branch("big")],
+                    Some("big"),
+                )
+                .default([branch("small")], Some("small"))
+                .into_step(),
+        )
+        .add(
+            step("after")
+                .argument("picked", reactor::result("pick"))
+                .argument("n", input("n"))
+                .output::<u32>()
+                .run_sync(|a, _| match *a.get::<u32>("n")? {
+                    99 => Err("no route".into()),
+                    _ => Ok(*a.get::<u32>("picked")? * 2),
+                }),
+        )
+        .returns("after")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_in_a_durable_run_is_rebuilt_from_its_branch_after_a_crash() {
+    let path = temp_db("switch");
+    let ledger = Ledger::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let gate = ledger.stall_at("big");
+    let open = |ledger: &Ledger, calls: &Arc<AtomicU32>| {
+        let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+        rt.register(route(ledger, calls.clone())).unwrap();
+        rt
+    };
+    let rt = open(&ledger, &calls);
+    let rt2 = rt.clone();
+    let run = async move {
+        rt2.start("route", Inputs::new().with("n", 7_u32))
+            .run_id("w1")
+            .await
+    };
+    crash_when(&gate, run).await;
+    drop(rt);
+    let rt = open(&ledger, &calls);
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    // base 70, big 71, after 142.
+    assert_eq!(
+        *recovery.finished[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .get::<u32>()
+            .unwrap(),
+        142
+    );
+    // The switch chose once; its branch step ran again; `small` never.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!([ledger.get("big"), ledger.get("small")], [2, 0]);
+    let journal = rt.journal("w1").await.unwrap();
+    let kinds: Vec<String> = journal
+        .records
+        .iter()
+        .flat_map(|r| match &r.entry {
+            Entry::StepDone { emitted, .. } => emitted.iter().map(|e| e.kind.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(kinds, ["reactor:switch", "reactor:switch"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_undone_across_a_crash_is_undone_with_its_arguments() {
+    let path = temp_db("switch-undo");
+    let ledger = Ledger::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    // 99 takes `big` (base 990), then `after` fails: `big` is undone, and
+    // the crash cuts its undo short.
+    let gate = ledger.stall_at("undo big 990");
+    let open = |ledger: &Ledger, calls: &Arc<AtomicU32>| {
+        let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+        rt.register(route(ledger, calls.clone())).unwrap();
+        rt
+    };
+    let rt = open(&ledger, &calls);
+    let rt2 = rt.clone();
+    let run = async move {
+        rt2.start("route", Inputs::new().with("n", 99_u32))
+            .run_id("w2")
+            .await
+    };
+    crash_when(&gate, run).await;
+    drop(rt);
+    let rt = open(&ledger, &calls);
+    let recovery = rt.recover().await;
+    let err = recovery.finished[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("no route"), "{err}");
+    // Undone again with the argument its branch read from outside.
+    assert_eq!(ledger.get("undo big 990"), 2);
+    assert_eq!([ledger.get("big"), calls.load(Ordering::SeqCst)], [1, 1]);
+    assert_eq!(rt.status("w2").await.unwrap().status, RunStatus::Failed);
+}

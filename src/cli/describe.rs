@@ -93,7 +93,7 @@ fn step(out: &mut String, spec: &StepSpec, depth: usize) {
             steps.iter().for_each(|s| step(out, s, depth + 2));
         }
         Some(Shape::Nested { steps, .. }) => steps.iter().for_each(|s| step(out, s, depth + 1)),
-        Some(Shape::Switch { branches }) => {
+        Some(Shape::Switch { branches, .. }) => {
             for (label, steps, returns) in branches {
                 let returns = returns
                     .as_ref()

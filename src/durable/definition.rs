@@ -103,6 +103,21 @@ pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Code
             }
             Err(e) => return Err(e.to_string()),
         },
+        // Its branches' steps join the run when it takes one: each must be
+        // journalled as the run's own are, and is part of this line.
+        Some(Shape::Switch { branches, .. }) => {
+            let mut inner = Vec::new();
+            for (_, steps, _) in branches {
+                for s in steps {
+                    let can_undo = s.resolve().map_err(|e| e.to_string())?.can_undo();
+                    let (line, _) = step_line(s, can_undo).map_err(|problem| {
+                        format!("step `{}` is a switch whose {problem}", spec.name())
+                    })?;
+                    inner.push(line);
+                }
+            }
+            format!("switch#{}", hash_lines(spec.name(), &inner))
+        }
         Some(shape) => {
             return Err(format!(
                 "step `{}` is a `{}`, whose nested steps are not journalled yet",

@@ -37,7 +37,8 @@
 //!   [`Runtime::register_step`] ([`StepRegistry::make`]), journalled as
 //!   the kind and its parameters with their emitter's completion, and
 //!   rebuilt by the kind after a crash. An emitted step no registered kind
-//!   rebuilds fails its emitter, naming it.
+//!   rebuilds fails its emitter, naming it. A `switch` journals the branch
+//!   it took, and rebuilds that branch's steps from it.
 //!
 //! - A run nested in a step (`compose`, `recurse`, or a user's run
 //!   [`within`](crate::RunRequest::within) a step) is a durable run of its
@@ -50,7 +51,7 @@
 //!
 //! # Not yet journalled
 //!
-//! `map`, `switch`, `group` and `around` are refused when registering; a
+//! `map`, `group` and `around` are refused when registering; a
 //! step that keeps an undo value apart from its result (`OkWithUndo`,
 //! other than a composite's nested runs) fails with an error saying so. Context values are not journalled: a recovered run gets
 //! those of the runtime taking it up.

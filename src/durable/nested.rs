@@ -128,13 +128,14 @@ impl NestedJournals for Nested {
                 })
             }
         };
-        let plan = reactor.plan();
-        let can_undo = |name: &str| {
-            plan.step_named(name)
-                .is_some_and(|i| plan.steps[i].can_undo)
-        };
-        let (state, mut recovered) =
-            folded.rebuild(id, &def, false, can_undo, &self.steps, ValueMap::new())?;
+        let (state, mut recovered) = folded.rebuild(
+            id,
+            &def,
+            false,
+            reactor.plan(),
+            &self.steps,
+            ValueMap::new(),
+        )?;
         // Undos journalled outside an unwinding: its step undid it (it
         // failed or halted after it) and the crash came before the step's
         // end was journalled. It is undone to the end, not run again.

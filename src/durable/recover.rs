@@ -28,6 +28,8 @@ use super::registry::StepRegistry;
 use crate::error::Error;
 use crate::executor::{NestedRuns, Recovered, RunState, UndoRecord, Unfinished};
 use crate::journal::{EmittedStep, Entry, Journal, RunEnd, StepFailure, UndoItem};
+use crate::kinds::{rebuild_switched, SWITCH_KIND};
+use crate::planner::Plan;
 use crate::step::StepSpec;
 use crate::value::{Value, ValueMap};
 
@@ -158,10 +160,14 @@ impl Folded {
         run_id: &str,
         def: &Definition,
         migrated: bool,
-        can_undo: impl Fn(&str) -> bool,
+        plan: &Plan,
         steps: &StepRegistry,
         context: ValueMap,
     ) -> Result<(RunState, Recovered), Error> {
+        let can_undo = |name: &str| {
+            plan.step_named(name)
+                .is_some_and(|i| plan.steps[i].can_undo)
+        };
         if self.def_hash != def.hash && !migrated {
             return Err(Error::DefinitionChanged {
                 run_id: run_id.to_string(),
@@ -230,9 +236,24 @@ impl Folded {
                 completed.push(done.step.clone());
             }
             for e in &done.emitted {
-                let spec = steps
-                    .rebuild(&e.name, &e.kind, e.params.clone())
-                    .map_err(|why| mismatch(format!("the emitted step `{}`: {why}", e.name)))?;
+                let spec = match e.kind.as_str() {
+                    SWITCH_KIND => {
+                        let switch = plan.step_named(&done.step).map(|i| &plan.steps[i].spec);
+                        let branch = e.params.as_u64().and_then(|k| usize::try_from(k).ok());
+                        let outside = |n: &str| results.get(n).cloned();
+                        switch
+                            .zip(branch)
+                            .and_then(|(s, k)| rebuild_switched(s, k, &e.name, &outside))
+                            .ok_or_else(|| {
+                                format!(
+                                    "no branch {} of a switch `{}` emits it",
+                                    e.params, done.step
+                                )
+                            })
+                    }
+                    _ => steps.rebuild(&e.name, &e.kind, e.params.clone()),
+                }
+                .map_err(|why| mismatch(format!("the emitted step `{}`: {why}", e.name)))?;
                 match emitted.iter_mut().find(|s| s.name() == e.name) {
                     Some(old) => *old = spec,
                     None => emitted.push(spec),

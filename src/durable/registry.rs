@@ -159,6 +159,14 @@ impl StepRegistry {
             .params
             .clone()
             .map_err(|e| problem(format!("its parameters cannot be encoded: {e}")))?;
+        if descriptor.kind == crate::kinds::SWITCH_KIND {
+            // A switch's steps: rebuilt from the switch, not a registry.
+            return Ok(EmittedStep {
+                name: name.to_string(),
+                kind: descriptor.kind.clone(),
+                params,
+            });
+        }
         let rebuilt = self
             .rebuild(name, &descriptor.kind, params.clone())
             .map_err(problem)?;

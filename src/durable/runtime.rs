@@ -582,10 +582,6 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let plan = reg.reactor.plan().clone();
-        let can_undo = |name: &str| {
-            plan.step_named(name)
-                .is_some_and(|i| plan.steps[i].can_undo)
-        };
         let migrated = self
             .inner
             .migrations
@@ -596,7 +592,7 @@ impl Runtime {
             run_id,
             &reg.def,
             migrated,
-            can_undo,
+            &plan,
             &self.inner.steps,
             context,
         )?;

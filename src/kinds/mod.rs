@@ -39,6 +39,7 @@ pub use group::{around, around_async, group, EmptyNesting, Group, Nested};
 pub(crate) use map::element_of;
 pub use map::{element, map, Map, MapError, MapSource};
 pub use recurse::{recurse, Recurse, RecurseError};
+pub(crate) use switch::{rebuild as rebuild_switched, SWITCH_KIND};
 pub use switch::{switch, Switch};
 pub use template::{Template, TemplateError};
 

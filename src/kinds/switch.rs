@@ -5,10 +5,76 @@ use std::sync::Arc;
 
 use crate::argument::{result, Origin, Source};
 use crate::name::Name;
-use crate::step::{step, Outcome, Shape, StepSpec};
+use crate::step::{step, Outcome, Shape, StepSpec, SwitchEmit};
 use crate::value::Value;
 
 type Predicate = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// The kind of the steps a switch emits, as a durable run journals them.
+pub(crate) const SWITCH_KIND: &str = "reactor:switch";
+
+/// The steps a switch emits for branch `k`: the branch's steps, reading
+/// the outside results `outside` finds as values, and the switch's
+/// replacement, which waits for them and carries the returned step's
+/// result (with its type, for the journal), or the unit value.
+fn emitter(name: Name, branches: Vec<Branch>, outer: BTreeSet<Name>) -> SwitchEmit {
+    Arc::new(move |k, outside| {
+        let branch = &branches[k];
+        let rewrite = |source: &mut crate::argument::Source| {
+            if let Origin::Result(n) = &source.origin {
+                if outer.contains(n) {
+                    if let Some(v) = outside(n) {
+                        source.origin = Origin::Value(v);
+                    }
+                }
+            }
+        };
+        let mut emitted: Vec<StepSpec> = branch
+            .steps
+            .iter()
+            .map(|s| s.clone().rewrite_sources(rewrite))
+            .collect();
+        // The switch's replacement waits for the branch and carries its
+        // result, so the switch's dependents see the branch's outcome.
+        let mut done = step(name.clone()).max_retries(0);
+        for s in &branch.steps {
+            done = done.wait_for(s.name_arc().clone());
+        }
+        let done = match &branch.returns {
+            Some(r) => {
+                let codec = branch
+                    .steps
+                    .iter()
+                    .find(|s| s.name() == r.as_str())
+                    .and_then(StepSpec::output_codec);
+                done.argument("value", result(r.clone()))
+                    .with_codec(codec)
+                    .run_sync(|a, _| Ok(a.value("value").expect("read above").clone()))
+            }
+            None => done.output::<()>().run_sync(|_, _| Ok(Value::unit())),
+        };
+        emitted.push(done);
+        emitted
+    })
+}
+
+/// The step `name` that the switch `switch` emitted for branch `k`, rebuilt
+/// for a durable run taken up from its journal (`outside` finds the
+/// results its branches read).
+pub(crate) fn rebuild(
+    switch: &StepSpec,
+    k: usize,
+    name: &str,
+    outside: &dyn Fn(&str) -> Option<Value>,
+) -> Option<StepSpec> {
+    let Some(Shape::Switch { emit, branches, .. }) = switch.def().extras().shape.as_deref() else {
+        return None;
+    };
+    if k >= branches.len() {
+        return None;
+    }
+    emit(k, outside).into_iter().find(|s| s.name() == name)
+}
 
 #[derive(Clone)]
 struct Branch {
@@ -155,58 +221,48 @@ impl Switch {
                 .collect(),
             ..b
         };
-        let branches: Vec<Branch> = self
+        let mut branches: Vec<Branch> = self
             .branches
             .into_iter()
             .map(|b| strip(b, &mut waits))
             .collect();
+        // The default goes last: branch `k` is `branches[k]` everywhere.
         let default = self.default.map(|b| strip(b, &mut waits));
+        let has_default = default.is_some();
+        branches.extend(default);
         outer.extend(waits.iter().filter(|n| **n != name).cloned());
+        let matches: Vec<Option<Predicate>> = branches.iter().map(|b| b.matches.clone()).collect();
+        let emit = emitter(name.clone(), branches, outer.clone());
         let mut spec = step(name.clone())
             .max_retries(0)
-            .shaped(Shape::Switch { branches: drawn })
+            .shaped(Shape::Switch {
+                branches: drawn,
+                emit: emit.clone(),
+            })
+            .output::<()>()
             .argument("on", self.on.clone());
         for dep in &outer {
             spec = spec.argument(nested_argument(dep), result(dep.clone()));
         }
-        spec.run_sync(move |args, _| {
+        spec.run_sync(move |args, ctx| {
             let on = args.value("on").expect("the switch reads `on`");
-            let chosen = branches
+            let chosen = matches
                 .iter()
-                .find(|b| b.matches.as_ref().is_some_and(|m| m(on)))
-                .or(default.as_ref());
-            let Some(branch) = chosen else {
+                .position(|m| m.as_ref().is_some_and(|m| m(on)))
+                .or(has_default.then(|| matches.len() - 1));
+            let Some(k) = chosen else {
                 return Ok(Outcome::Ok(Value::unit()));
             };
-            let outside = |source: &mut crate::argument::Source| {
-                if let Origin::Result(n) = &source.origin {
-                    if outer.contains(n) {
-                        let v = args
-                            .value(&nested_argument(n))
-                            .expect("the switch reads what its branches read")
-                            .clone();
-                        source.origin = Origin::Value(v);
-                    }
-                }
-            };
-            let mut emitted: Vec<StepSpec> = branch
-                .steps
-                .iter()
-                .map(|s| s.clone().rewrite_sources(&outside))
-                .collect();
-            // The switch's replacement waits for the branch and carries its
-            // result, so the switch's dependents see the branch's outcome.
-            let mut done = step(name.clone()).max_retries(0);
-            for s in &branch.steps {
-                done = done.wait_for(s.name_arc().clone());
+            let outside = |n: &str| args.value(&nested_argument(n)).cloned();
+            let mut emitted = emit(k, &outside);
+            if ctx.durable() {
+                // A durable run journals which branch it took; the switch
+                // rebuilds the steps from it (`rebuild`).
+                emitted = emitted
+                    .into_iter()
+                    .map(|s| s.described(SWITCH_KIND, k))
+                    .collect();
             }
-            let done = match &branch.returns {
-                Some(r) => done
-                    .argument("value", result(r.clone()))
-                    .run_sync(|a, _| Ok(a.value("value").expect("read above").clone())),
-                None => done.run_sync(|_, _| Ok(Value::unit())),
-            };
-            emitted.push(done);
             Ok(Outcome::OkWithSteps(Value::unit(), emitted))
         })
     }

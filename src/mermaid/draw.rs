@@ -225,7 +225,7 @@ impl Drawer<'_> {
                 );
             }
             Shape::Reactor { plan, .. } => self.reactor(plan, None, depth, level),
-            Shape::Switch { branches } => {
+            Shape::Switch { branches, .. } => {
                 for (label, steps, returns) in branches {
                     let id = self.id('b');
                     self.line(depth, &format!("subgraph {id} [\"{}\"]", escape(label)));

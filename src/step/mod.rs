@@ -29,11 +29,11 @@ pub(crate) enum Runner {
     Step(StepImp),
 }
 pub(crate) use spec::Implementation;
-pub(crate) use spec::Shape;
 pub(crate) use spec::StepImp;
 #[cfg(feature = "cli")]
 pub(crate) use spec::DEFAULT_MAX_RETRIES;
 pub use spec::{step, Guard, StepSpec};
+pub(crate) use spec::{Shape, SwitchEmit};
 
 use crate::argument::Arguments;
 use crate::context::Context;

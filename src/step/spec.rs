@@ -118,6 +118,10 @@ pub(crate) struct Descriptor {
     pub(crate) params: Result<serde_json::Value, String>,
 }
 
+/// The steps a switch emits for a branch (see [`Shape::Switch`]).
+pub(crate) type SwitchEmit =
+    Arc<dyn Fn(usize, &dyn Fn(&str) -> Option<Value>) -> Vec<StepSpec> + Send + Sync>;
+
 /// A ready-made step's kind and what it nests, as its kind's constructor
 /// describes it (the nested steps a diagram draws inside it).
 pub(crate) enum Shape {
@@ -144,6 +148,10 @@ pub(crate) enum Shape {
     /// A switch: its branches (a label, the steps, the returned step).
     Switch {
         branches: Vec<(String, Vec<StepSpec>, Option<Name>)>,
+        /// The steps it emits for branch `k` (in `branches`' order), the
+        /// results of outside steps its branches read looked up in the
+        /// given function: how a durable run rebuilds them.
+        emit: SwitchEmit,
     },
     /// Nested steps run as one (`group`, `around`).
     Nested {
@@ -166,7 +174,7 @@ impl Shape {
             Shape::Leaf(_) => {}
             Shape::Map { steps, .. } | Shape::Nested { steps, .. } => steps.iter().for_each(each),
             Shape::Reactor { plan, .. } => plan.steps.iter().for_each(|p| each(&p.spec)),
-            Shape::Switch { branches } => {
+            Shape::Switch { branches, .. } => {
                 for (_, steps, _) in branches {
                     steps.iter().for_each(&mut each);
                 }
@@ -546,6 +554,13 @@ impl StepSpec {
             Some(Shape::Reactor { plan, .. }) => plan.steps[plan.return_step].spec.output_codec(),
             _ => None,
         })
+    }
+
+    /// Sets (or clears) the codec of the step's result: what
+    /// [`StepSpec::output`] declares, for a type known only at run time.
+    pub(crate) fn with_codec(mut self, codec: Option<crate::codec::Codec>) -> StepSpec {
+        self.edit().extras_mut().output = codec;
+        self
     }
 
     /// Describes the step.
