@@ -4,8 +4,9 @@
 //! after the k-th write reaches the store); the harness starts it again
 //! to recover, and compares with an uncrashed run. The reactors: a chain,
 //! a fan-out, a failing saga, a halt, a compose (completing, and undone
-//! by a later failure), and steps emitted at run time (completing, and
-//! undone by an emitted step's failure). The writes of a compose's nested
+//! by a later failure), steps emitted at run time (completing, and
+//! undone by an emitted step's failure), and a switch's branch undone by
+//! a later failure. The writes of a compose's nested
 //! run are boundaries too.
 //!
 //! Checked for every k of every reactor: the outcome equals the
@@ -220,6 +221,23 @@ fn scenario(name: &str, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
             } else {
                 b.returns("after");
             }
+        }
+        "switch" => {
+            let pick = reactor::kinds::switch("pick", result("seed"))
+                .branch(
+                    |v| *v.get::<u64>().unwrap() > 50,
+                    [
+                        effect(ledger, "big", &["seed"], 1),
+                        effect(ledger, "bigger", &["big"], 2),
+                    ],
+                    Some("bigger"),
+                )
+                .default([effect(ledger, "small", &["seed"], 3)], Some("small"))
+                .into_step();
+            b.add(pick)
+                .add(effect(ledger, "after", &["pick"], 5))
+                .add(failing("ship", &["after"]))
+                .returns("ship");
         }
         "emit" | "emit_saga" => {
             b.add(emitter(steps, name == "emit_saga")).returns("plan");
@@ -481,6 +499,11 @@ async fn crash_matrix_inside_a_compose() {
 #[tokio::test]
 async fn crash_matrix_failing_saga_after_a_compose() {
     matrix("compose_saga").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_after_a_switch() {
+    matrix("switch").await;
 }
 
 #[tokio::test]
