@@ -464,7 +464,10 @@ impl Runtime {
                     tracing::error!(run_id = %id, error = %e, "a run could not be taken up");
                     recovery.skipped.push((id, e));
                 }
-                Ok((id, out)) => recovery.finished.push((id, out)),
+                Ok((id, out)) => {
+                    metrics::counter!("reactor_runs_recovered_total").increment(1);
+                    recovery.finished.push((id, out));
+                }
                 Err(e) => recovery.skipped.push((
                     "(a recovery task)".to_string(),
                     Error::State {

@@ -42,8 +42,8 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
-    ask, decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store,
-    StoreError, Write,
+    ask, commit_measured, decode_record, decode_status, fence, Created, Journal, NewRun,
+    RunSummary, Store, StoreError, Write,
 };
 
 /// The most records one transaction commits.
@@ -247,9 +247,11 @@ async fn write_loop(
             };
         }
         let c = client.as_mut().expect("opened above");
+        let started = std::time::Instant::now();
         if let Err(e) = commit(c, batch).await {
             tracing::warn!(error = %e, "a journal transaction failed");
         }
+        commit_measured("postgres", records, started.elapsed());
         if c.is_closed() {
             client = None;
         }

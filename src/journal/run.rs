@@ -115,6 +115,10 @@ impl RunJournal {
         {
             Ok(()) => Ok(()),
             Err(e) => {
+                if matches!(e, StoreError::Fenced { .. }) {
+                    metrics::counter!("reactor_journal_fenced_total").increment(1);
+                    tracing::warn!(run_id = %self.run_id, error = %e, "the run was taken up elsewhere: this driver stops");
+                }
                 // Back in front of anything pushed since: no gap in `seq`.
                 let mut p = self.lock();
                 let later = std::mem::replace(&mut p.records, records);

@@ -29,8 +29,8 @@ use tokio::sync::oneshot;
 
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
-    ask, decode_record, decode_status, fence, Created, Journal, NewRun, RunSummary, Store,
-    StoreError, Write,
+    ask, commit_measured, decode_record, decode_status, fence, Created, Journal, NewRun,
+    RunSummary, Store, StoreError, Write,
 };
 
 /// How many records one commit takes at most.
@@ -203,7 +203,9 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         commit(&mut conn, batch);
+        commit_measured("sqlite", records, started.elapsed());
     }
 }
 

@@ -99,6 +99,15 @@ impl StoreError {
     }
 }
 
+/// Records one commit of a store's writer: its records and how long it
+/// took (the metrics `reactor_journal_batch_records` and
+/// `reactor_journal_commit_seconds`, labelled with the store).
+pub(crate) fn commit_measured(store: &'static str, records: usize, took: std::time::Duration) {
+    metrics::histogram!("reactor_journal_batch_records", "store" => store).record(records as f64);
+    metrics::histogram!("reactor_journal_commit_seconds", "store" => store)
+        .record(took.as_secs_f64());
+}
+
 /// A write queued for a store's writer (thread or task), with the channel
 /// its answer goes back on.
 pub(crate) enum Write {

@@ -48,6 +48,16 @@
 //! | `reactor_concurrency_limit` | gauge | `reactor` | the adaptive limit of awaiting steps ([`Concurrency::Auto`](crate::Concurrency::Auto)) |
 //! | `reactor_pool_slots` | gauge | `pool` | the pool's size |
 //!
+//! Durable runs' journals record these whether or not the middleware is
+//! installed (through the same facade: nothing without a recorder):
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `reactor_journal_batch_records` | histogram | `store` (`sqlite`, `postgres`) | records a store's writer committed in one transaction |
+//! | `reactor_journal_commit_seconds` | histogram | `store` | how long that transaction took |
+//! | `reactor_journal_fenced_total` | counter | | journal writes refused because the run was taken up elsewhere |
+//! | `reactor_runs_recovered_total` | counter | | runs [`Runtime::recover`](crate::durable::Runtime::recover) took up |
+//!
 //! # Spans
 //!
 //! Every run has an `INFO` span `reactor.run` with the fields `reactor`,
