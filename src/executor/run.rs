@@ -313,7 +313,9 @@ impl RunRequest {
                 let n = child.journal.next_child(&child.step, child.attempt);
                 let parent = self.within.as_ref().map_or("", |w| &*w.run_id);
                 let id = nested_id(parent, &child.step, child.attempt, n);
-                self = journal_nested(&child.nested, id, self).await?;
+                // Boxed: every run's future would otherwise carry its
+                // state, and nested sync runs stack their futures.
+                self = Box::pin(journal_nested(&child.nested, id, self)).await?;
             }
         }
         let reactor = self.reactor.clone();
