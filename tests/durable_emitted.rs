@@ -467,3 +467,23 @@ async fn a_branch_undone_across_a_crash_is_undone_with_its_arguments() {
     assert_eq!([ledger.get("big"), calls.load(Ordering::SeqCst)], [1, 1]);
     assert_eq!(rt.status("w2").await.unwrap().status, RunStatus::Failed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_returned_by_a_durable_reactor_is_refused_when_registering() {
+    let r = Reactor::builder("returns_switch")
+        .input_as::<u32>("n")
+        .add(
+            reactor::kinds::switch("pick", input("n"))
+                .default(
+                    [step("one").output::<u32>().run_sync(|_, _| Ok(1_u32))],
+                    Some("one"),
+                )
+                .into_step(),
+        )
+        .returns("pick")
+        .build()
+        .unwrap();
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    let err = rt.register(r).unwrap_err().to_string();
+    assert!(err.contains("return step `pick` is a switch"), "{err}");
+}

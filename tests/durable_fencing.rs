@@ -154,3 +154,81 @@ async fn a_driver_fenced_off_on_postgres() {
     stolen(Arc::new(connect().await), Arc::new(connect().await)).await;
     connect().await.drop_schema().await.unwrap();
 }
+
+/// `a` then `b`, both undoable (counted; `b`'s first undo tells `reached`
+/// and waits for `release`); `c` fails.
+fn unwinding_job(gate: &Gate, a_undos: Arc<AtomicU32>) -> Reactor {
+    let g = gate.clone();
+    Reactor::builder("unwinding")
+        .input_as::<u32>("n")
+        .add(
+            step("a")
+                .argument("n", input("n"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("n")?))
+                .undo(move |_, _, _| {
+                    let a_undos = a_undos.clone();
+                    async move {
+                        a_undos.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("b")
+                .argument("a", result("a"))
+                .output::<u32>()
+                .run_sync(|a, _| Ok(*a.get::<u32>("a")?))
+                .undo(move |_, _, _| {
+                    let g = g.clone();
+                    async move {
+                        g.undos.fetch_add(1, Ordering::SeqCst);
+                        if !g.passed.swap(true, Ordering::SeqCst) {
+                            g.reached.notify_one();
+                            g.release.notified().await;
+                        }
+                        Ok(())
+                    }
+                }),
+        )
+        .add(
+            step("c")
+                .argument("b", result("b"))
+                .output::<u32>()
+                .run_sync(|_, _| Err::<u32, _>("no".into())),
+        )
+        .returns("c")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_fenced_off_while_unwinding_stops_undoing() {
+    let dir = temp_dir("fenced-unwind");
+    let path = dir.join("journal.db");
+    let gate = Gate::default();
+    let a_undos = Arc::new(AtomicU32::new(0));
+    let old = Runtime::new(SqliteStore::open(&path).unwrap());
+    old.register(unwinding_job(&gate, a_undos.clone())).unwrap();
+    let driving = {
+        let old = old.clone();
+        tokio::spawn(async move {
+            old.start("unwinding", Inputs::new().with("n", 1_u32))
+                .run_id("u")
+                .await
+        })
+    };
+    gate.reached.notified().await;
+    let new = Runtime::new(SqliteStore::open(&path).unwrap());
+    new.register(unwinding_job(&gate, a_undos.clone())).unwrap();
+    assert!(new.resume("u").await.is_err());
+    gate.release.notify_one();
+    let err = driving.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("owned by epoch 2"), "{err}");
+    // `b`'s undo, cut short by the takeover, ran again; `a` was undone by
+    // the new owner only.
+    assert_eq!(gate.undos.load(Ordering::SeqCst), 2);
+    assert_eq!(a_undos.load(Ordering::SeqCst), 1);
+    assert_eq!(new.status("u").await.unwrap().status, RunStatus::Failed);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -242,6 +242,25 @@ async fn fencing(store: Arc<dyn Store>) {
     );
     let j = store.load("f").await.unwrap();
     assert_eq!((j.records.len(), j.run.status), (6, RunStatus::Halted));
+    // A claim made from a journal its old driver has written to since (at
+    // the place the claim meant to take) is refused, not swallowed; a
+    // claim at the run's next place is taken.
+    store.create_run(new_run("g", None)).await.unwrap();
+    store.append("g", 1, &[done(1, "s1")]).await.unwrap();
+    store.append("g", 1, &[done(2, "s2")]).await.unwrap();
+    fenced(
+        store
+            .append("g", 2, &[Record::new(2, Entry::Resumed { epoch: 2 })])
+            .await,
+        2,
+        1,
+    );
+    store.append("g", 1, &[done(3, "s3")]).await.unwrap();
+    store
+        .append("g", 2, &[Record::new(4, Entry::Resumed { epoch: 2 })])
+        .await
+        .unwrap();
+    assert_eq!(store.load("g").await.unwrap().records.len(), 5);
     assert!(!StoreError::Fenced {
         run_id: "f".into(),
         epoch: 1,

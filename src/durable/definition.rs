@@ -54,7 +54,18 @@ impl Definition {
             lines.push(line);
             outputs.insert(planned.spec.name().to_string(), codec);
         }
-        lines.push(format!("returns {}", plan.steps[plan.return_step].name()));
+        let ret = &plan.steps[plan.return_step].spec;
+        if matches!(
+            ret.def().extras().shape.as_deref(),
+            Some(Shape::Switch { .. })
+        ) {
+            return Err(refuse(format!(
+                "its return step `{}` is a switch, whose result's type the journal cannot know \
+                 before it runs: return a step that reads it",
+                ret.name()
+            )));
+        }
+        lines.push(format!("returns {}", ret.name()));
         let hash = hash_lines(&plan.name, &lines);
         Ok(Definition {
             lines,

@@ -238,7 +238,12 @@ impl Folded {
             for e in &done.emitted {
                 let spec = match e.kind.as_str() {
                     SWITCH_KIND => {
-                        let switch = plan.step_named(&done.step).map(|i| &plan.steps[i].spec);
+                        // The switch as it stood: emitted itself (in a
+                        // branch of another), or the reactor's.
+                        let emitted_switch = current(&emitted, &done.step);
+                        let switch = emitted_switch
+                            .as_ref()
+                            .or_else(|| plan.step_named(&done.step).map(|i| &plan.steps[i].spec));
                         let branch = e.params.as_u64().and_then(|k| usize::try_from(k).ok());
                         let outside = |n: &str| results.get(n).cloned();
                         switch

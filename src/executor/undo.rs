@@ -113,11 +113,15 @@ impl UndoStack {
     }
 
     /// Undoes every entry, newest first, one at a time; every error (of
-    /// the undos and of middleware) is returned, after all were tried.
+    /// the undos and of middleware) is returned, after all were tried. A
+    /// durable run taken up elsewhere (its journal refuses this driver)
+    /// stops at once: its new owner undoes the rest.
     pub(crate) async fn unwind(&mut self) -> Vec<StepError> {
         let mut errors = Vec::new();
         while let Some(entry) = self.entries.pop() {
-            undo(entry, &mut errors).await;
+            if !undo(entry, &mut errors).await {
+                break;
+            }
         }
         errors
     }
@@ -155,8 +159,10 @@ impl std::fmt::Debug for UndoStack {
     }
 }
 
-/// Undoes one step, then writes its `Undone` to a durable run's journal.
-async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) {
+/// Undoes one step, then writes its `Undone` to a durable run's journal;
+/// `false` if the journal refused this driver (the run was taken up
+/// elsewhere).
+async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) -> bool {
     let journal = entry.ctx.run.journal.clone();
     let step = entry.ctx.step_name().to_string();
     let before = errors.len();
@@ -173,14 +179,17 @@ async fn undo(entry: UndoEntry, errors: &mut Vec<StepError>) {
             })
             .await
         {
+            let fenced = matches!(e, crate::journal::StoreError::Fenced { .. });
             errors.push(StepError {
                 step,
                 phase: Phase::Undo,
                 attempt: 0,
                 kind: StepErrorKind::Failed(Reason::msg(format!("the journal failed: {e}"))),
             });
+            return !fenced;
         }
     }
+    true
 }
 
 /// Undoes one step, trying at most [`MAX_UNDO_ATTEMPTS`] times; its

@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::record::{now_ms, Record, RunStatus};
-use super::store::{
-    fence, is_or_nested_in, Created, Journal, NewRun, RunSummary, Store, StoreError,
-};
+use super::store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};
 
 /// A [`Store`] in memory: nothing survives the process.
 ///
@@ -87,7 +85,8 @@ impl Store for MemoryStore {
             .get(run_id)
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?;
         let (summary, journal, owner) = &mut inner.runs[i];
-        *owner = fence(run_id, *owner, epoch, records)?;
+        let next = journal.keys().next_back().map_or(0, |s| s + 1);
+        *owner = fence(run_id, *owner, epoch, records, || Ok(next))?;
         for record in records {
             if journal.contains_key(&record.seq) {
                 continue;
@@ -113,7 +112,7 @@ impl Store for MemoryStore {
 
     async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError> {
         let mut inner = self.lock();
-        let purged: Vec<String> = inner
+        let purged: std::collections::HashSet<String> = inner
             .runs
             .iter()
             .map(|(s, ..)| s)
@@ -125,7 +124,7 @@ impl Store for MemoryStore {
         let before = inner.runs.len();
         inner
             .runs
-            .retain(|(s, ..)| !purged.iter().any(|p| is_or_nested_in(&s.id, p)));
+            .retain(|(s, ..)| !purged.contains(s.id.split('/').next().unwrap_or(&s.id)));
         let Inner {
             runs,
             by_id,

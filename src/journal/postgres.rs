@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::{Client, GenericClient, NoTls};
 
-use super::record::{now_ms, Record, RunStatus};
+use super::record::{now_ms, Entry, Record, RunStatus};
 use super::store::{
     ask, commit_measured, decode_record, decode_status, fence, Created, Journal, NewRun,
     RunSummary, Store, StoreError, Write,
@@ -349,6 +349,30 @@ async fn append_all(
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1).max(0) as u32))
         .collect();
+    // The next place of each run that a claim of this batch takes (a
+    // claim must take it), kept up as the batch's appends are accepted.
+    let claimed: Vec<&str> = appends
+        .iter()
+        .filter(|(_, _, records, _)| {
+            records
+                .iter()
+                .any(|r| matches!(r.entry, Entry::Resumed { .. }))
+        })
+        .map(|(id, ..)| id.as_str())
+        .collect();
+    let mut next: std::collections::HashMap<String, u64> = if claimed.is_empty() {
+        Default::default()
+    } else {
+        c.query(
+            "SELECT run_id, MAX(seq) + 1 FROM reactor_journal WHERE run_id = ANY($1) GROUP BY run_id",
+            &[&claimed],
+        )
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+        .collect()
+    };
     let mut answers = Vec::with_capacity(appends.len());
     let (mut runs, mut seqs, mut kinds, mut ats, mut bodies) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -357,12 +381,17 @@ async fn append_all(
             answers.push(Err(StoreError::UnknownRun(run_id.clone())));
             continue;
         };
-        match fence(run_id, *owner, *epoch, records) {
+        let at = next.get(run_id).copied().unwrap_or(0);
+        match fence(run_id, *owner, *epoch, records, || Ok(at)) {
             Ok(now) => *owner = now,
             Err(e) => {
                 answers.push(Err(e));
                 continue;
             }
+        }
+        if let Some(last) = records.iter().map(|r| r.seq + 1).max() {
+            let n = next.entry(run_id.clone()).or_default();
+            *n = (*n).max(last);
         }
         for r in records {
             runs.push(run_id.as_str());
@@ -558,8 +587,10 @@ impl Store for PgStore {
         let cutoff = i64::try_from(ended_before_ms).unwrap_or(i64::MAX);
         self.read(move |c| {
             Box::pin(async move {
+                // Joined on the top-level id: each run finds its top-level
+                // run by its key.
                 let purged = "SELECT r.id FROM reactor_runs r JOIN reactor_runs p
-                     ON r.id = p.id OR left(r.id, length(p.id) + 1) = p.id || '/'
+                     ON p.id = split_part(r.id, '/', 1)
                      WHERE p.status IN ('completed', 'failed', 'cancelled')
                        AND p.updated_ms < $1 AND strpos(p.id, '/') = 0";
                 // One statement: the runs and their journals go together.

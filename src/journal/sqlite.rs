@@ -335,7 +335,15 @@ fn append(
         .optional()
         .map_err(backend)?
         .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))?;
-    let owner = fence(run_id, owner, epoch, records)?;
+    let owner = fence(run_id, owner, epoch, records, || {
+        conn.query_row(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM reactor_journal WHERE run_id = ?1",
+            [run_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as u64)
+        .map_err(backend)
+    })?;
     let inserted = insert_records(conn, run_id, records)?;
     // Only what was stored now moves the status (a retried append does not).
     let status = inserted
@@ -401,8 +409,11 @@ fn with_status((mut s, status): (RunSummary, String)) -> Result<RunSummary, Stor
 
 /// Fills `reactor_purged` with the runs ended runs `p` (filtered by what
 /// follows) are, and their nested runs.
+/// (The join is on the top-level id, so each run finds its top-level run
+/// by its key.)
 const PURGED: &str = "INSERT OR IGNORE INTO reactor_purged SELECT r.id FROM reactor_runs r
-     JOIN reactor_runs p ON r.id = p.id OR substr(r.id, 1, length(p.id) + 1) = p.id || '/'";
+     JOIN reactor_runs p ON p.id = CASE WHEN instr(r.id, '/') > 0
+         THEN substr(r.id, 1, instr(r.id, '/') - 1) ELSE r.id END";
 
 const SUMMARY: &str =
     "SELECT id, reactor, status, idempotency_key, created_ms, updated_ms FROM reactor_runs";
@@ -459,7 +470,13 @@ impl Store for SqliteStore {
         // Rare, and not in the way of the journal's writes: on the reading
         // connection, which waits for the writer's lock like any other.
         self.read(move |conn| {
-            let tx = conn.unchecked_transaction().map_err(backend)?;
+            // Immediate: a deferred transaction's snapshot goes stale when
+            // the writer commits, and could not become a write.
+            let tx = rusqlite::Transaction::new_unchecked(
+                conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(backend)?;
             tx.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS reactor_purged (id TEXT PRIMARY KEY);
                  DELETE FROM reactor_purged;",

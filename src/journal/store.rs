@@ -75,14 +75,25 @@ pub enum StoreError {
 
 /// The fencing rule (promise 5), for an append by `epoch` to run `run_id`
 /// owned by `owner`: the run's owner after the append, or why it is
-/// refused. Every store calls it inside the append's transaction.
-pub fn fence(run_id: &str, owner: u32, epoch: u32, records: &[Record]) -> Result<u32, StoreError> {
+/// refused. Every store calls it inside the append's transaction. A claim
+/// must also take the run's next place (`next_seq`, asked only for a
+/// claim): a claim made from a journal the old driver has written to
+/// since would otherwise be taken while its record is skipped as stored.
+pub fn fence(
+    run_id: &str,
+    owner: u32,
+    epoch: u32,
+    records: &[Record],
+    next_seq: impl FnOnce() -> Result<u64, StoreError>,
+) -> Result<u32, StoreError> {
     let claim = records.iter().find_map(|r| match r.entry {
-        Entry::Resumed { epoch } => Some(epoch),
+        Entry::Resumed { epoch } => Some((epoch, r.seq)),
         _ => None,
     });
     match claim {
-        Some(claimed) if claimed > owner && claimed == epoch => Ok(claimed),
+        Some((claimed, seq)) if claimed > owner && claimed == epoch && seq == next_seq()? => {
+            Ok(claimed)
+        }
         None if epoch == owner => Ok(owner),
         _ => Err(StoreError::Fenced {
             run_id: run_id.to_string(),
@@ -304,10 +315,4 @@ pub trait Store: Send + Sync + 'static {
     /// `run/...`, whatever their status); returns how many runs it
     /// deleted. Unfinished runs are never deleted.
     async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError>;
-}
-
-/// Whether `id` is `parent` or a run nested in it.
-pub(crate) fn is_or_nested_in(id: &str, parent: &str) -> bool {
-    id.strip_prefix(parent)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
