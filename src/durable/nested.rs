@@ -17,12 +17,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::definition::Definition;
-use super::recover::Folded;
+use super::recover::{end_outcome, Folded};
 use super::registry::StepRegistry;
-use crate::error::{Error, RunError, StepError};
+use crate::error::Error;
 use crate::executor::{Durable, NestedJournals, Opened, Recovered};
-use crate::journal::run::{append_with_retry, with_retry};
-use crate::journal::{Entry, NewRun, Record, RunEnd, RunJournal, Store, StoreError};
+use crate::journal::run::with_retry;
+use crate::journal::{Entry, NewRun, Record, RunJournal, Store, StoreError};
 use crate::reactor::Reactor;
 use crate::value::ValueMap;
 
@@ -111,22 +111,12 @@ impl NestedJournals for Nested {
             Err(e) => return Err(e.into()),
         };
         let folded = Folded::of(&journal);
-        let completed = match &folded.ended {
+        let completed = match folded.ended.clone().map(|end| end_outcome(id, end)) {
             None => false,
-            Some(RunEnd::Completed { .. }) => true,
-            Some(_) if undo => return Ok(Opened::Ended),
-            Some(RunEnd::Failed { errors }) => {
-                return Err(Error::Run(RunError {
-                    run_id: id.to_string(),
-                    errors: errors.iter().cloned().map(StepError::from).collect(),
-                }))
-            }
-            Some(RunEnd::Cancelled) => {
-                return Err(Error::State {
-                    run_id: id.to_string(),
-                    message: "it was cancelled".to_string(),
-                })
-            }
+            Some(Ok(_)) => true,
+            // It failed or was cancelled: it undid itself.
+            Some(Err(_)) if undo => return Ok(Opened::Ended),
+            Some(Err(e)) => return Err(e),
         };
         let (state, mut recovered) = folded.rebuild(
             id,
@@ -145,16 +135,16 @@ impl NestedJournals for Nested {
         recovered.cancel = undo && !completed;
         // A completed run is only rebuilt (for its undo): it writes
         // nothing but its undos.
-        let (next_seq, epoch) = if completed {
-            (folded.next_seq, folded.epoch)
+        let journal = if completed {
+            RunJournal::new(
+                self.store.clone(),
+                id.to_string(),
+                folded.next_seq,
+                folded.epoch,
+            )
         } else {
-            let epoch = folded.epoch.saturating_add(1);
-            let resumed = vec![Record::new(folded.next_seq, Entry::Resumed { epoch })];
-            append_with_retry(store, id, epoch, resumed).await?;
-            tracing::info!(run_id = id, epoch, "taking up a nested durable run");
-            (folded.next_seq + 1, epoch)
+            folded.claim(&self.store, id).await?
         };
-        let journal = RunJournal::new(self.store.clone(), id.to_string(), next_seq, epoch);
         if reverted {
             return Ok(Opened::Reverted(
                 self.durable(journal, Some(recovered)),

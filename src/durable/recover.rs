@@ -22,12 +22,17 @@
 //!    undone under two definitions (replaced) is undone once under each.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::definition::{first_change, Definition};
 use super::registry::StepRegistry;
 use crate::error::Error;
 use crate::executor::{NestedRuns, Recovered, RunState, UndoRecord, Unfinished};
-use crate::journal::{EmittedStep, Entry, Journal, RunEnd, StepFailure, UndoItem};
+use crate::journal::run::append_with_retry;
+use crate::journal::{
+    EmittedStep, Entry, Journal, Record, RunEnd, RunJournal, StepFailure, Store, StoreError,
+    UndoItem,
+};
 use crate::kinds::{rebuild_switched, SWITCH_KIND};
 use crate::planner::Plan;
 use crate::step::StepSpec;
@@ -84,7 +89,47 @@ impl Done {
     }
 }
 
+/// How an ended run ended, as a result: a completed run's encoded
+/// value, or the error of a failed or cancelled one.
+pub(crate) fn end_outcome(run_id: &str, end: RunEnd) -> Result<serde_json::Value, Error> {
+    match end {
+        RunEnd::Completed { value } => Ok(value),
+        RunEnd::Failed { errors } => Err(Error::Run(crate::error::RunError {
+            run_id: run_id.to_string(),
+            errors: errors
+                .into_iter()
+                .map(crate::error::StepError::from)
+                .collect(),
+        })),
+        RunEnd::Cancelled => Err(Error::State {
+            run_id: run_id.to_string(),
+            message: "it was cancelled".to_string(),
+        }),
+    }
+}
+
 impl Folded {
+    /// Claims run `run_id` for the next epoch (its `Resumed` record, at
+    /// the run's next place: the store's fence refuses it if another
+    /// driver wrote or claimed since this journal was loaded), and returns
+    /// its journal from there.
+    pub(crate) async fn claim(
+        &self,
+        store: &Arc<dyn Store>,
+        run_id: &str,
+    ) -> Result<RunJournal, StoreError> {
+        let epoch = self.epoch.saturating_add(1);
+        let resumed = vec![Record::new(self.next_seq, Entry::Resumed { epoch })];
+        append_with_retry(&**store, run_id, epoch, resumed).await?;
+        tracing::info!(run_id, epoch, reactor = %self.reactor, "taking up a durable run");
+        Ok(RunJournal::new(
+            store.clone(),
+            run_id.to_string(),
+            self.next_seq + 1,
+            epoch,
+        ))
+    }
+
     /// Folds a (checked) journal.
     pub(crate) fn of(journal: &Journal) -> Folded {
         let mut f = Folded {

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::definition::Definition;
 use super::nested::Nested;
-use super::recover::Folded;
+use super::recover::{end_outcome, Folded};
 use super::registry::StepRegistry;
-use crate::error::{Error, RunError, StepError};
+use crate::error::Error;
 use crate::executor::{check_inputs, Durable, Recovered, RunOutcome, RunRequest};
-use crate::journal::run::{append_with_retry, with_retry};
+use crate::journal::run::with_retry;
 use crate::journal::{
     Created, Entry, Journal, NewRun, Record, RunEnd, RunJournal, RunStatus, RunSummary,
     SqliteStore, Store, StoreError,
@@ -539,17 +539,7 @@ impl Runtime {
 
     /// How an ended run ended, as its result.
     fn ended(&self, run_id: &str, reactor: &str, end: RunEnd) -> Result<Value, Error> {
-        match end {
-            RunEnd::Completed { value } => self.decode_result(reactor, value),
-            RunEnd::Failed { errors } => Err(Error::Run(RunError {
-                run_id: run_id.to_string(),
-                errors: errors.into_iter().map(StepError::from).collect(),
-            })),
-            RunEnd::Cancelled => Err(Error::State {
-                run_id: run_id.to_string(),
-                message: "it was cancelled".to_string(),
-            }),
-        }
+        self.decode_result(reactor, end_outcome(run_id, end)?)
     }
 
     async fn take_up(&self, run_id: &str, cancel: bool) -> Result<Value, Error> {
@@ -600,21 +590,7 @@ impl Runtime {
             context,
         )?;
         recovered.cancel = cancel;
-        let epoch = folded.epoch.saturating_add(1);
-        append_with_retry(
-            &*self.inner.store,
-            run_id,
-            epoch,
-            vec![Record::new(folded.next_seq, Entry::Resumed { epoch })],
-        )
-        .await?;
-        tracing::info!(run_id, epoch, reactor = %folded.reactor, "taking up a durable run");
-        let journal = RunJournal::new(
-            self.inner.store.clone(),
-            run_id.to_string(),
-            folded.next_seq + 1,
-            epoch,
-        );
+        let journal = folded.claim(&self.inner.store, run_id).await?;
         let request = reg.reactor.resume(state);
         self.drive(request, journal, Some(recovered), live).await
     }
@@ -628,23 +604,22 @@ impl Runtime {
     ) -> Result<Value, Error> {
         let run_id = live.run_id.clone();
         let fresh = recovered.is_none();
-        let journal = Arc::new(journal);
+        let nested = Nested {
+            store: self.inner.store.clone(),
+            steps: self.inner.steps.clone(),
+        };
+        let durable = Durable {
+            cancel: Some(live.cancel.clone()),
+            ..nested.durable(journal, recovered)
+        };
+        let journal = durable.journal.clone();
         let configure = self
             .inner
             .configure
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut request = request.journalled(Durable {
-            journal: journal.clone(),
-            recovered,
-            cancel: Some(live.cancel.clone()),
-            steps: self.inner.steps.clone(),
-            nested: Arc::new(Nested {
-                store: self.inner.store.clone(),
-                steps: self.inner.steps.clone(),
-            }),
-        });
+        let mut request = request.journalled(durable);
         if let Some(configure) = configure {
             request = configure(request);
         }

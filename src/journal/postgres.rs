@@ -43,7 +43,7 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 use super::record::{now_ms, Entry, Record, RunStatus};
 use super::store::{
     ask, commit_measured, decode_record, decode_status, fence, Created, Journal, NewRun,
-    RunSummary, Store, StoreError, Write,
+    RunSummary, Store, StoreError, Write, SUMMARY_SQL as SUMMARY,
 };
 
 /// The most records one transaction commits.
@@ -528,9 +528,6 @@ async fn insert_records(
         .map_err(backend)?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
-
-const SUMMARY: &str =
-    "SELECT id, reactor, status, idempotency_key, created_ms, updated_ms FROM reactor_runs";
 
 fn summary(row: &tokio_postgres::Row) -> Result<RunSummary, StoreError> {
     let id: String = row.get(0);

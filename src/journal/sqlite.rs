@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use super::record::{now_ms, Record, RunStatus};
 use super::store::{
     ask, commit_measured, decode_record, decode_status, fence, Created, Journal, NewRun,
-    RunSummary, Store, StoreError, Write,
+    RunSummary, Store, StoreError, Write, SUMMARY_SQL as SUMMARY,
 };
 
 /// How many records one commit takes at most.
@@ -414,9 +414,6 @@ fn with_status((mut s, status): (RunSummary, String)) -> Result<RunSummary, Stor
 const PURGED: &str = "INSERT OR IGNORE INTO reactor_purged SELECT r.id FROM reactor_runs r
      JOIN reactor_runs p ON p.id = CASE WHEN instr(r.id, '/') > 0
          THEN substr(r.id, 1, instr(r.id, '/') - 1) ELSE r.id END";
-
-const SUMMARY: &str =
-    "SELECT id, reactor, status, idempotency_key, created_ms, updated_ms FROM reactor_runs";
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -160,6 +160,10 @@ pub(crate) async fn ask<T>(
     rx.await.map_err(|_| StoreError::Closed)?
 }
 
+/// The columns of a run's summary, as both SQL stores select them.
+pub(crate) const SUMMARY_SQL: &str =
+    "SELECT id, reactor, status, idempotency_key, created_ms, updated_ms FROM reactor_runs";
+
 /// A record as a store keeps it (`seq`, `at_ms`, the entry as JSON),
 /// decoded; an unreadable one is [`StoreError::Corrupt`].
 pub(crate) fn decode_record(

@@ -173,8 +173,8 @@ impl Coordinator {
         self.settle_maybe_started();
         self.journal_unwinding().await;
         if self.journal_broken {
-            // Left to be taken up from the journal, which says it runs.
-            self.undo.release();
+            // Left to be taken up from the journal, which says it runs (a
+            // durable run's stack, dropped, is handed to no one).
             drop(std::mem::take(&mut self.undo));
         }
         let undone = self.undo.unwind().await;
@@ -257,9 +257,8 @@ impl Drop for Coordinator {
         }
         if self.durable() {
             // Its journal says what it did: the step that ran it undoes
-            // it from there (as possibly started), once. Handed to the
-            // parent as well, it would be undone twice.
-            self.undo.release();
+            // it from there (as possibly started), once; its stack is
+            // handed to no one (`UndoStack`'s drop).
             return;
         }
         let mut running: Vec<(super::Key, Option<crate::argument::Arguments>)> =
