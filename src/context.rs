@@ -181,9 +181,10 @@ impl Context {
         format!("{epoch}.{}", self.current_try + 1)
     }
 
-    /// Whether the run is durable (its nested runs are too).
+    /// Whether the run is durable (its nested runs are too): it has a
+    /// journal, as the coordinator's own test says.
     pub(crate) fn durable(&self) -> bool {
-        self.run.nested.is_some()
+        self.run.journal.is_some()
     }
 
     /// Whether the run is asynchronous (steps may run concurrently).
