@@ -24,6 +24,9 @@ pub(crate) struct InputDef {
     pub(crate) description: Option<String>,
     /// How the input crosses a durable run's journal.
     pub(crate) codec: Option<crate::codec::Codec>,
+    /// Given again by its parent every time the run is taken up (a map's
+    /// element runs): a durable run does not journal it.
+    pub(crate) given: bool,
 }
 
 /// Declares a reactor.
@@ -74,7 +77,19 @@ impl Builder {
             transform: None,
             description: None,
             codec: None,
+            given: false,
         });
+        self
+    }
+
+    /// Declares an input its parent gives again every time a durable run
+    /// of it is taken up, so that the run does not journal it (a map's
+    /// element runs: their element comes from the map's source).
+    pub(crate) fn input_given(&mut self, name: impl Into<Name>) -> &mut Builder {
+        self.input(name);
+        if let Some(input) = self.inputs.last_mut() {
+            input.given = true;
+        }
         self
     }
 
@@ -104,6 +119,7 @@ impl Builder {
             transform: None,
             description: None,
             codec: Some(crate::codec::Codec::of::<T>()),
+            given: false,
         });
         self
     }
@@ -135,6 +151,7 @@ impl Builder {
             transform: Some(transform),
             description: None,
             codec: None,
+            given: false,
         });
         self
     }

@@ -21,6 +21,9 @@ pub(crate) struct Codec {
     is: fn(&Value) -> bool,
     encode: fn(&Value) -> Result<serde_json::Value, Error>,
     decode: fn(serde_json::Value) -> Result<Value, Error>,
+    /// The codec of a `Vec<Value>` whose items are of this type (a map's
+    /// collected results), if this is not one already.
+    list: Option<fn() -> Codec>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -50,7 +53,48 @@ impl Codec {
                         message: e.to_string(),
                     })
             },
+            list: Some(Codec::list_of::<T>),
         }
+    }
+
+    /// The codec of a `Vec<Value>` of `T`s: a map's collected results,
+    /// journalled as a JSON array.
+    fn list_of<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> Codec {
+        Codec {
+            type_name: std::any::type_name::<Vec<T>>,
+            is: Value::is::<Vec<Value>>,
+            encode: |v| {
+                let items = v.get::<Vec<Value>>()?;
+                let each = Codec::of::<T>();
+                items
+                    .iter()
+                    .map(|item| each.encode(item))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(serde_json::Value::Array)
+            },
+            decode: |json| {
+                let items =
+                    serde_json::from_value::<Vec<serde_json::Value>>(json).map_err(|e| {
+                        Error::Codec {
+                            type_name: std::any::type_name::<Vec<T>>(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                let each = Codec::of::<T>();
+                items
+                    .into_iter()
+                    .map(|item| each.decode(item))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::new)
+            },
+            list: None,
+        }
+    }
+
+    /// The codec of a `Vec<Value>` whose items are of this codec's type;
+    /// `None` for a list codec (a map returning a map's results).
+    pub(crate) fn list(&self) -> Option<Codec> {
+        self.list.map(|list| list())
     }
 
     /// The type this codec encodes.
@@ -93,5 +137,24 @@ mod tests {
         );
         let bad = c.decode(serde_json::json!("x")).unwrap_err().to_string();
         assert!(bad.contains("Vec<u32>"), "{bad}");
+    }
+
+    #[test]
+    fn lists_of_values_round_trip() {
+        let c = Codec::of::<u32>().list().unwrap();
+        assert!(c.list().is_none());
+        let values = Value::new(vec![Value::new(1_u32), Value::new(2_u32)]);
+        let json = c.encode(&values).unwrap();
+        assert_eq!(json, serde_json::json!([1, 2]));
+        let back = c.decode(json).unwrap();
+        let items: Vec<u32> = back
+            .get::<Vec<Value>>()
+            .unwrap()
+            .iter()
+            .map(|v| *v.get::<u32>().unwrap())
+            .collect();
+        assert_eq!(items, [1, 2]);
+        let mixed = Value::new(vec![Value::new(1_u32), Value::new("x")]);
+        assert!(c.encode(&mixed).unwrap_err().to_string().contains("u32"));
     }
 }

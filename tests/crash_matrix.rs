@@ -4,10 +4,11 @@
 //! after the k-th write reaches the store); the harness starts it again
 //! to recover, and compares with an uncrashed run. The reactors: a chain,
 //! a fan-out, a failing saga, a halt, a compose (completing, and undone
-//! by a later failure), steps emitted at run time (completing, and
+//! by a later failure), a map (completing, undone by a later failure,
+//! and failed by an element), steps emitted at run time (completing, and
 //! undone by an emitted step's failure), and a switch's branch undone by
-//! a later failure. The writes of a compose's nested
-//! run are boundaries too.
+//! a later failure. The writes of a compose's nested run and of a map's
+//! element runs are boundaries too.
 //!
 //! Checked for every k of every reactor: the outcome equals the
 //! uncrashed outcome; every effect of a failed saga is undone exactly once
@@ -183,6 +184,39 @@ fn emitter(steps: &StepRegistry, fail: bool) -> StepSpec {
         })
 }
 
+/// A map over `items`, two elements at a time: an effect on the element,
+/// then one on its result; with `fail`, the third element fails.
+fn each(ledger: &Ledger, fail: bool) -> StepSpec {
+    let (l, lu) = (ledger.clone(), ledger.clone());
+    let ea = step("ea")
+        .argument("x", reactor::kinds::element("each"))
+        .output::<u64>()
+        .run(move |a, ctx| {
+            let l = l.clone();
+            async move {
+                let x = *a.get::<u64>("x")?;
+                if fail && x % 3 == 0 {
+                    return Err("the element is bad".into());
+                }
+                l.apply(&ctx.idempotency_key());
+                Ok(x * 10)
+            }
+        })
+        .undo(move |_, _, ctx| {
+            let lu = lu.clone();
+            async move {
+                lu.undo(&ctx.idempotency_key());
+                Ok(())
+            }
+        });
+    reactor::kinds::map("each", result("items"))
+        .steps([ea, effect(ledger, "eb", &["ea"], 2)])
+        .returns("eb")
+        .batch_size(2)
+        .into_step()
+        .unwrap()
+}
+
 fn scenario(name: &str, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
     let mut b = Reactor::builder(name);
     b.input_as::<u64>("seed");
@@ -241,6 +275,35 @@ fn scenario(name: &str, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
         }
         "emit" | "emit_saga" => {
             b.add(emitter(steps, name == "emit_saga")).returns("plan");
+        }
+        "map" | "map_saga" | "map_fail" => {
+            b.add(
+                step("items")
+                    .argument("seed", result("seed"))
+                    .output::<Vec<u64>>()
+                    .run_sync(|a, _| {
+                        let seed = *a.get::<u64>("seed")?;
+                        Ok(vec![seed, seed + 1, seed + 2])
+                    }),
+            )
+            .add(each(ledger, name == "map_fail"))
+            .add(
+                step("total")
+                    .argument("each", result("each"))
+                    .output::<u64>()
+                    .run_sync(|a, _| {
+                        let outputs = a.get::<Vec<Value>>("each")?;
+                        Ok(outputs
+                            .iter()
+                            .map(|v| *v.get::<u64>().unwrap())
+                            .sum::<u64>())
+                    }),
+            );
+            if name == "map_saga" {
+                b.add(failing("ship", &["total"])).returns("ship");
+            } else {
+                b.returns("total");
+            }
         }
         "halt" => {
             b.add(effect(ledger, "a", &["seed"], 1))
@@ -504,6 +567,21 @@ async fn crash_matrix_failing_saga_after_a_compose() {
 #[tokio::test]
 async fn crash_matrix_failing_saga_after_a_switch() {
     matrix("switch").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_mid_map() {
+    matrix("map").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_after_a_map() {
+    matrix("map_saga").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_map_element() {
+    matrix("map_fail").await;
 }
 
 #[tokio::test]

@@ -289,14 +289,16 @@ async fn registering_names_what_the_journal_cannot_encode() {
                     .run_sync(|_, _| Ok(1_u32))])
                 .returns("inc")
                 .into_step()
-                .unwrap()
-                .output::<Vec<u32>>(),
+                .unwrap(),
         )
         .returns("each")
         .build()
         .unwrap();
     let err = rt.register(nested).unwrap_err().to_string();
-    assert!(err.contains("step `each` is a `map`"), "{err}");
+    assert!(
+        err.contains("step `each` is a map whose step `inc` has no declared result type"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,10 @@
 //! run without the interruption would: random graphs, random placements
 //! (async tasks, plain closures, a `run_async(false)` run), random kinds
 //! (plain steps, composes whose nested run is journalled of its own,
-//! steps emitting a registered step at run time), a random failing step
-//! (inside a compose, its nested run's second step); each effect of a
+//! steps emitting a registered step at run time, maps whose elements are
+//! runs of their own), a random failing step (inside a compose, its
+//! nested run's second step; inside a map, its second element's second
+//! step); each effect of a
 //! failed saga undone exactly once, each step run at most once more than
 //! the crash allows.
 //!
@@ -108,7 +110,8 @@ struct Shape {
     /// Plain (`run_sync`) or awaiting, per step.
     sync: Vec<bool>,
     /// Per step: 0 a step, 1 a compose (of two effects), 2 a step that
-    /// emits an effect.
+    /// emits an effect, 3 a map (of two effects, over two elements) and a
+    /// step summing its results.
     kind: Vec<u8>,
     failing: Option<usize>,
     run_async: bool,
@@ -121,7 +124,7 @@ fn shapes() -> impl Strategy<Value = Shape> {
             (
                 proptest::collection::vec(proptest::collection::vec(any::<bool>(), n), n),
                 proptest::collection::vec(any::<bool>(), n),
-                proptest::collection::vec(0_u8..3, n),
+                proptest::collection::vec(0_u8..4, n),
                 proptest::option::of(0..n),
                 any::<bool>(),
                 (1_u64..16, any::<bool>()),
@@ -187,6 +190,53 @@ fn build(shape: &Shape, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
                 c = c.wait_for(format!("s{j}"));
             }
             b.add(c);
+            continue;
+        }
+        if shape.kind[i] == 3 {
+            let fails = shape.failing == Some(i);
+            let each = format!("s{i}m");
+            let (l, lf) = (ledger.clone(), ledger.clone());
+            let b_step = move |fails: bool| {
+                let mut s = effect(&lf, "b", result("a"), 2, false);
+                if fails {
+                    // The second element's `b` fails.
+                    let lf = lf.clone();
+                    s = s.run_sync(move |a, ctx| {
+                        lf.write(format!("do {}", ctx.idempotency_key()));
+                        let x = *a.get::<u64>("x")?;
+                        if x == 3 {
+                            return Err::<u64, reactor::BoxError>("this step fails".into());
+                        }
+                        Ok(x + 2)
+                    });
+                }
+                s
+            };
+            let mut m = reactor::kinds::map(each.as_str(), reactor::value(vec![1_u64, 2]))
+                .steps([
+                    effect(&l, "a", reactor::kinds::element(each.as_str()), 1, false),
+                    b_step(fails),
+                ])
+                .returns("b")
+                .batch_size(2)
+                .into_step()
+                .unwrap();
+            for &j in &shape.deps[i] {
+                m = m.wait_for(format!("s{j}"));
+            }
+            b.add(m);
+            b.add(
+                step(name.as_str())
+                    .argument("m", result(each.as_str()))
+                    .output::<u64>()
+                    .run_sync(|a, _| {
+                        let outputs = a.get::<Vec<reactor::Value>>("m")?;
+                        Ok(outputs
+                            .iter()
+                            .map(|v| *v.get::<u64>().unwrap())
+                            .sum::<u64>())
+                    }),
+            );
             continue;
         }
         let mut s = step(name.as_str()).output::<u64>().max_retries(0);
@@ -316,6 +366,7 @@ async fn check(shape: Shape) -> Result<(), TestCaseError> {
         // is undone as possibly completed.
         let failed = shape.failing.map(|f| match shape.kind[f] {
             1 => format!("r/s{f}.1.0:b"),
+            3 => format!("r/s{f}m.1.e1:b"),
             _ => format!("r:s{f}"),
         }) == Some(key.clone());
         if failed {

@@ -33,6 +33,10 @@ impl Definition {
         let mut lines = Vec::new();
         let mut inputs = HashMap::new();
         for input in &plan.inputs {
+            if input.given {
+                lines.push(format!("input {}: given", input.name));
+                continue;
+            }
             let Some(codec) = input.codec else {
                 return Err(refuse(format!(
                     "input `{}` has no declared type: declare it with `.input_as::<T>(\"{}\")`",
@@ -128,6 +132,33 @@ pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Code
                 }
             }
             format!("switch#{}", hash_lines(spec.name(), &inner))
+        }
+        // Its elements run as runs of their own, their inputs given again
+        // by the map: each nested step must be journalled as the run's
+        // own are, and is part of this line.
+        Some(Shape::Map {
+            steps,
+            returns,
+            sink,
+            ..
+        }) => {
+            let mut inner = Vec::new();
+            for s in steps {
+                let can_undo = s.resolve().map_err(|e| e.to_string())?.can_undo();
+                let (line, codec) = step_line(s, can_undo).map_err(|problem| {
+                    format!("step `{}` is a map whose {problem}", spec.name())
+                })?;
+                if !sink && s.name() == returns.as_str() && codec.list().is_none() {
+                    return Err(format!(
+                        "step `{}` is a map returning the results of the map `{returns}`, \
+                         which the journal cannot record: return a step that reads them",
+                        spec.name()
+                    ));
+                }
+                inner.push(line);
+            }
+            inner.push(format!("returns {returns} sink {sink}"));
+            format!("map#{}", hash_lines(spec.name(), &inner))
         }
         Some(shape) => {
             return Err(format!(

@@ -48,10 +48,17 @@
 //!   Its reactor needs no registration (a `compose`'s or `recurse`'s is
 //!   checked with its parent's); [`Runtime::recover`] leaves nested runs to
 //!   their parents, and run ids may not contain `/`.
+//! - A `map`'s elements are durable runs of their own,
+//!   `parent/map.attempt.e<index>`: their inputs (the element, the map's
+//!   other arguments) are not journalled but given again by the map from
+//!   its journalled arguments. A map run again after a crash keeps the
+//!   elements that completed and takes up those in flight; a completed
+//!   map is undone from its elements' journals. Its result is journalled
+//!   as a list of its returned step's (or, with a sink, as their number).
 //!
 //! # Not yet journalled
 //!
-//! `map`, `group` and `around` are refused when registering; a
+//! `group` and `around` are refused when registering; a
 //! step that keeps an undo value apart from its result (`OkWithUndo`,
 //! other than a composite's nested runs) fails with an error saying so. Context values are not journalled: a recovered run gets
 //! those of the runtime taking it up.

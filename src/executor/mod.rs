@@ -100,6 +100,7 @@ mod coordinator;
 mod elements;
 mod nested_journal;
 pub(crate) mod nesting;
+mod outputs;
 mod places;
 mod run;
 mod state;
@@ -108,8 +109,9 @@ mod undo;
 
 pub use attempt::StepPanicked;
 pub(crate) use elements::{run_elements, Elements, ElementsFailed};
-pub(crate) use nested_journal::{undo_nested, NestedJournals, NestedRuns, Opened};
+pub(crate) use nested_journal::{undo_nested, NestedJournals, NestedRuns, Opened, Undoing};
 pub use nesting::MAX_NESTING;
+pub(crate) use outputs::{Outputs, Sink};
 pub(crate) use run::{check_inputs, Durable};
 pub use run::{CompletedRun, HaltedRun, RunOutcome, RunRequest};
 pub(crate) use state::Recovered;

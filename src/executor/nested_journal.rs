@@ -69,9 +69,25 @@ pub(crate) struct NestedRuns {
     pub(crate) kept: Option<Value>,
 }
 
-/// The id of the `n`th nested run of attempt `attempt` of `step`.
-pub(crate) fn nested_id(parent: &str, step: &str, attempt: u32, n: u32) -> String {
-    format!("{parent}/{step}.{attempt}.{n}")
+/// The id of the nested run at `place` (the `n`th run started, or the
+/// place its step names) of attempt `attempt` of `step`.
+pub(crate) fn nested_id(
+    parent: &str,
+    step: &str,
+    attempt: u32,
+    place: &dyn std::fmt::Display,
+) -> String {
+    format!("{parent}/{step}.{attempt}.{place}")
+}
+
+/// Which nested runs of a step [`undo_nested`] undoes.
+pub(crate) enum Undoing<'a> {
+    /// Those its undo token names.
+    Named(&'a [String]),
+    /// Those the attempt of the undo's context started (the step may have
+    /// started before a crash): at these places of it, or, with `None`,
+    /// from 0 up to the first never started.
+    Attempt(Option<Vec<String>>),
 }
 
 /// The nested run `id` of `request`, journalled: new, or taken up. A
@@ -139,13 +155,14 @@ async fn undo_to_the_end(request: RunRequest) -> Result<Vec<StepError>, Error> {
 }
 
 /// Undoes nested runs of `reactor` from their journals, newest first:
-/// those named by `ids`, or (with `None`) every nested run of the attempt
-/// of `ctx`'s step. Every undo is attempted, whatever the others did; all
-/// errors are reported together.
+/// those `which` names. Each is given `inputs(id)` again (a map's
+/// element runs, whose inputs are not journalled). Every undo is
+/// attempted, whatever the others did; all errors are reported together.
 pub(crate) async fn undo_nested(
     ctx: &Context,
     reactor: &Reactor,
-    ids: Option<&[String]>,
+    which: Undoing<'_>,
+    inputs: &(dyn Fn(&str) -> ValueMap + Send + Sync),
 ) -> Result<(), Error> {
     let Some(nested) = ctx.run.nested.clone() else {
         return Ok(());
@@ -157,14 +174,29 @@ pub(crate) async fn undo_nested(
         attempt: 0,
         kind: StepErrorKind::Failed(Reason::new(e)),
     };
-    let ids: Vec<String> = match ids {
-        Some(ids) => ids.to_vec(),
-        // The runs its attempt started, up to the first never started.
-        None => {
-            let attempt = ctx.current_try() + 1;
+    let attempt = ctx.current_try() + 1;
+    let id_at =
+        |place: &dyn std::fmt::Display| nested_id(&ctx.run.run_id, ctx.step_name(), attempt, place);
+    let ids: Vec<String> = match which {
+        Undoing::Named(ids) => ids.to_vec(),
+        // The runs its attempt started at the places its step names.
+        Undoing::Attempt(Some(places)) => {
             let mut found = Vec::new();
-            for n in 0.. {
-                let id = nested_id(&ctx.run.run_id, ctx.step_name(), attempt, n);
+            for place in places {
+                let id = id_at(&place);
+                match nested.exists(&id).await {
+                    Ok(true) => found.push(id),
+                    Ok(false) => {}
+                    Err(e) => errors.push(failed(&id, e)),
+                }
+            }
+            found
+        }
+        // The runs its attempt started, up to the first never started.
+        Undoing::Attempt(None) => {
+            let mut found = Vec::new();
+            for n in 0_u32.. {
+                let id = id_at(&n);
                 match nested.exists(&id).await {
                     Ok(true) => found.push(id),
                     Ok(false) => break,
@@ -188,7 +220,7 @@ pub(crate) async fn undo_nested(
                 continue;
             }
         };
-        let request = RunRequest::new(reactor.clone(), ValueMap::new(), Some(*state))
+        let request = RunRequest::new(reactor.clone(), inputs(id), Some(*state))
             .within(ctx)
             .fully_reversible()
             .journalled(durable);

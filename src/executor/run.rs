@@ -93,6 +93,9 @@ struct ChildOf {
     journal: Arc<crate::journal::RunJournal>,
     step: String,
     attempt: u32,
+    /// Its place among the runs of the attempt, if its step names it (a
+    /// map's element `i` is `e{i}`); else the order the runs started in.
+    place: Option<String>,
 }
 
 impl RunRequest {
@@ -287,6 +290,7 @@ impl RunRequest {
                     journal: journal.clone(),
                     step: ctx.step_name().to_string(),
                     attempt: ctx.current_try() + 1,
+                    place: None,
                 }),
                 _ => None,
             },
@@ -310,9 +314,14 @@ impl RunRequest {
     async fn execute(mut self, keep_state: bool) -> Result<RunOutcome, Error> {
         if self.durable.is_none() {
             if let Some(child) = self.within.as_mut().and_then(|w| w.child.take()) {
-                let n = child.journal.next_child(&child.step, child.attempt);
+                let place = child.place.clone().unwrap_or_else(|| {
+                    child
+                        .journal
+                        .next_child(&child.step, child.attempt)
+                        .to_string()
+                });
                 let parent = self.within.as_ref().map_or("", |w| &*w.run_id);
-                let id = nested_id(parent, &child.step, child.attempt, n);
+                let id = nested_id(parent, &child.step, child.attempt, &place);
                 // Boxed: every run's future would otherwise carry its
                 // state, and nested sync runs stack their futures.
                 self = Box::pin(journal_nested(&child.nested, id, self)).await?;
@@ -358,6 +367,16 @@ impl RunRequest {
             })),
             Finish::Failed(error, _) => Err(Error::Run(error)),
         }
+    }
+
+    /// In a durable run, names this nested run's place among the runs of
+    /// its step's attempt (see [`nested_id`]), instead of the order the
+    /// runs start in: a map's elements start concurrently.
+    pub(crate) fn nested_place(mut self, place: String) -> RunRequest {
+        if let Some(child) = self.within.as_mut().and_then(|w| w.child.as_mut()) {
+            child.place = Some(place);
+        }
+        self
     }
 
     /// Makes the run durable: it writes `journal` (the durable runtime's

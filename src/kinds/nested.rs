@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
 use crate::error::{Error, Reason, RunError};
-use crate::executor::{undo_nested, CompletedRun, HaltedRun, NestedRuns, Unfinished};
+use crate::executor::{undo_nested, CompletedRun, HaltedRun, NestedRuns, Undoing, Unfinished};
 use crate::reactor::Reactor;
 use crate::step::{Outcome, UndoOutcome};
 use crate::value::Value;
+use crate::value::ValueMap;
 
 /// The completed nested runs of one attempt of a step.
 #[derive(Default)]
@@ -104,25 +105,65 @@ impl Kept {
     }
 }
 
+/// Nested runs journal their inputs: none are given again.
+fn no_inputs(_: &str) -> ValueMap {
+    ValueMap::new()
+}
+
+/// How a step finds its nested runs in the journal, to undo them after a
+/// crash, and what it gives them again.
+pub(crate) struct Journalled<'a> {
+    /// The reactor they run.
+    pub(crate) reactor: &'a Reactor,
+    /// The places of its attempt's runs (see [`Undoing::Attempt`]);
+    /// `None`: from 0, in the order they started.
+    pub(crate) places: Option<Vec<String>>,
+    /// The inputs each run (by id) is given again: none, unless the step
+    /// gives them every time (a map's elements).
+    pub(crate) inputs: &'a (dyn Fn(&str) -> ValueMap + Send + Sync),
+}
+
+impl<'a> Journalled<'a> {
+    /// Runs of `reactor` started in order, journalling their inputs.
+    pub(crate) fn of(reactor: &'a Reactor) -> Journalled<'a> {
+        Journalled {
+            reactor,
+            places: None,
+            inputs: &no_inputs,
+        }
+    }
+}
+
 /// The undo of a step that kept nested runs: its undo token is the
 /// `Kept`, or in a durable run their ids (with the `Kept` while it is in
-/// memory). A durable step taken up after a crash undoes the runs of
-/// `reactor` from their journals: those its token names, or, for a step
-/// that may have started ([`Unfinished`]), those its attempt left.
-pub(crate) async fn undo(token: &Value, ctx: &Context, reactor: Option<&Reactor>) -> UndoOutcome {
+/// memory). A durable step taken up after a crash undoes its runs from
+/// their journals, as `journalled` finds them: those its token names, or,
+/// for a step that may have started ([`Unfinished`]), those its attempt
+/// left.
+pub(crate) async fn undo(
+    token: &Value,
+    ctx: &Context,
+    journalled: Option<Journalled<'_>>,
+) -> UndoOutcome {
     let kept = token.downcast_ref::<Arc<Kept>>().or_else(|| {
         token
             .downcast_ref::<NestedRuns>()
             .and_then(|runs| runs.kept.as_ref())
             .and_then(|kept| kept.downcast_ref::<Arc<Kept>>())
     });
-    let done = match (kept, reactor) {
+    let done = match (kept, journalled) {
         (Some(kept), _) => kept.undo().await,
-        (None, Some(reactor)) => match token.downcast_ref::<NestedRuns>() {
-            Some(runs) => undo_nested(ctx, reactor, Some(&runs.ids)).await,
-            None if token.is::<Unfinished>() => undo_nested(ctx, reactor, None).await,
-            None => Ok(()),
-        },
+        (None, Some(j)) => {
+            let which = match token.downcast_ref::<NestedRuns>() {
+                Some(runs) => Some(Undoing::Named(&runs.ids)),
+                None if token.is::<Unfinished>() => Some(Undoing::Attempt(j.places)),
+                None => None,
+            };
+            match which {
+                Some(which) => undo_nested(ctx, j.reactor, which, j.inputs).await,
+                None => Ok(()),
+            }
+        }
         (None, None) => Ok(()),
     };
     match done {

@@ -248,6 +248,6 @@ impl Step for Recurse {
     }
 
     async fn undo(&self, value: Value, _args: Arguments, ctx: Context) -> UndoOutcome {
-        nested::undo(&value, &ctx, Some(&self.reactor)).await
+        nested::undo(&value, &ctx, Some(nested::Journalled::of(&self.reactor))).await
     }
 }

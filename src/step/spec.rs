@@ -139,6 +139,8 @@ pub(crate) enum Shape {
         /// Outputs in source order (shown by `describe`).
         #[cfg_attr(not(feature = "cli"), allow(dead_code))]
         strict_ordering: bool,
+        /// Outputs go to a sink: the map's result is their number.
+        sink: bool,
     },
     /// Another reactor, run once (`compose`) or again and again (`recurse`).
     Reactor {
@@ -546,12 +548,20 @@ impl StepSpec {
     }
 
     /// How the step's result crosses a journal: as declared with
-    /// [`StepSpec::output`], or, for a step running another reactor
-    /// (`compose`, `recurse`), as that reactor's result does.
+    /// [`StepSpec::output`]; for a step running another reactor
+    /// (`compose`, `recurse`), as that reactor's result does; for a map,
+    /// as a list of its returned step's results (or their number, with a
+    /// sink).
     pub(crate) fn output_codec(&self) -> Option<crate::codec::Codec> {
         let extras = self.def().extras();
         extras.output.or_else(|| match extras.shape.as_deref() {
             Some(Shape::Reactor { plan, .. }) => plan.steps[plan.return_step].spec.output_codec(),
+            Some(Shape::Map { sink: true, .. }) => Some(crate::codec::Codec::of::<u64>()),
+            Some(Shape::Map { steps, returns, .. }) => steps
+                .iter()
+                .find(|s| s.name() == returns.as_str())
+                .and_then(StepSpec::output_codec)
+                .and_then(|c| c.list()),
             _ => None,
         })
     }

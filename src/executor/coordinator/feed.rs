@@ -6,18 +6,13 @@
 //! earlier one to keep source order still counts). Outputs are delivered
 //! in source order or in completion order, collected or handed to a sink.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-
 use futures::stream::{BoxStream, StreamExt};
 use futures::FutureExt;
 
 use super::Coordinator;
-use crate::error::{panic_message, BoxError, Phase, Reason, StepError, StepErrorKind};
+use crate::error::{Phase, StepError, StepErrorKind};
+use crate::executor::outputs::{Outputs, Sink};
 use crate::value::Value;
-
-/// Where a map's outputs go instead of a collection.
-pub(crate) type Sink = Arc<dyn Fn(Value) -> Result<(), BoxError> + Send + Sync>;
 
 /// What a map hands its coordinator.
 pub(crate) struct Elements {
@@ -32,31 +27,29 @@ pub(crate) struct Elements {
 }
 
 pub(crate) struct Feed {
-    elements: Elements,
+    stream: BoxStream<'static, Value>,
+    batch: u64,
+    element_input: u32,
     /// The source has ended.
     ended: bool,
     admitted: u64,
-    delivered: u64,
-    /// Outputs of the elements in flight from the next one to deliver on,
-    /// in source order (source order only; at most `batch` of them).
-    waiting: VecDeque<Option<Value>>,
-    outputs: Vec<Value>,
+    outputs: Outputs,
 }
 
 impl Feed {
     pub(crate) fn new(elements: Elements) -> Box<Feed> {
         Box::new(Feed {
-            elements,
+            stream: elements.stream,
+            batch: elements.batch as u64,
+            element_input: elements.element_input,
             ended: false,
             admitted: 0,
-            delivered: 0,
-            waiting: VecDeque::new(),
-            outputs: Vec::new(),
+            outputs: Outputs::new(elements.ordered, elements.sink),
         })
     }
 
     pub(crate) fn element_input(&self) -> u32 {
-        self.elements.element_input
+        self.element_input
     }
 
     /// Whether the source has ended.
@@ -66,7 +59,7 @@ impl Feed {
 
     /// Whether another element may be admitted.
     pub(crate) fn wants_more(&self) -> bool {
-        !self.ended && self.admitted - self.delivered < self.elements.batch as u64
+        !self.ended && self.admitted - self.outputs.delivered() < self.batch
     }
 
     /// The next element (`None`: the source ended).
@@ -75,53 +68,12 @@ impl Feed {
     ///
     /// Cancel safe if the source stream is.
     pub(crate) async fn next(&mut self) -> Option<Value> {
-        self.elements.stream.next().await
+        self.stream.next().await
     }
 
     /// The map's result: the outputs, or how many went to the sink.
     pub(crate) fn result(&mut self) -> Value {
-        match &self.elements.sink {
-            Some(_) => Value::new(self.delivered),
-            None => Value::new(std::mem::take(&mut self.outputs)),
-        }
-    }
-
-    /// Element `index` finished with `value`: deliver it (and those that
-    /// waited for it), or keep it until the elements before it are done.
-    fn finished(&mut self, index: u64, value: Value) -> Result<(), (u64, Reason)> {
-        if !self.elements.ordered {
-            return self.deliver(index, value);
-        }
-        let at = (index - self.delivered) as usize;
-        if at >= self.waiting.len() {
-            self.waiting.resize(at + 1, None);
-        }
-        self.waiting[at] = Some(value);
-        while let Some(Some(_)) = self.waiting.front() {
-            let value = self.waiting.pop_front().flatten().expect("checked above");
-            self.deliver(self.delivered, value)?;
-        }
-        Ok(())
-    }
-
-    fn deliver(&mut self, index: u64, value: Value) -> Result<(), (u64, Reason)> {
-        self.delivered += 1;
-        match &self.elements.sink {
-            None => {
-                self.outputs.push(value);
-                Ok(())
-            }
-            Some(sink) => {
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(value))) {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err((index, Reason::from(e))),
-                    Err(p) => Err((
-                        index,
-                        Reason::msg(format!("the sink panicked: {}", panic_message(&*p))),
-                    )),
-                }
-            }
-        }
+        self.outputs.result()
     }
 }
 
@@ -169,15 +121,13 @@ impl Coordinator {
         inst.element = Value::unit();
         self.free.push(k as u32);
         let feed = self.feed.as_mut().expect("a map's coordinator");
-        if let Err((index, reason)) = feed.finished(index, value) {
+        if let Err((index, reason)) = feed.outputs.finished(index, value) {
             self.failed_element.get_or_insert(index);
             self.errors.push(StepError {
                 step: self.plan.steps[ret].name().to_string(),
                 phase: Phase::Run,
                 attempt: 1,
-                kind: StepErrorKind::Failed(Reason::msg(format!(
-                    "the map's sink failed: {reason}"
-                ))),
+                kind: StepErrorKind::Failed(reason),
             });
         }
     }

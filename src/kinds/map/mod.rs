@@ -15,6 +15,8 @@ use crate::reactor::Reactor;
 use crate::step::{step, Outcome, Shape, Step, StepSpec, UndoOutcome};
 use crate::value::Value;
 
+mod durable;
+
 /// The current element of the map named `map`, for its nested steps
 /// (sub-paths work as for any source: `element("m").at("id")`).
 pub fn element(map: impl Into<Name>) -> Source {
@@ -141,7 +143,7 @@ pub enum MapError {
     },
 }
 
-type Sink = Arc<dyn Fn(Value) -> Result<(), BoxError> + Send + Sync>;
+use crate::executor::Sink;
 
 /// Turns a source value into elements, for a declared element type.
 type Items = Arc<dyn Fn(&Value) -> Option<BoxStream<'static, Value>> + Send + Sync>;
@@ -169,6 +171,10 @@ type Items = Arc<dyn Fn(&Value) -> Option<BoxStream<'static, Value>> + Send + Sy
 /// elements in flight have finished; every completed undoable step of
 /// every element is undone, newest first. A completed map is undone the
 /// same way when a later step fails.
+///
+/// In a durable run ([`crate::durable`]) each element is a durable run of
+/// its own, so a crash mid-map keeps the elements that completed; the
+/// rules are the same.
 ///
 /// # Examples
 ///
@@ -322,6 +328,7 @@ impl Map {
             element: element_input(&self.name).into(),
             batch_size: self.batch_size,
             strict_ordering: self.strict_ordering,
+            sink: self.sink.is_some(),
         };
         let mut map = self;
         map.steps = std::mem::take(&mut map.steps)
@@ -384,10 +391,12 @@ impl MapStep {
     /// The reactor of each element: its inputs are the element and the
     /// map's other arguments.
     fn element_reactor(&self, args: &Arguments) -> Result<Reactor, crate::Error> {
+        // Given again by the map whenever an element runs (a durable
+        // element run does not journal them).
         let mut b = Reactor::builder(format!("{}/element", self.map.name));
-        b.input(element_input(&self.map.name));
+        b.input_given(element_input(&self.map.name));
         for (name, _) in args.iter().filter(|(n, _)| *n != "source") {
-            b.input(name);
+            b.input_given(name);
         }
         for s in &self.map.steps {
             b.add(s.clone());
@@ -457,6 +466,9 @@ impl Step for MapStep {
             Ok(r) => r,
             Err(e) => return Outcome::Error(Reason::new(e)),
         };
+        if ctx.durable() {
+            return self.run_durable(&args, &ctx, stream, reactor).await;
+        }
         // The element plan's inputs: the element (first, filled per
         // element), then the map's other arguments.
         let mut inputs = vec![Value::unit()];
@@ -498,7 +510,10 @@ impl Step for MapStep {
         }
     }
 
-    async fn undo(&self, value: Value, _args: Arguments, ctx: Context) -> UndoOutcome {
+    async fn undo(&self, value: Value, args: Arguments, ctx: Context) -> UndoOutcome {
+        if ctx.durable() && !value.is::<MapUndo>() {
+            return self.undo_durable(&value, &args, &ctx).await;
+        }
         let undo = value
             .downcast_ref::<MapUndo>()
             .and_then(|u| u.0.lock().unwrap_or_else(|p| p.into_inner()).take());
