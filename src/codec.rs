@@ -12,11 +12,27 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::value::Value;
+use std::sync::Arc;
 
-/// Encodes and decodes values of one type, as JSON.
+use crate::value::{Value, ValueMap};
+
+/// Encodes and decodes values of one type, or of a map of named values
+/// each of its own type, as JSON.
+#[derive(Clone)]
+pub(crate) struct Codec(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    /// One type, through serde.
+    Typed(Typed),
+    /// A [`ValueMap`] of named values (a `group`'s results), each through
+    /// its own codec; journalled as a JSON object.
+    Record(Arc<[(String, Codec)]>),
+}
+
+/// One type's functions.
 #[derive(Clone, Copy)]
-pub(crate) struct Codec {
+struct Typed {
     type_name: fn() -> &'static str,
     is: fn(&Value) -> bool,
     encode: fn(&Value) -> Result<serde_json::Value, Error>,
@@ -35,7 +51,7 @@ impl std::fmt::Debug for Codec {
 impl Codec {
     /// The codec of `T`.
     pub(crate) fn of<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> Codec {
-        Codec {
+        Codec(Kind::Typed(Typed {
             type_name: std::any::type_name::<T>,
             is: Value::is::<T>,
             encode: |v| {
@@ -54,13 +70,19 @@ impl Codec {
                     })
             },
             list: Some(Codec::list_of::<T>),
-        }
+        }))
+    }
+
+    /// The codec of a [`ValueMap`] holding some of `fields`, each value
+    /// through its field's codec.
+    pub(crate) fn record(fields: Vec<(String, Codec)>) -> Codec {
+        Codec(Kind::Record(fields.into()))
     }
 
     /// The codec of a `Vec<Value>` of `T`s: a map's collected results,
     /// journalled as a JSON array.
     fn list_of<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> Codec {
-        Codec {
+        Codec(Kind::Typed(Typed {
             type_name: std::any::type_name::<Vec<T>>,
             is: Value::is::<Vec<Value>>,
             encode: |v| {
@@ -88,35 +110,79 @@ impl Codec {
                     .map(Value::new)
             },
             list: None,
-        }
+        }))
     }
 
     /// The codec of a `Vec<Value>` whose items are of this codec's type;
-    /// `None` for a list codec (a map returning a map's results).
+    /// `None` for a list or a record (a map returning a map's results).
     pub(crate) fn list(&self) -> Option<Codec> {
-        self.list.map(|list| list())
+        match &self.0 {
+            Kind::Typed(t) => t.list.map(|list| list()),
+            Kind::Record(_) => None,
+        }
     }
 
     /// The type this codec encodes.
     pub(crate) fn type_name(&self) -> &'static str {
-        (self.type_name)()
+        match &self.0 {
+            Kind::Typed(t) => (t.type_name)(),
+            Kind::Record(_) => std::any::type_name::<ValueMap>(),
+        }
     }
 
     /// Whether `value` is of this codec's type.
     pub(crate) fn fits(&self, value: &Value) -> bool {
-        (self.is)(value)
+        match &self.0 {
+            Kind::Typed(t) => (t.is)(value),
+            Kind::Record(_) => value.is::<ValueMap>(),
+        }
     }
 
     /// `value` as JSON; an error names both types if it is not of this
     /// codec's type.
     pub(crate) fn encode(&self, value: &Value) -> Result<serde_json::Value, Error> {
-        (self.encode)(value)
+        let fields = match &self.0 {
+            Kind::Typed(t) => return (t.encode)(value),
+            Kind::Record(fields) => fields,
+        };
+        let mut object = serde_json::Map::new();
+        for (name, item) in value.get::<ValueMap>()? {
+            object.insert(name.clone(), field(fields, name)?.encode(item)?);
+        }
+        Ok(serde_json::Value::Object(object))
     }
 
     /// The value `json` encodes.
     pub(crate) fn decode(&self, json: serde_json::Value) -> Result<Value, Error> {
-        (self.decode)(json)
+        let fields = match &self.0 {
+            Kind::Typed(t) => return (t.decode)(json),
+            Kind::Record(fields) => fields,
+        };
+        let serde_json::Value::Object(object) = json else {
+            return Err(Error::Codec {
+                type_name: self.type_name(),
+                message: format!("expected an object, found `{json}`"),
+            });
+        };
+        let mut map = ValueMap::new();
+        for (name, item) in object {
+            let value = field(fields, &name)?.decode(item)?;
+            map.insert(name, value);
+        }
+        Ok(Value::new(map))
     }
+}
+
+/// The codec of a record's field `name`.
+fn field<'a>(fields: &'a [(String, Codec)], name: &str) -> Result<&'a Codec, Error> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, c)| c)
+        .ok_or_else(|| Error::Codec {
+            type_name: std::any::type_name::<ValueMap>(),
+            message: format!("`{name}` is none of its fields"),
+        })
 }
 
 #[cfg(test)]

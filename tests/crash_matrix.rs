@@ -4,7 +4,8 @@
 //! after the k-th write reaches the store); the harness starts it again
 //! to recover, and compares with an uncrashed run. The reactors: a chain,
 //! a fan-out, a failing saga, a halt, a compose (completing, and undone
-//! by a later failure), a map (completing, undone by a later failure,
+//! by a later failure), a group and an around undone by a later failure,
+//! a map (completing, undone by a later failure,
 //! and failed by an element), steps emitted at run time (completing, and
 //! undone by an emitted step's failure), and a switch's branch undone by
 //! a later failure. The writes of a compose's nested run and of a map's
@@ -245,6 +246,33 @@ fn scenario(name: &str, ledger: &Ledger, steps: &StepRegistry) -> Reactor {
                 .add(effect(ledger, "charge", &["reserve"], 2))
                 .add(effect(ledger, "notify", &["reserve"], 3))
                 .add(failing("ship", &["charge", "notify"]))
+                .returns("ship");
+        }
+        "group_saga" | "around_saga" => {
+            let steps = [
+                step("start")
+                    .argument("x", input("x"))
+                    .output::<u64>()
+                    .run_sync(|a, _| Ok(*a.get::<u64>("x")?)),
+                effect(ledger, "ia", &["start"], 1),
+                effect(ledger, "ib", &["ia"], 2),
+            ];
+            let nested = if name == "group_saga" {
+                reactor::kinds::group("trip")
+                    .steps(steps)
+                    .after_all(|results| Ok(*results["ib"].get::<u64>()?))
+                    .into_step()
+                    .unwrap()
+            } else {
+                reactor::kinds::around("trip", steps, |args, _, steps, nested| async move {
+                    let results = nested.run(&args, steps).await?;
+                    Ok(*results["ib"].get::<u64>()?)
+                })
+                .unwrap()
+            };
+            b.add(nested.output::<u64>().argument("x", result("seed")))
+                .add(effect(ledger, "after", &["trip"], 5))
+                .add(failing("ship", &["after"]))
                 .returns("ship");
         }
         "compose" | "compose_saga" => {
@@ -567,6 +595,16 @@ async fn crash_matrix_failing_saga_after_a_compose() {
 #[tokio::test]
 async fn crash_matrix_failing_saga_after_a_switch() {
     matrix("switch").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_after_a_group() {
+    matrix("group_saga").await;
+}
+
+#[tokio::test]
+async fn crash_matrix_failing_saga_after_an_around() {
+    matrix("around_saga").await;
 }
 
 #[tokio::test]

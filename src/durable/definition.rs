@@ -37,7 +37,7 @@ impl Definition {
                 lines.push(format!("input {}: given", input.name));
                 continue;
             }
-            let Some(codec) = input.codec else {
+            let Some(codec) = input.codec.clone() else {
                 return Err(refuse(format!(
                     "input `{}` has no declared type: declare it with `.input_as::<T>(\"{}\")`",
                     input.name, input.name
@@ -85,7 +85,7 @@ impl Definition {
     pub(crate) fn input(&self, name: &str) -> Result<Codec, String> {
         self.inputs
             .get(name)
-            .copied()
+            .cloned()
             .ok_or_else(|| format!("`{name}` is not an input of the reactor"))
     }
 
@@ -94,7 +94,7 @@ impl Definition {
     pub(crate) fn output(&self, step: &str) -> Result<Codec, String> {
         self.outputs
             .get(step)
-            .copied()
+            .cloned()
             .ok_or_else(|| format!("`{step}` is not a step of the reactor"))
     }
 }
@@ -160,12 +160,21 @@ pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Code
             inner.push(format!("returns {returns} sink {sink}"));
             format!("map#{}", hash_lines(spec.name(), &inner))
         }
-        Some(shape) => {
-            return Err(format!(
-                "step `{}` is a `{}`, whose nested steps are not journalled yet",
-                spec.name(),
-                shape.kind()
-            ))
+        // Its nested steps run as a run of its own, its inputs given again
+        // by the step: each must be journalled as the run's own are.
+        Some(Shape::Nested { kind, steps, .. }) => {
+            let mut inner = Vec::new();
+            for s in steps {
+                let can_undo = s.resolve().map_err(|e| e.to_string())?.can_undo();
+                let (line, _) = step_line(s, can_undo).map_err(|problem| {
+                    format!(
+                        "step `{}` ({kind}) nests steps the journal cannot hold: {problem}",
+                        spec.name()
+                    )
+                })?;
+                inner.push(line);
+            }
+            format!("{kind}#{}", hash_lines(spec.name(), &inner))
         }
     };
     let Some(codec) = spec.output_codec() else {

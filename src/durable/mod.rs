@@ -55,13 +55,22 @@
 //!   elements that completed and takes up those in flight; a completed
 //!   map is undone from its elements' journals. Its result is journalled
 //!   as a list of its returned step's (or, with a sink, as their number).
+//! - A `group`'s or `around`'s nested steps run as a durable run of their
+//!   own (`parent/step.attempt.n`), their inputs (the step's arguments)
+//!   given again by the step, like a map's elements. A group's result
+//!   journals as its steps' results by name; an around's, or a group's
+//!   with `after_all`, as its declared `.output::<T>()`. Taken up after a
+//!   crash, a group undoes its nested run as rebuilt from the steps its
+//!   `before_all` chooses again, an around from its declared steps and
+//!   arguments (its function's own choices are not journalled: a nested
+//!   run of other steps is refused as a changed definition, naming it).
 //!
-//! # Not yet journalled
+//! # Not journalled
 //!
-//! `group` and `around` are refused when registering; a
-//! step that keeps an undo value apart from its result (`OkWithUndo`,
-//! other than a composite's nested runs) fails with an error saying so. Context values are not journalled: a recovered run gets
-//! those of the runtime taking it up.
+//! A step that keeps an undo value apart from its result (`OkWithUndo`,
+//! other than a composite's nested runs) fails with an error saying so.
+//! Context values are not journalled: a recovered run gets those of the
+//! runtime taking it up.
 
 mod definition;
 mod nested;

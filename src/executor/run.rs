@@ -587,7 +587,7 @@ pub(crate) fn check_inputs(plan: &Plan, inputs: &mut ValueMap) -> Result<(), Err
     inputs.retain(|k, _| plan.input_index.contains_key(k.as_str()));
     for def in &plan.inputs {
         let given = &inputs[&*def.name];
-        if let Some(codec) = def.codec.filter(|c| !c.fits(given)) {
+        if let Some(codec) = def.codec.as_ref().filter(|c| !c.fits(given)) {
             return Err(Error::InputType {
                 input: def.name.to_string(),
                 expected: codec.type_name(),

@@ -6,18 +6,46 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::nested::{self, Kept};
+use super::nested::{self, Journalled, Kept};
 use crate::argument::{result, Arguments};
 use crate::context::Context;
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, Error, Reason};
 use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
-use crate::step::{step, IntoOutcome, Outcome, Shape, StepSpec};
+use crate::step::{gathered_codec, step, IntoOutcome, Outcome, Shape, StepSpec, UndoOutcome};
 use crate::value::{Value, ValueMap};
 
 /// The name of the inner step that gathers the nested steps' results.
 const GATHER: &str = "__nested_results__";
+
+/// The inner reactor running `steps` with `args` as its inputs, and
+/// returning each top-level step's result by name (through a step
+/// gathering them), and its inputs. In a durable run its inputs are given
+/// again whenever it is taken up or undone, and not journalled.
+fn nested_reactor(
+    name: &str,
+    args: &Arguments,
+    steps: Vec<StepSpec>,
+) -> Result<(Reactor, Inputs), Error> {
+    let mut builder = Reactor::builder(format!("{name}/nested"));
+    let mut inputs = Inputs::new();
+    for (arg, value) in args.iter() {
+        builder.input_given(arg);
+        inputs.insert(arg, value.clone());
+    }
+    let mut gather = super::collect(GATHER)
+        .max_retries(0)
+        .with_codec(gathered_codec(&steps));
+    for s in &steps {
+        gather = gather.argument(s.name_arc().clone(), result(s.name_arc().clone()));
+    }
+    for s in steps {
+        builder.add(s);
+    }
+    builder.add(gather);
+    Ok((builder.returns(GATHER).build()?, inputs))
+}
 
 /// Runs `steps` as an inner reactor whose inputs are `args`, and returns
 /// each top-level step's result by name; the completed run is kept in
@@ -35,21 +63,7 @@ async fn run_nested(
     if steps.is_empty() {
         return Ok(ValueMap::new());
     }
-    let mut builder = Reactor::builder(format!("{name}/nested"));
-    let mut inputs = Inputs::new();
-    for (arg, value) in args.iter() {
-        builder.input(arg);
-        inputs.insert(arg, value.clone());
-    }
-    let mut gather = super::collect(GATHER).max_retries(0);
-    for s in &steps {
-        gather = gather.argument(s.name_arc().clone(), result(s.name_arc().clone()));
-    }
-    for s in steps {
-        builder.add(s);
-    }
-    builder.add(gather);
-    let reactor = builder.returns(GATHER).build()?;
+    let (reactor, inputs) = nested_reactor(name, args, steps)?;
     let outcome = reactor
         .run(inputs)
         .within(ctx)
@@ -74,6 +88,34 @@ async fn run_nested(
     }
 }
 
+/// The undo of a group or around: its nested runs, in memory, or after a
+/// crash from their journals, run by `steps` with `args` as inputs again.
+async fn undo_nested(
+    name: &str,
+    token: &Value,
+    args: &Arguments,
+    steps: Vec<StepSpec>,
+    ctx: &Context,
+) -> UndoOutcome {
+    if !nested::needs_journals(token, ctx) {
+        return nested::undo(token, ctx, None).await;
+    }
+    let rebuilt = nested_reactor(name, args, steps);
+    let journalled = match &rebuilt {
+        Ok((reactor, inputs)) => {
+            let inputs = inputs.0.clone();
+            Some((reactor, move |_: &str| inputs.clone()))
+        }
+        Err(_) => None,
+    };
+    let journalled = journalled.as_ref().map(|(reactor, inputs)| Journalled {
+        reactor,
+        places: None,
+        inputs,
+    });
+    nested::undo(token, ctx, journalled).await
+}
+
 type BeforeAll = Arc<
     dyn Fn(Arguments, Vec<StepSpec>) -> Result<(Arguments, Vec<StepSpec>), BoxError> + Send + Sync,
 >;
@@ -86,6 +128,9 @@ type AfterAll = Arc<dyn Fn(ValueMap) -> Result<Value, BoxError> + Send + Sync>;
 /// them with [`input`](crate::input)). `before_all` may change the arguments and choose
 /// the steps; `after_all` turns the map of each nested step's result into
 /// the group's result (by default, the map itself).
+///
+/// In a durable run ([`crate::durable`]) the nested steps run as a durable
+/// run of their own, given the group's arguments again after a crash.
 ///
 /// # Examples
 ///
@@ -182,9 +227,11 @@ impl Group {
         let shape = Shape::Nested {
             kind: "group",
             steps: self.steps.clone(),
+            gathered: self.after.is_none(),
         };
         let this = Arc::new(self);
         let name = this.name.clone();
+        let undo = this.clone();
         Ok(step(name)
             .max_retries(0)
             .shaped(shape)
@@ -209,7 +256,25 @@ impl Group {
                     kept.settle(outcome, ctx.durable()).await
                 }
             })
-            .undo(|token, _, ctx| async move { nested::undo(&token, &ctx, None).await }))
+            .undo(move |token, args, ctx| {
+                let this = undo.clone();
+                async move {
+                    if !nested::needs_journals(&token, &ctx) {
+                        return nested::undo(&token, &ctx, None).await;
+                    }
+                    // The steps it ran: those `before_all` chose (again).
+                    let chosen = match &this.before {
+                        Some(before) => before(args, this.steps.clone()),
+                        None => Ok((args, this.steps.clone())),
+                    };
+                    match chosen {
+                        Ok((args, steps)) => {
+                            undo_nested(&this.name, &token, &args, steps, &ctx).await
+                        }
+                        Err(e) => UndoOutcome::Error(Reason::from(e)),
+                    }
+                }
+            }))
     }
 }
 
@@ -322,7 +387,9 @@ where
     let shape = Shape::Nested {
         kind: "around",
         steps: steps.clone(),
+        gathered: false,
     };
+    let (undo_name, undo_steps) = (name.clone(), steps.clone());
     Ok(step(name)
         .max_retries(0)
         .shaped(shape)
@@ -339,5 +406,10 @@ where
             let outcome = f(args, ctx, steps.clone(), nested);
             async move { kept.settle(outcome.await, durable).await }
         })
-        .undo(|token, _, ctx| async move { nested::undo(&token, &ctx, None).await }))
+        // After a crash, its nested runs are undone as run by its steps
+        // with its arguments: the function's own choices are not known.
+        .undo(move |token, args, ctx| {
+            let (name, steps) = (undo_name.clone(), undo_steps.clone());
+            async move { undo_nested(&name, &token, &args, steps, &ctx).await }
+        }))
 }

@@ -134,6 +134,22 @@ impl<'a> Journalled<'a> {
     }
 }
 
+/// The runs an undo token keeps in memory, if it does.
+fn kept_of(token: &Value) -> Option<&Arc<Kept>> {
+    token.downcast_ref::<Arc<Kept>>().or_else(|| {
+        token
+            .downcast_ref::<NestedRuns>()
+            .and_then(|runs| runs.kept.as_ref())
+            .and_then(|kept| kept.downcast_ref::<Arc<Kept>>())
+    })
+}
+
+/// Whether undoing `token` needs the journals of its runs (it was taken
+/// up after a crash): only then need their reactor be rebuilt.
+pub(crate) fn needs_journals(token: &Value, ctx: &Context) -> bool {
+    ctx.durable() && kept_of(token).is_none()
+}
+
 /// The undo of a step that kept nested runs: its undo token is the
 /// `Kept`, or in a durable run their ids (with the `Kept` while it is in
 /// memory). A durable step taken up after a crash undoes its runs from
@@ -145,13 +161,7 @@ pub(crate) async fn undo(
     ctx: &Context,
     journalled: Option<Journalled<'_>>,
 ) -> UndoOutcome {
-    let kept = token.downcast_ref::<Arc<Kept>>().or_else(|| {
-        token
-            .downcast_ref::<NestedRuns>()
-            .and_then(|runs| runs.kept.as_ref())
-            .and_then(|kept| kept.downcast_ref::<Arc<Kept>>())
-    });
-    let done = match (kept, journalled) {
+    let done = match (kept_of(token), journalled) {
         (Some(kept), _) => kept.undo().await,
         (None, Some(j)) => {
             let which = match token.downcast_ref::<NestedRuns>() {

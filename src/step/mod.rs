@@ -32,8 +32,8 @@ pub(crate) use spec::Implementation;
 pub(crate) use spec::StepImp;
 #[cfg(feature = "cli")]
 pub(crate) use spec::DEFAULT_MAX_RETRIES;
+pub(crate) use spec::{gathered_codec, Shape, SwitchEmit};
 pub use spec::{step, Guard, StepSpec};
-pub(crate) use spec::{Shape, SwitchEmit};
 
 use crate::argument::Arguments;
 use crate::context::Context;

@@ -159,6 +159,9 @@ pub(crate) enum Shape {
     Nested {
         kind: &'static str,
         steps: Vec<StepSpec>,
+        /// Its result is the map of its nested steps' results (a group
+        /// without `after_all`).
+        gathered: bool,
     },
 }
 
@@ -554,16 +557,26 @@ impl StepSpec {
     /// sink).
     pub(crate) fn output_codec(&self) -> Option<crate::codec::Codec> {
         let extras = self.def().extras();
-        extras.output.or_else(|| match extras.shape.as_deref() {
-            Some(Shape::Reactor { plan, .. }) => plan.steps[plan.return_step].spec.output_codec(),
-            Some(Shape::Map { sink: true, .. }) => Some(crate::codec::Codec::of::<u64>()),
-            Some(Shape::Map { steps, returns, .. }) => steps
-                .iter()
-                .find(|s| s.name() == returns.as_str())
-                .and_then(StepSpec::output_codec)
-                .and_then(|c| c.list()),
-            _ => None,
-        })
+        extras
+            .output
+            .clone()
+            .or_else(|| match extras.shape.as_deref() {
+                Some(Shape::Reactor { plan, .. }) => {
+                    plan.steps[plan.return_step].spec.output_codec()
+                }
+                Some(Shape::Map { sink: true, .. }) => Some(crate::codec::Codec::of::<u64>()),
+                Some(Shape::Map { steps, returns, .. }) => steps
+                    .iter()
+                    .find(|s| s.name() == returns.as_str())
+                    .and_then(StepSpec::output_codec)
+                    .and_then(|c| c.list()),
+                Some(Shape::Nested {
+                    steps,
+                    gathered: true,
+                    ..
+                }) => gathered_codec(steps),
+                _ => None,
+            })
     }
 
     /// Sets (or clears) the codec of the step's result: what
@@ -599,4 +612,13 @@ impl StepSpec {
             Implementation::Custom(s) => Ok(StepImp::Custom(s.clone())),
         }
     }
+}
+
+/// The codec of the map of `steps`' results (a group's), if each has one.
+pub(crate) fn gathered_codec(steps: &[StepSpec]) -> Option<crate::codec::Codec> {
+    steps
+        .iter()
+        .map(|s| s.output_codec().map(|c| (s.name().to_string(), c)))
+        .collect::<Option<Vec<_>>>()
+        .map(crate::codec::Codec::record)
 }

@@ -511,8 +511,12 @@ impl Step for MapStep {
     }
 
     async fn undo(&self, value: Value, args: Arguments, ctx: Context) -> UndoOutcome {
-        if ctx.durable() && !value.is::<MapUndo>() {
-            return self.undo_durable(&value, &args, &ctx).await;
+        if !value.is::<MapUndo>() {
+            // A durable map's element runs: in memory, or in their journals.
+            if crate::kinds::nested::needs_journals(&value, &ctx) {
+                return self.undo_durable(&value, &args, &ctx).await;
+            }
+            return crate::kinds::nested::undo(&value, &ctx, None).await;
         }
         let undo = value
             .downcast_ref::<MapUndo>()
