@@ -153,7 +153,8 @@ impl Context {
     /// (a payment provider's idempotency key, a unique column), so that an
     /// attempt made again after a crash does its work once, and an undo
     /// finds what to undo. Steps of a map's elements share their step's
-    /// key: add the element's own identity to it.
+    /// key (in a durable run each element is a run of its own, and has
+    /// keys of its own): add the element's own identity to it.
     ///
     /// ```
     /// use reactor::{step, Inputs, Reactor};

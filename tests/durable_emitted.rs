@@ -487,3 +487,41 @@ async fn a_switch_returned_by_a_durable_reactor_is_refused_when_registering() {
     let err = rt.register(r).unwrap_err().to_string();
     assert!(err.contains("return step `pick` is a switch"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_branch_returning_no_step_of_its_own_is_refused_naming_it() {
+    let pick = reactor::kinds::switch("pick", input("n"))
+        .branch(
+            |v| *v.get::<u32>().unwrap() > 1,
+            [step("big").output::<u32>().run_sync(|_, _| Ok(1_u32))],
+            Some("small"),
+        )
+        .default(
+            [step("small").output::<u32>().run_sync(|_, _| Ok(0_u32))],
+            Some("small"),
+        )
+        .into_step();
+    let r = Reactor::builder("bad_switch")
+        .input_as::<u32>("n")
+        .add(pick)
+        .add(
+            step("after")
+                .wait_for("pick")
+                .output::<u32>()
+                .run_sync(|_, _| Ok(0_u32)),
+        )
+        .returns("after")
+        .build()
+        .unwrap();
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    let err = rt.register(r).unwrap_err().to_string();
+    assert!(
+        err.contains("step `pick` is a switch whose branch") && err.contains("returns `small`"),
+        "{err}"
+    );
+    // The library's own step kinds cannot be replaced.
+    rt.register_step("reactor:switch", |name: &str, _: u32| {
+        step(name).output::<u32>().run_sync(|_, _| Ok(0_u32))
+    });
+    assert!(rt.steps().make("reactor:switch", "x", 1_u32).is_err());
+}

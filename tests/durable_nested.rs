@@ -53,13 +53,21 @@ fn booked(ledger: &Ledger, name: &str) -> StepSpec {
 
 /// `book` composes hotel then flight; `pay` fails for 99 nights.
 fn trip(ledger: &Ledger) -> Reactor {
-    let booking = Reactor::builder("booking")
+    trip_with(ledger, false)
+}
+
+/// `trip`, its composed reactor changed by an `insurance` step with
+/// `insured`.
+fn trip_with(ledger: &Ledger, insured: bool) -> Reactor {
+    let mut booking = Reactor::builder("booking");
+    booking
         .input_as::<u32>("nights")
         .add(booked(ledger, "hotel"))
-        .add(booked(ledger, "flight").wait_for("hotel"))
-        .returns("flight")
-        .build()
-        .unwrap();
+        .add(booked(ledger, "flight").wait_for("hotel"));
+    if insured {
+        booking.add(booked(ledger, "insurance").wait_for("flight"));
+    }
+    let booking = booking.returns("flight").build().unwrap();
     let l = ledger.clone();
     Reactor::builder("trip")
         .input_as::<u32>("nights")
@@ -489,4 +497,157 @@ async fn a_run_started_within_an_undo_is_not_journalled() {
         .unwrap_err();
     assert!(!err.to_string().contains("undo"), "the undo failed: {err}");
     assert!(rt.status("u/a.1.0").await.is_err(), "no nested journal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_run_under_a_changed_reactor_goes_on_only_if_migrated() {
+    let path = temp_db("migrate");
+    let ledger = Ledger::default();
+    let gate = ledger.stall_at("flight");
+    let rt = runtime(&path, &ledger);
+    crash_at(&rt, "t9", 3, gate).await;
+    drop(rt);
+    let hash = |journal: &reactor::journal::Journal| match &journal.records[0].entry {
+        Entry::RunStarted { def_hash, .. } => def_hash.clone(),
+        other => panic!("{other:?}"),
+    };
+    let open = || {
+        let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+        rt.register(trip_with(&ledger, true)).unwrap();
+        rt
+    };
+    // The parent migrated, its compose's run not: the compose fails,
+    // naming the change.
+    let rt = open();
+    let parent = hash(&rt.journal("t9").await.unwrap());
+    let child = hash(&rt.journal("t9/book.1.0").await.unwrap());
+    rt.migrate("trip", parent.clone());
+    let probe = rt.recover().await;
+    let err = probe.finished[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("insurance"), "{err}");
+    drop(rt);
+    // Again from the crash, with both migrated: it goes on.
+    let path2 = temp_db("migrate2");
+    let ledger2 = Ledger::default();
+    let gate = ledger2.stall_at("flight");
+    let rt = runtime(&path2, &ledger2);
+    crash_at(&rt, "t9", 3, gate).await;
+    drop(rt);
+    let rt = Runtime::new(SqliteStore::open(&path2).unwrap());
+    rt.register(trip_with(&ledger2, true)).unwrap();
+    rt.migrate("trip", parent).migrate("booking", child);
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert_eq!(
+        *recovery.finished[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .get::<u32>()
+            .unwrap(),
+        300
+    );
+    assert_eq!(
+        [
+            ledger2.get("hotel"),
+            ledger2.get("flight"),
+            ledger2.get("insurance")
+        ],
+        [1, 2, 1]
+    );
+}
+
+/// A step running `inner` within it for round `round`, then (round 1)
+/// replacing itself with round 2, made by the kind `round`.
+fn round_step(
+    ledger: &Ledger,
+    steps: &reactor::durable::StepRegistry,
+    name: &str,
+    round: u32,
+) -> StepSpec {
+    let (l, steps) = (ledger.clone(), steps.clone());
+    step(name).output::<u32>().run(move |_, ctx| {
+        let (l, steps) = (l.clone(), steps.clone());
+        async move {
+            let inner =
+                Reactor::builder("counted")
+                    .input_as::<u32>("n")
+                    .add(step("count").argument("n", input("n")).output::<u32>().run(
+                        move |a, _| {
+                            let l = l.clone();
+                            async move {
+                                let n = *a.get::<u32>("n")?;
+                                l.hit(format!("count {n}")).await;
+                                Ok(n)
+                            }
+                        },
+                    ))
+                    .returns("count")
+                    .build()?;
+            let got = *inner
+                .run(Inputs::new().with("n", round))
+                .within(&ctx)
+                .await?
+                .get::<u32>()?;
+            if round == 1 {
+                let again = steps.make("round", ctx.step_name(), 2_u32)?;
+                return Ok(reactor::Outcome::with_steps(got, vec![again]));
+            }
+            Ok(reactor::Outcome::ok(got))
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_replaced_by_its_name_does_not_take_up_the_runs_of_the_step_it_replaced() {
+    let path = temp_db("replaced");
+    let ledger = Ledger::default();
+    let open = || {
+        let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+        let l = ledger.clone();
+        let steps = rt.steps().clone();
+        rt.register_step("round", move |name: &str, round: u32| {
+            round_step(&l, &steps, name, round)
+        });
+        let s = round_step(&ledger, rt.steps(), "poll", 1);
+        rt.register(
+            Reactor::builder("polling")
+                .add(s)
+                .returns("poll")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        rt
+    };
+    let gate = ledger.stall_at("count 2");
+    let rt = open();
+    let rt2 = rt.clone();
+    crash_when(&gate, async move {
+        rt2.start("polling", Inputs::new()).run_id("p1").await
+    })
+    .await;
+    drop(rt);
+    let rt = open();
+    let recovery = rt.recover().await;
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    // The replacement's run is its own, taken up where it stood: not
+    // the replaced step's, which returned 1.
+    assert_eq!(
+        *recovery.finished[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .get::<u32>()
+            .unwrap(),
+        2
+    );
+    assert_eq!([ledger.get("count 1"), ledger.get("count 2")], [1, 2]);
+    for id in ["p1/poll.1.0", "p1/poll~1.1.0"] {
+        assert_eq!(
+            rt.status(id).await.unwrap().status,
+            RunStatus::Completed,
+            "{id}"
+        );
+    }
 }

@@ -122,7 +122,18 @@ pub(crate) fn step_line(spec: &StepSpec, can_undo: bool) -> Result<(String, Code
         // journalled as the run's own are, and is part of this line.
         Some(Shape::Switch { branches, .. }) => {
             let mut inner = Vec::new();
-            for (_, steps, _) in branches {
+            for (label, steps, returns) in branches {
+                if let Some(r) = returns
+                    .as_ref()
+                    .filter(|r| !steps.iter().any(|s| s.name() == r.as_str()))
+                {
+                    return Err(format!(
+                        "step `{}` is a switch whose branch `{label}` returns `{r}`, which is not one of its steps",
+                        spec.name()
+                    ));
+                }
+                // The branch's bounds and returned step are part of it.
+                inner.push(format!("branch {label} returns {returns:?}"));
                 for s in steps {
                     let can_undo = s.resolve().map_err(|e| e.to_string())?.can_undo();
                     let (line, _) = step_line(s, can_undo).map_err(|problem| {

@@ -11,8 +11,8 @@
 //!
 //! [`Runtime::recover`]: super::Runtime::recover
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
@@ -27,11 +27,36 @@ use crate::reactor::Reactor;
 use crate::value::ValueMap;
 
 /// The journals of nested runs: in `store`, their emitted steps rebuilt
-/// by `steps`.
+/// by `steps`, taken up under a changed definition if `migrations` allow.
 #[derive(Clone)]
 pub(crate) struct Nested {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) steps: StepRegistry,
+    pub(crate) migrations: Migrations,
+}
+
+/// The definitions under which journalled runs may go on under their
+/// reactor as it is now ([`Runtime::migrate`](super::Runtime::migrate)),
+/// for top-level and nested runs alike.
+#[derive(Clone, Default)]
+pub(crate) struct Migrations(Arc<RwLock<HashSet<(String, String)>>>);
+
+impl Migrations {
+    /// Runs of `reactor` journalled under `old_hash` may go on.
+    pub(crate) fn allow(&self, reactor: String, old_hash: String) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((reactor, old_hash));
+    }
+
+    /// Whether runs of `reactor` journalled under `hash` may go on.
+    pub(crate) fn allows(&self, reactor: &str, hash: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(reactor.to_string(), hash.to_string()))
+    }
 }
 
 impl Nested {
@@ -118,10 +143,11 @@ impl NestedJournals for Nested {
             Some(Err(_)) if undo => return Ok(Opened::Ended),
             Some(Err(e)) => return Err(e),
         };
+        let migrated = self.migrations.allows(reactor.name(), &folded.def_hash);
         let (state, mut recovered) = folded.rebuild(
             id,
             &def,
-            false,
+            migrated,
             reactor.plan(),
             &self.steps,
             ValueMap::new(),
@@ -142,6 +168,7 @@ impl NestedJournals for Nested {
                 folded.next_seq,
                 folded.epoch,
             )
+            .with_replaced(folded.replaced())
         } else {
             folded.claim(&self.store, id).await?
         };

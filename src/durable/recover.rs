@@ -122,12 +122,19 @@ impl Folded {
         let resumed = vec![Record::new(self.next_seq, Entry::Resumed { epoch })];
         append_with_retry(&**store, run_id, epoch, resumed).await?;
         tracing::info!(run_id, epoch, reactor = %self.reactor, "taking up a durable run");
-        Ok(RunJournal::new(
-            store.clone(),
-            run_id.to_string(),
-            self.next_seq + 1,
-            epoch,
-        ))
+        Ok(
+            RunJournal::new(store.clone(), run_id.to_string(), self.next_seq + 1, epoch)
+                .with_replaced(self.replaced()),
+        )
+    }
+
+    /// How many times each step was replaced by a step of its name.
+    pub(crate) fn replaced(&self) -> HashMap<String, u32> {
+        let mut replaced = HashMap::new();
+        for done in self.done.iter().filter(|d| d.replaced()) {
+            *replaced.entry(done.step.clone()).or_default() += 1;
+        }
+        replaced
     }
 
     /// Folds a (checked) journal.

@@ -72,13 +72,19 @@ impl StepRegistry {
     /// Registers (or replaces) the kind `kind`: `make(name, params)` makes
     /// its step named `name`. It must make the same step from the same
     /// parameters every time (a durable run checks this when the step is
-    /// emitted). A panic in `make` is an error of the emitting step.
+    /// emitted). A panic in `make` is an error of the emitting step. Kinds
+    /// named `reactor:...` are the library's own: registering one is
+    /// ignored, with a warning.
     pub fn register<P, F>(&self, kind: impl Into<String>, make: F)
     where
         P: Serialize + DeserializeOwned + 'static,
         F: Fn(&str, P) -> StepSpec + Send + Sync + 'static,
     {
         let kind = kind.into();
+        if kind.starts_with("reactor:") {
+            tracing::warn!(%kind, "step kinds named `reactor:...` are the library's own: not registered");
+            return;
+        }
         let named = kind.clone();
         let factory: Factory = Arc::new(move |name: &str, json: serde_json::Value| {
             let params: P = serde_json::from_value(json.clone()).map_err(|e| {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::Definition;
-use super::nested::Nested;
+use super::nested::{Migrations, Nested};
 use super::recover::{end_outcome, Folded};
 use super::registry::StepRegistry;
 use crate::error::Error;
@@ -66,7 +66,7 @@ struct Inner {
     /// Runs this runtime is driving now.
     live: Mutex<HashMap<String, Live>>,
     /// Old definition hashes whose runs may go on, by reactor.
-    migrations: RwLock<HashSet<(String, String)>>,
+    migrations: Migrations,
     /// The step kinds emitted steps are journalled by.
     steps: StepRegistry,
     /// The lock on the data directory ([`Runtime::open`]), held while
@@ -146,7 +146,7 @@ impl Runtime {
                 context: RwLock::default(),
                 configure: RwLock::default(),
                 live: Mutex::default(),
-                migrations: RwLock::default(),
+                migrations: Migrations::default(),
                 steps: StepRegistry::new(),
                 lock: Mutex::default(),
             }),
@@ -270,11 +270,7 @@ impl Runtime {
     /// steps they completed, a renamed argument). The hash is in the
     /// error that refused them.
     pub fn migrate(&self, reactor: impl Into<String>, old_hash: impl Into<String>) -> &Runtime {
-        self.inner
-            .migrations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((reactor.into(), old_hash.into()));
+        self.inner.migrations.allow(reactor.into(), old_hash.into());
         self
     }
 
@@ -578,9 +574,7 @@ impl Runtime {
         let migrated = self
             .inner
             .migrations
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(folded.reactor.clone(), folded.def_hash.clone()));
+            .allows(&folded.reactor, &folded.def_hash);
         let (state, mut recovered) = folded.rebuild(
             run_id,
             &reg.def,
@@ -607,6 +601,7 @@ impl Runtime {
         let nested = Nested {
             store: self.inner.store.clone(),
             steps: self.inner.steps.clone(),
+            migrations: self.inner.migrations.clone(),
         };
         let durable = Durable {
             cancel: Some(live.cancel.clone()),

@@ -5,7 +5,8 @@
 //! durable runtime answers ([`crate::durable`]).
 //!
 //! A nested run's id is its parent's, its step, the step's attempt and
-//! its place among the runs that attempt started: `parent/step.attempt.n`.
+//! its place among the runs that attempt started: `parent/step.attempt.n`
+//! (`step~g` once a step of its name replaced it `g` times).
 //! A step run again after a crash starts its nested runs again under the
 //! same ids, and so takes up their journals: their completed steps do not
 //! run again, and one that ended returns as it ended.
@@ -175,8 +176,11 @@ pub(crate) async fn undo_nested(
         kind: StepErrorKind::Failed(Reason::new(e)),
     };
     let attempt = ctx.current_try() + 1;
-    let id_at =
-        |place: &dyn std::fmt::Display| nested_id(&ctx.run.run_id, ctx.step_name(), attempt, place);
+    let step = match &ctx.run.journal {
+        Some(journal) => journal.nested_name(ctx.step_name()),
+        None => ctx.step_name().to_string(),
+    };
+    let id_at = |place: &dyn std::fmt::Display| nested_id(&ctx.run.run_id, &step, attempt, place);
     let ids: Vec<String> = match which {
         Undoing::Named(ids) => ids.to_vec(),
         // The runs its attempt started at the places its step names.

@@ -321,7 +321,8 @@ impl RunRequest {
                         .to_string()
                 });
                 let parent = self.within.as_ref().map_or("", |w| &*w.run_id);
-                let id = nested_id(parent, &child.step, child.attempt, &place);
+                let step = child.journal.nested_name(&child.step);
+                let id = nested_id(parent, &step, child.attempt, &place);
                 // Boxed: every run's future would otherwise carry its
                 // state, and nested sync runs stack their futures.
                 self = Box::pin(journal_nested(&child.nested, id, self)).await?;

@@ -11,6 +11,7 @@
 //! to [`RETRY_FOR`]; an error that cannot pass (an unknown run, a corrupt
 //! journal) is returned at once.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +30,16 @@ pub(crate) struct RunJournal {
     pending: Mutex<Pending>,
     /// Held while flushing, so that flushes land in order.
     flushing: tokio::sync::Mutex<()>,
-    /// How many nested runs each step's attempt has started.
-    children: Mutex<std::collections::HashMap<(String, u32), u32>>,
+    children: Mutex<Children>,
+}
+
+/// What names a step's nested runs: how many each step's attempt has
+/// started, and how many times each step was replaced by a step of its
+/// name (whose attempts count from 1 again).
+#[derive(Default)]
+struct Children {
+    started: HashMap<(String, u32), u32>,
+    replaced: HashMap<String, u32>,
 }
 
 struct Pending {
@@ -76,11 +85,35 @@ impl RunJournal {
     /// The place of the next run nested in attempt `attempt` of `step`,
     /// from 0: the same, in order, every time the attempt runs.
     pub(crate) fn next_child(&self, step: &str, attempt: u32) -> u32 {
-        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        let n = children.entry((step.to_string(), attempt)).or_default();
+        let mut children = self.children();
+        let n = children
+            .started
+            .entry((step.to_string(), attempt))
+            .or_default();
         let this = *n;
         *n = n.saturating_add(1);
         this
+    }
+
+    /// The name of `step` in its nested runs' ids: `step`, or, once a step
+    /// of its name replaced it `g` times, `step~g`, so that the
+    /// replacement's attempts (counted from 1 again) do not take up the
+    /// runs of the step it replaced.
+    pub(crate) fn nested_name(&self, step: &str) -> String {
+        match self.children().replaced.get(step) {
+            Some(g) => format!("{step}~{g}"),
+            None => step.to_string(),
+        }
+    }
+
+    /// Sets how many times each step was replaced, as its journal says.
+    pub(crate) fn with_replaced(self, replaced: HashMap<String, u32>) -> RunJournal {
+        self.children().replaced = replaced;
+        self
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, Children> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -89,6 +122,11 @@ impl RunJournal {
 
     /// Adds `entry` to the next flush.
     pub(crate) fn push(&self, entry: Entry) {
+        if let Entry::StepDone { step, emitted, .. } = &entry {
+            if emitted.iter().any(|e| e.name == *step) {
+                *self.children().replaced.entry(step.clone()).or_default() += 1;
+            }
+        }
         let mut p = self.lock();
         let seq = p.next_seq;
         p.next_seq += 1;
