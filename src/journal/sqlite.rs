@@ -162,16 +162,28 @@ CREATE TABLE IF NOT EXISTS reactor_journal (
 
 /// Brings a journal made by an earlier version up to the schema: runs
 /// without an owner epoch get one (1; a take-up claims a newer one).
+/// Checked and changed under the write lock, so that two processes
+/// opening the file at once do not both change it.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_epoch = conn
-        .prepare("SELECT 1 FROM pragma_table_info('reactor_runs') WHERE name = 'epoch'")?
-        .exists([])?;
-    if !has_epoch {
-        conn.execute_batch(
-            "ALTER TABLE reactor_runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;",
-        )?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = (|| {
+        let has_epoch = conn
+            .prepare("SELECT 1 FROM pragma_table_info('reactor_runs') WHERE name = 'epoch'")?
+            .exists([])?;
+        if !has_epoch {
+            conn.execute_batch(
+                "ALTER TABLE reactor_runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;",
+            )?;
+        }
+        Ok(())
+    })();
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 fn connect(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
