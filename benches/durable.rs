@@ -258,6 +258,7 @@ async fn recovery() -> (f64, usize) {
                         reactor: "chain".into(),
                         idempotency_key: None,
                         first: Record::new(0, first),
+                        queued: false,
                     })
                     .await
                     .unwrap();

@@ -533,6 +533,7 @@ async fn a_changed_definition_is_refused_naming_the_change_and_others_go_on() {
                     )
                 },
             ),
+            queued: false,
         })
         .await
         .unwrap();
@@ -996,6 +997,7 @@ async fn a_journal_unwinding_without_errors_still_unwinds_when_taken_up() {
             reactor: "checkout".into(),
             idempotency_key: None,
             first: Record::new(0, first),
+            queued: false,
         })
         .await
         .unwrap();

@@ -27,6 +27,7 @@ fn new_run(id: &str, key: Option<&str>) -> NewRun {
         reactor: "r".into(),
         idempotency_key: key.map(Into::into),
         first: Record::new(0, started("r")),
+        queued: false,
     }
 }
 

@@ -78,6 +78,8 @@ mod recover;
 mod registry;
 mod runtime;
 mod state;
+mod worker;
 
 pub use registry::StepRegistry;
 pub use runtime::{Recovery, Runtime, Start};
+pub use worker::{Worker, WorkerReport};

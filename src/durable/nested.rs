@@ -101,6 +101,7 @@ impl Nested {
             reactor: reactor.name().to_string(),
             idempotency_key: None,
             first,
+            queued: false,
         };
         let store = &*self.store;
         with_retry(id, || store.create_run(run.clone())).await?;

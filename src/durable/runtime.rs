@@ -478,6 +478,17 @@ impl Runtime {
 
     // ----- internals -------------------------------------------------
 
+    /// The names of the registered reactors.
+    pub(super) fn reactor_names(&self) -> Vec<String> {
+        self.inner
+            .reactors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn registered(&self, reactor: &str) -> Result<Arc<Registered>, Error> {
         self.inner
             .reactors
@@ -538,7 +549,7 @@ impl Runtime {
         self.decode_result(reactor, end_outcome(run_id, end)?)
     }
 
-    async fn take_up(&self, run_id: &str, cancel: bool) -> Result<Value, Error> {
+    pub(super) async fn take_up(&self, run_id: &str, cancel: bool) -> Result<Value, Error> {
         if run_id.contains('/') {
             return Err(Error::State {
                 run_id: run_id.to_string(),
@@ -620,6 +631,11 @@ impl Runtime {
         }
         let outcome = request.outcome().await;
         drop(live);
+        // Fenced off: the run is another driver's now, whatever this one
+        // made of it.
+        if let Some(fenced) = journal.fenced() {
+            return Err(Error::Store(fenced));
+        }
         match outcome {
             Ok(RunOutcome::Completed(done)) => Ok(done.into_value()),
             Ok(RunOutcome::Halted(halted)) => {
@@ -683,10 +699,24 @@ impl Start {
         self
     }
 
-    async fn go(self) -> Result<Value, Error> {
-        let rt = self.runtime;
-        let reg = rt.registered(&self.reactor)?;
-        let mut inputs = self.inputs.0;
+    /// Submits the run for a worker to claim ([`Worker`](super::Worker)),
+    /// in this process or any other sharing the store, and returns its id
+    /// at once; with an idempotency key already used, the first run's id.
+    /// Its status and result are read by id ([`Runtime::status`],
+    /// [`Runtime::result`]).
+    pub async fn submit(self) -> Result<String, Error> {
+        let (run, _, _) = self.prepare(true)?;
+        let id = run.id.clone();
+        match create_with_retry(&*self.runtime.inner.store, run).await? {
+            Created::New => Ok(id),
+            Created::Existing(existing) => Ok(existing),
+        }
+    }
+
+    /// The run to create, its checked inputs and its reactor.
+    fn prepare(&self, queued: bool) -> Result<(NewRun, ValueMap, Arc<Registered>), Error> {
+        let reg = self.runtime.registered(&self.reactor)?;
+        let mut inputs = self.inputs.0.clone();
         // Checked before anything is journalled, as the run would.
         check_inputs(reg.reactor.plan(), &mut inputs)?;
         let mut encoded = std::collections::BTreeMap::new();
@@ -695,6 +725,7 @@ impl Start {
         }
         let run_id = self
             .run_id
+            .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if run_id.contains('/') {
             return Err(Error::InvalidOption {
@@ -704,12 +735,6 @@ impl Start {
                 ),
             });
         }
-        let Some(live) = rt.go_live(&run_id) else {
-            return Err(Error::State {
-                run_id,
-                message: "it is being driven by this runtime".to_string(),
-            });
-        };
         let first = Record::new(
             0,
             Entry::RunStarted {
@@ -720,16 +745,27 @@ impl Start {
                 idempotency_key: self.idempotency_key.clone(),
             },
         );
-        let created = create_with_retry(
-            &*rt.inner.store,
-            NewRun {
-                id: run_id.clone(),
-                reactor: self.reactor.clone(),
-                idempotency_key: self.idempotency_key,
-                first,
-            },
-        )
-        .await?;
+        let run = NewRun {
+            id: run_id,
+            reactor: self.reactor.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            first,
+            queued,
+        };
+        Ok((run, inputs, reg))
+    }
+
+    async fn go(self) -> Result<Value, Error> {
+        let (run, inputs, reg) = self.prepare(false)?;
+        let rt = self.runtime;
+        let run_id = run.id.clone();
+        let Some(live) = rt.go_live(&run_id) else {
+            return Err(Error::State {
+                run_id,
+                message: "it is being driven by this runtime".to_string(),
+            });
+        };
+        let created = create_with_retry(&*rt.inner.store, run).await?;
         if let Created::Existing(existing) = created {
             drop(live);
             let journal = rt.load(&existing).await?;

@@ -15,8 +15,8 @@ mod sqlite;
 mod store;
 
 pub use memory::MemoryStore;
-pub use postgres::PgStore;
+pub use postgres::{PgOptions, PgStore};
 pub use record::{EmittedStep, Entry, Record, RunEnd, RunStatus, StepFailure, UndoItem};
 pub(crate) use run::RunJournal;
 pub use sqlite::{SqliteStore, Synchronous};
-pub use store::{fence, Created, Journal, NewRun, RunSummary, Store, StoreError};
+pub use store::{fence, Created, Journal, Leases, NewRun, RunSummary, Store, StoreError};

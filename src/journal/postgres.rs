@@ -42,7 +42,7 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 
 use super::record::{now_ms, Entry, Record, RunStatus};
 use super::store::{
-    ask, commit_measured, decode_record, decode_status, fence, Created, Journal, NewRun,
+    ask, commit_measured, decode_record, decode_status, fence, Created, Journal, Leases, NewRun,
     RunSummary, Store, StoreError, Write, SUMMARY_SQL as SUMMARY,
 };
 
@@ -68,10 +68,14 @@ pub struct PgStore {
     conn: Arc<Conn>,
 }
 
-/// How to reach the tables.
+/// How to reach the tables, and who this store is among the workers.
 struct Conn {
     url: String,
     schema: String,
+    /// The owner of the runs this store holds.
+    worker: String,
+    /// How long a lease lasts unless renewed, in milliseconds.
+    lease_ms: i64,
 }
 
 fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
@@ -125,6 +129,11 @@ impl Conn {
              );
              CREATE INDEX IF NOT EXISTS reactor_runs_by_status
                  ON \"{s}\".reactor_runs(status, created_ms);
+             ALTER TABLE \"{s}\".reactor_runs
+                 ADD COLUMN IF NOT EXISTS owner TEXT,
+                 ADD COLUMN IF NOT EXISTS lease_until TIMESTAMPTZ;
+             CREATE INDEX IF NOT EXISTS reactor_runs_by_owner
+                 ON \"{s}\".reactor_runs(owner) WHERE status IN ('running', 'unwinding');
              CREATE TABLE IF NOT EXISTS \"{s}\".reactor_journal (
                  run_id TEXT NOT NULL,
                  seq BIGINT NOT NULL,
@@ -140,17 +149,60 @@ impl Conn {
     }
 }
 
-impl PgStore {
-    /// Connects to the database at `url` (a `postgres://` URL or
-    /// key=value settings), keeping its tables in the schema `reactor`.
-    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        PgStore::connect_in(url, "reactor").await
+/// How a [`PgStore`] connects: its schema, its worker id, its lease.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use reactor::journal::PgStore;
+///
+/// # async fn f() -> Result<(), reactor::journal::StoreError> {
+/// let store = PgStore::options("postgres://postgres@127.0.0.1:5432/test")
+///     .schema("orders")
+///     .lease(Duration::from_secs(10))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    url: String,
+    schema: String,
+    worker: Option<String>,
+    lease: std::time::Duration,
+}
+
+impl PgOptions {
+    /// Keeps the tables in the schema `schema` (lowercase letters, digits
+    /// and `_`, at most 63; default `reactor`): stores in different
+    /// schemas of one database share nothing.
+    pub fn schema(mut self, schema: &str) -> PgOptions {
+        self.schema = schema.to_string();
+        self
     }
 
-    /// Connects, keeping the tables in the schema `schema` (letters,
-    /// digits and `_`, starting with a letter or `_`): stores in different
-    /// schemas of one database share nothing.
-    pub async fn connect_in(url: &str, schema: &str) -> Result<PgStore, StoreError> {
+    /// This worker's id among the processes sharing the store (default:
+    /// the host name, the process id and a random suffix).
+    pub fn worker(mut self, id: impl Into<String>) -> PgOptions {
+        self.worker = Some(id.into());
+        self
+    }
+
+    /// How long a worker's hold on a run lasts unless renewed (default
+    /// 10 s, at least 100 ms; saturates at a year): the store renews it
+    /// every fifth of that while open, so a run of a worker that died is
+    /// claimed by another within this time and one poll.
+    pub fn lease(mut self, lease: std::time::Duration) -> PgOptions {
+        self.lease = lease.clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(365 * 24 * 3600),
+        );
+        self
+    }
+
+    /// Connects: creates the schema and tables if they are missing, and
+    /// starts the writer and the lease renewal.
+    pub async fn connect(self) -> Result<PgStore, StoreError> {
+        let schema = self.schema;
         let valid = schema.len() <= 63
             && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && schema
@@ -161,20 +213,52 @@ impl PgStore {
                 "`{schema}` is not a schema name this store uses: lowercase letters, digits and `_`, at most 63"
             )));
         }
+        let worker = self.worker.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_string());
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}-{}", std::process::id(), &random[..8])
+        });
         let conn = Arc::new(Conn {
-            url: url.to_string(),
-            schema: schema.to_string(),
+            url: self.url,
+            schema,
+            worker,
+            lease_ms: self.lease.as_millis() as i64,
         });
         let mut writer = conn.open().await?;
         conn.create_schema(&mut writer).await?;
         let reader = conn.open().await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(conn.clone(), Some(writer), rx));
+        tokio::spawn(renew_loop(Arc::downgrade(&conn), self.lease / 5));
         Ok(PgStore {
             writer: tx,
             reader: Mutex::new(Some(reader)),
             conn,
         })
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL or
+    /// key=value settings), keeping its tables in the schema `reactor`.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::options(url).connect().await
+    }
+
+    /// Connects, keeping the tables in the schema `schema` (see
+    /// [`PgOptions::schema`]).
+    pub async fn connect_in(url: &str, schema: &str) -> Result<PgStore, StoreError> {
+        PgStore::options(url).schema(schema).connect().await
+    }
+
+    /// Options to connect with.
+    pub fn options(url: &str) -> PgOptions {
+        PgOptions {
+            url: url.to_string(),
+            schema: "reactor".to_string(),
+            worker: None,
+            lease: std::time::Duration::from_secs(10),
+        }
     }
 
     /// Drops the store's schema and everything in it (for tests and
@@ -216,6 +300,35 @@ impl PgStore {
     }
 }
 
+/// Renews the leases of the runs this store holds, one statement every
+/// `tick`, until the store is dropped. A failed renewal is tried again
+/// at the next tick (on a new connection if the old one closed).
+async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
+    let mut client: Option<Client> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(conn) = conn.upgrade() else {
+            return;
+        };
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = conn.open().await.ok();
+        }
+        let Some(c) = client.as_ref() else {
+            continue;
+        };
+        let renewed = c
+            .execute(
+                "UPDATE reactor_runs SET lease_until = now() + $2 * interval '1 millisecond'
+                 WHERE owner = $1 AND status IN ('running', 'unwinding')",
+                &[&conn.worker, &(conn.lease_ms as f64)],
+            )
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(worker = %conn.worker, error = %backend(e), "renewing the leases failed");
+        }
+    }
+}
+
 /// The writer task: one transaction per batch of queued writes, until
 /// the store is dropped.
 async fn write_loop(
@@ -248,7 +361,7 @@ async fn write_loop(
         }
         let c = client.as_mut().expect("opened above");
         let started = std::time::Instant::now();
-        if let Err(e) = commit(c, batch).await {
+        if let Err(e) = commit(c, &conn, batch).await {
             tracing::warn!(error = %e, "a journal transaction failed");
         }
         commit_measured("postgres", records, started.elapsed());
@@ -262,7 +375,7 @@ async fn write_loop(
 /// own, then every append of the batch in three statements (lock the
 /// runs, insert all records, update the runs), the fencing rule applied
 /// per append in between. Answers are sent once it has committed.
-async fn commit(client: &mut Client, batch: Vec<Write>) -> Result<(), StoreError> {
+async fn commit(client: &mut Client, conn: &Conn, batch: Vec<Write>) -> Result<(), StoreError> {
     let mut creates = Vec::new();
     let mut appends = Vec::new();
     for write in batch {
@@ -279,7 +392,7 @@ async fn commit(client: &mut Client, batch: Vec<Write>) -> Result<(), StoreError
         let mut tx = client.transaction().await.map_err(backend)?;
         for (run, _) in &creates {
             let sp = tx.savepoint("new_run").await.map_err(backend)?;
-            let done = create(&sp, run).await;
+            let done = create(&sp, conn, run).await;
             if done.is_ok() {
                 sp.commit().await.map_err(backend)?;
             } else {
@@ -288,7 +401,7 @@ async fn commit(client: &mut Client, batch: Vec<Write>) -> Result<(), StoreError
             created.push(done);
         }
         if !appends.is_empty() {
-            appended = append_all(&tx, &appends).await?;
+            appended = append_all(&tx, conn, &appends).await?;
         }
         tx.commit().await.map_err(backend)
     }
@@ -333,6 +446,7 @@ type Append = (
 /// append's answer: refused ones fail alone.
 async fn append_all(
     c: &impl GenericClient,
+    conn: &Conn,
     appends: &[Append],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut ids: Vec<&str> = appends.iter().map(|(id, ..)| id.as_str()).collect();
@@ -445,12 +559,22 @@ async fn append_all(
         u_status.push(status.get(id.as_str()).map(|s| s.as_str()));
         u_epochs.push(i32::try_from(*owner).unwrap_or(i32::MAX));
     }
+    // A driver whose write was accepted holds its run: its lease is
+    // renewed with it.
     c.execute(
         "UPDATE reactor_runs AS r
-         SET updated_ms = $1, status = COALESCE(u.status, r.status), epoch = u.epoch
+         SET updated_ms = $1, status = COALESCE(u.status, r.status), epoch = u.epoch,
+             owner = $5, lease_until = now() + $6 * interval '1 millisecond'
          FROM unnest($2::TEXT[], $3::TEXT[], $4::INT[]) AS u(id, status, epoch)
          WHERE r.id = u.id",
-        &[&(now_ms() as i64), &u_ids, &u_status, &u_epochs],
+        &[
+            &(now_ms() as i64),
+            &u_ids,
+            &u_status,
+            &u_epochs,
+            &conn.worker,
+            &(conn.lease_ms as f64),
+        ],
     )
     .await
     .map_err(backend)?;
@@ -475,17 +599,31 @@ async fn keyed(
     Ok(row.map(|r| Created::Existing(r.get(0))))
 }
 
-async fn create(c: &impl GenericClient, run: &NewRun) -> Result<Created, StoreError> {
+async fn create(c: &impl GenericClient, conn: &Conn, run: &NewRun) -> Result<Created, StoreError> {
     if let Some(existing) = keyed(c, &run.idempotency_key).await? {
         return Ok(existing);
     }
     let now = now_ms() as i64;
     let status = run.first.entry.status().unwrap_or(RunStatus::Running);
+    // Held by this worker, unless queued for any to claim.
+    let owner = (!run.queued).then_some(conn.worker.as_str());
     let inserted = c
         .execute(
-            "INSERT INTO reactor_runs (id, reactor, status, idempotency_key, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
-            &[&run.id, &run.reactor, &status.as_str(), &run.idempotency_key, &now],
+            "INSERT INTO reactor_runs
+                 (id, reactor, status, idempotency_key, created_ms, updated_ms, owner, lease_until)
+             VALUES ($1, $2, $3, $4, $5, $5, $6,
+                     CASE WHEN $6::TEXT IS NULL THEN NULL
+                          ELSE now() + $7 * interval '1 millisecond' END)
+             ON CONFLICT DO NOTHING",
+            &[
+                &run.id,
+                &run.reactor,
+                &status.as_str(),
+                &run.idempotency_key,
+                &now,
+                &owner,
+                &(conn.lease_ms as f64),
+            ],
         )
         .await
         .map_err(|e| StoreError::Backend(format!("cannot store run `{}`: {e}", run.id)))?;
@@ -543,7 +681,71 @@ fn summary(row: &tokio_postgres::Row) -> Result<RunSummary, StoreError> {
 }
 
 #[async_trait]
+impl Leases for PgStore {
+    fn worker(&self) -> &str {
+        &self.conn.worker
+    }
+
+    async fn claim(
+        &self,
+        n: usize,
+        reactors: &[String],
+        skip: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let (worker, lease) = (self.conn.worker.clone(), self.conn.lease_ms as f64);
+        let (reactors, skip) = (reactors.to_vec(), skip.to_vec());
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "UPDATE reactor_runs SET owner = $1,
+                             lease_until = now() + $3 * interval '1 millisecond'
+                         WHERE id IN (
+                             SELECT id FROM reactor_runs
+                             WHERE status IN ('running', 'unwinding') AND strpos(id, '/') = 0
+                               AND (owner IS NULL OR lease_until IS NULL OR lease_until < now())
+                               AND reactor = ANY($4) AND NOT id = ANY($5)
+                             ORDER BY created_ms, id LIMIT $2
+                             FOR UPDATE SKIP LOCKED)
+                         RETURNING id, created_ms",
+                        &[&worker, &n, &lease, &reactors, &skip],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let mut claimed: Vec<(i64, String)> =
+                    rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+                claimed.sort();
+                Ok(claimed.into_iter().map(|(_, id)| id).collect())
+            })
+        })
+        .await
+    }
+
+    async fn release(&self, runs: &[String]) -> Result<(), StoreError> {
+        let (worker, runs) = (self.conn.worker.clone(), runs.to_vec());
+        self.read(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE reactor_runs SET owner = NULL, lease_until = NULL
+                     WHERE id = ANY($1) AND owner = $2",
+                    &[&runs, &worker],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl Store for PgStore {
+    fn leases(&self) -> Option<&dyn Leases> {
+        Some(self)
+    }
+
     async fn create_run(&self, run: NewRun) -> Result<Created, StoreError> {
         ask(|tx| self.send(Write::Create(run, tx))).await
     }

@@ -31,6 +31,8 @@ pub(crate) struct RunJournal {
     /// Held while flushing, so that flushes land in order.
     flushing: tokio::sync::Mutex<()>,
     children: Mutex<Children>,
+    /// The refusal that fenced this driver off, once one did.
+    fenced: Mutex<Option<StoreError>>,
 }
 
 /// What names a step's nested runs: how many each step's attempt has
@@ -74,6 +76,7 @@ impl RunJournal {
             }),
             flushing: tokio::sync::Mutex::new(()),
             children: Mutex::default(),
+            fenced: Mutex::default(),
         }
     }
 
@@ -155,6 +158,7 @@ impl RunJournal {
             Err(e) => {
                 if matches!(e, StoreError::Fenced { .. }) {
                     metrics::counter!("reactor_journal_fenced_total").increment(1);
+                    *self.fenced.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                     tracing::warn!(run_id = %self.run_id, error = %e, "the run was taken up elsewhere: this driver stops");
                 }
                 // Back in front of anything pushed since: no gap in `seq`.
@@ -164,6 +168,15 @@ impl RunJournal {
                 Err(e)
             }
         }
+    }
+
+    /// The refusal that fenced this driver off (the run was taken up
+    /// elsewhere), if one did.
+    pub(crate) fn fenced(&self) -> Option<StoreError> {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether entries wait for a flush.

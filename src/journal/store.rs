@@ -206,6 +206,9 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// The run's first record (`seq` 0, [`Entry::RunStarted`]).
     pub first: Record,
+    /// Submitted for a worker to claim ([`Leases::claim`]) rather than
+    /// driven by the process creating it; stores without workers ignore it.
+    pub queued: bool,
 }
 
 /// What [`Store::create_run`] did.
@@ -287,7 +290,7 @@ impl Journal {
 ///     reactor: "r".into(), def_hash: "h".into(), definition: vec![],
 ///     inputs: Default::default(), idempotency_key: None,
 /// });
-/// store.create_run(NewRun { id: "run-1".into(), reactor: "r".into(), idempotency_key: None, first }).await?;
+/// store.create_run(NewRun { id: "run-1".into(), reactor: "r".into(), idempotency_key: None, first, queued: false }).await?;
 /// store.append("run-1", 1, &[Record::new(1, Entry::Halted)]).await?;
 /// let journal = store.load("run-1").await?;
 /// assert_eq!(journal.records.len(), 2);
@@ -319,4 +322,40 @@ pub trait Store: Send + Sync + 'static {
     /// `run/...`, whatever their status); returns how many runs it
     /// deleted. Unfinished runs are never deleted.
     async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError>;
+
+    /// The store's leases, if worker processes share its runs
+    /// ([`PgStore`](super::PgStore)); `None` (the default) for a store of
+    /// one process.
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
+}
+
+/// Runs shared by worker processes through one store: each unfinished
+/// top-level run is driven by the worker holding its lease. A worker
+/// holds the runs it creates (unless [`NewRun::queued`]), claims and
+/// writes to; the store renews its leases while it is open, and a run
+/// whose lease expired (its worker died or stalled) can be claimed by
+/// another. Holding a lease is not what makes a write safe: the run's
+/// epoch is ([`fence`]); a lease only says who should drive the run.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// This worker's id: the owner of the runs it holds.
+    fn worker(&self) -> &str;
+
+    /// Claims up to `n` top-level runs of the reactors `reactors` that
+    /// are running or unwinding and that no worker holds (queued, handed
+    /// back, or whose lease expired), oldest first, leaving out `skip`
+    /// and runs another worker is claiming; their ids. The caller takes
+    /// each up (a new epoch).
+    async fn claim(
+        &self,
+        n: usize,
+        reactors: &[String],
+        skip: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Hands back those of `runs` this worker holds, so that another
+    /// worker can claim them at once.
+    async fn release(&self, runs: &[String]) -> Result<(), StoreError>;
 }
