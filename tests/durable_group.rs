@@ -215,47 +215,13 @@ async fn a_group_completed_before_a_crash_is_undone_from_its_journal() {
 async fn a_groups_before_all_chooses_its_steps_again_to_undo_them_after_a_crash() {
     let path = temp_db("before");
     let ledger = Ledger::default();
-    let make = |ledger: &Ledger| {
-        let book = group("book")
-            .steps([booked(ledger, "hotel"), booked(ledger, "flight")])
-            .before_all(|args, steps| {
-                Ok((
-                    args,
-                    steps.into_iter().filter(|s| s.name() == "flight").collect(),
-                ))
-            })
-            .after_all(|results| Ok(*results["flight"].get::<u32>()?))
-            .into_step()
-            .unwrap()
-            .output::<u32>()
-            .argument("nights", input("nights"));
-        Reactor::builder("trip")
-            .input_as::<u32>("nights")
-            .add(book)
-            .add({
-                let l = ledger.clone();
-                step("pay")
-                    .argument("n", result("book"))
-                    .output::<u32>()
-                    .run(move |_, _| {
-                        let l = l.clone();
-                        async move {
-                            l.hit("pay".into()).await;
-                            Err::<u32, _>("the card was declined".into())
-                        }
-                    })
-            })
-            .returns("pay")
-            .build()
-            .unwrap()
-    };
-    let gate = ledger.stall_at("pay");
     let rt = Runtime::new(SqliteStore::open(&path).unwrap());
-    rt.register(make(&ledger)).unwrap();
+    rt.register(choosing_trip(&ledger, false)).unwrap();
+    let gate = ledger.stall_at("pay");
     crash_at(&rt, "g4", 1, gate).await;
     drop(rt);
     let rt = Runtime::new(SqliteStore::open(&path).unwrap());
-    rt.register(make(&ledger)).unwrap();
+    rt.register(choosing_trip(&ledger, false)).unwrap();
     let recovery = rt.recover().await;
     assert!(recovery.finished[0].1.is_err());
     assert_eq!([ledger.get("hotel"), ledger.get("flight")], [0, 1]);
@@ -265,6 +231,68 @@ async fn a_groups_before_all_chooses_its_steps_again_to_undo_them_after_a_crash(
     );
     let child = rt.journal("g4/book.1.0").await.unwrap();
     assert_eq!(undone(&child), ["flight"]);
+}
+
+/// A group whose `before_all` keeps only `flight` (or, when `refuse`,
+/// fails), then `pay`, declined.
+fn choosing_trip(ledger: &Ledger, refuse: bool) -> Reactor {
+    let book = group("book")
+        .steps([booked(ledger, "hotel"), booked(ledger, "flight")])
+        .before_all(move |args, steps| {
+            if refuse {
+                return Err("no steps today".into());
+            }
+            Ok((
+                args,
+                steps.into_iter().filter(|s| s.name() == "flight").collect(),
+            ))
+        })
+        .after_all(|results| Ok(*results["flight"].get::<u32>()?))
+        .into_step()
+        .unwrap()
+        .output::<u32>()
+        .argument("nights", input("nights"));
+    Reactor::builder("trip")
+        .input_as::<u32>("nights")
+        .add(book)
+        .add({
+            let l = ledger.clone();
+            step("pay")
+                .argument("n", result("book"))
+                .output::<u32>()
+                .run(move |_, _| {
+                    let l = l.clone();
+                    async move {
+                        l.hit("pay".into()).await;
+                        Err::<u32, _>("the card was declined".into())
+                    }
+                })
+        })
+        .returns("pay")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_steps_cannot_be_rebuilt_to_undo_them_fails_its_undo_loudly() {
+    let path = temp_db("unrebuildable");
+    let ledger = Ledger::default();
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(choosing_trip(&ledger, false)).unwrap();
+    let gate = ledger.stall_at("pay");
+    crash_at(&rt, "g5", 1, gate).await;
+    drop(rt);
+    let rt = Runtime::new(SqliteStore::open(&path).unwrap());
+    rt.register(choosing_trip(&ledger, true)).unwrap();
+    let recovery = rt.recover().await;
+    let err = format!("{:?}", recovery.finished[0].1.as_ref().unwrap_err());
+    assert!(
+        err.contains("cannot be undone") && err.contains("no steps today"),
+        "{err}"
+    );
+    // Nothing undone in silence: the flight stays booked, and the run says so.
+    assert_eq!(ledger.get("undo flight"), 0);
+    assert_eq!(rt.status("g5").await.unwrap().status, RunStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1031,3 +1031,19 @@ async fn a_journal_unwinding_without_errors_still_unwinds_when_taken_up() {
     );
     assert_eq!(rt.status("u1").await.unwrap().status, RunStatus::Failed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_step_name_holding_an_id_separator_is_refused() {
+    let rt = Runtime::new(reactor::journal::MemoryStore::new());
+    for name in ["a~1", "a/b"] {
+        let r = Reactor::builder("separators")
+            .add(step(name).output::<u32>().run_sync(|_, _| Ok(1_u32)))
+            .returns(name)
+            .build()
+            .unwrap();
+        let err = rt.register(r).unwrap_err().to_string();
+        assert!(err.contains(&format!("step `{name}` has")), "{err}");
+        let err = rt.steps().make("any", name, ()).unwrap_err().to_string();
+        assert!(err.contains("separator"), "{err}");
+    }
+}

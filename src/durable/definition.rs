@@ -54,6 +54,7 @@ impl Definition {
         }
         let mut outputs = HashMap::new();
         for planned in &plan.steps {
+            check_step_name(planned.spec.name()).map_err(refuse)?;
             let (line, codec) = step_line(&planned.spec, planned.can_undo).map_err(refuse)?;
             lines.push(line);
             outputs.insert(planned.spec.name().to_string(), codec);
@@ -243,6 +244,18 @@ pub(crate) fn first_change(old: &[String], new: &[String]) -> String {
     match new.iter().find(|l| !old.contains(l)) {
         Some(line) => format!("`{line}` is new"),
         None => "the order of inputs or steps changed".to_string(),
+    }
+}
+
+/// A durable step's name may not hold the characters that separate the
+/// parts of its nested runs' ids (`parent/step~generation.attempt.place`),
+/// so that no two steps' runs share an id.
+pub(crate) fn check_step_name(name: &str) -> Result<(), String> {
+    match name.chars().find(|c| matches!(c, '/' | '~')) {
+        Some(c) => Err(format!(
+            "step `{name}` has `{c}` in its name, which a durable run's nested run ids use as a separator"
+        )),
+        None => Ok(()),
     }
 }
 

@@ -111,6 +111,7 @@ impl StepRegistry {
             step: name.to_string(),
             problem,
         };
+        super::definition::check_step_name(name).map_err(failed)?;
         let json = serde_json::to_value(params).map_err(|e| {
             failed(format!(
                 "the parameters of the step kind `{kind}` cannot be encoded: {e}"

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use super::nested::{self, Journalled, Kept};
 use crate::argument::{result, Arguments};
 use crate::context::Context;
-use crate::error::{BoxError, Error, Reason};
+use crate::error::{BoxError, Error};
 use crate::executor::RunOutcome;
 use crate::name::Name;
 use crate::reactor::{Inputs, Reactor};
@@ -100,20 +100,17 @@ async fn undo_nested(
     if !nested::needs_journals(token, ctx) {
         return nested::undo(token, ctx, None).await;
     }
-    let rebuilt = nested_reactor(name, args, steps);
-    let journalled = match &rebuilt {
-        Ok((reactor, inputs)) => {
-            let inputs = inputs.0.clone();
-            Some((reactor, move |_: &str| inputs.clone()))
-        }
-        Err(_) => None,
+    let (reactor, inputs) = match nested_reactor(name, args, steps) {
+        Ok(rebuilt) => rebuilt,
+        Err(e) => return nested::unrebuildable(name, e),
     };
-    let journalled = journalled.as_ref().map(|(reactor, inputs)| Journalled {
-        reactor,
+    let inputs = move |_: &str| inputs.0.clone();
+    let journalled = Journalled {
+        reactor: &reactor,
         places: None,
-        inputs,
-    });
-    nested::undo(token, ctx, journalled).await
+        inputs: &inputs,
+    };
+    nested::undo(token, ctx, Some(journalled)).await
 }
 
 type BeforeAll = Arc<
@@ -271,7 +268,7 @@ impl Group {
                         Ok((args, steps)) => {
                             undo_nested(&this.name, &token, &args, steps, &ctx).await
                         }
-                        Err(e) => UndoOutcome::Error(Reason::from(e)),
+                        Err(e) => nested::unrebuildable(&this.name, e),
                     }
                 }
             }))

@@ -145,9 +145,20 @@ fn kept_of(token: &Value) -> Option<&Arc<Kept>> {
 }
 
 /// Whether undoing `token` needs the journals of its runs (it was taken
-/// up after a crash): only then need their reactor be rebuilt.
+/// up after a crash, and names runs or may have started some): only then
+/// need their reactor be rebuilt.
 pub(crate) fn needs_journals(token: &Value, ctx: &Context) -> bool {
-    ctx.durable() && kept_of(token).is_none()
+    ctx.durable()
+        && kept_of(token).is_none()
+        && (token.is::<NestedRuns>() || token.is::<Unfinished>())
+}
+
+/// The undo of nested runs whose reactor could not be rebuilt: an error
+/// (they may hold effects), never a silent success.
+pub(crate) fn unrebuildable(step: &str, why: impl std::fmt::Display) -> UndoOutcome {
+    UndoOutcome::Error(Reason::msg(format!(
+        "the nested runs of {step} cannot be undone: rebuilding them failed: {why}"
+    )))
 }
 
 /// The undo of a step that kept nested runs: its undo token is the

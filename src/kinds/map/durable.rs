@@ -15,11 +15,7 @@
 //! undo token names its element runs; after a crash they are undone from
 //! their journals, each given its inputs again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use futures::future::ready;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 
 use super::{element_input, MapError, MapStep};
 use crate::argument::Arguments;
@@ -62,29 +58,35 @@ impl MapStep {
         let run_async = self.map.allow_async && ctx.is_async();
         let batch = if run_async { self.map.batch_size } else { 1 };
         let kept = Kept::new();
-        // Set by the first failure: no element is admitted after it.
-        let stop = Arc::new(AtomicBool::new(false));
-        let admit = stop.clone();
-        let runs = stream
-            .enumerate()
-            .take_while(move |_| ready(!admit.load(Ordering::Relaxed)))
-            .map(|(index, element)| {
+        let mut stream = stream.enumerate();
+        let mut exhausted = false;
+        let mut admitted = 0u64;
+        let mut running = FuturesUnordered::new();
+        let mut outputs = Outputs::new(self.map.strict_ordering, self.map.sink.clone());
+        let mut failed: Option<Failed> = None;
+        loop {
+            // Admit while fewer than `batch` elements are in flight or
+            // waiting to be delivered in order; none after a failure (the
+            // source is not polled again).
+            while failed.is_none() && !exhausted && admitted - outputs.delivered() < batch as u64 {
+                let Some((index, element)) = stream.next().await else {
+                    exhausted = true;
+                    break;
+                };
+                admitted += 1;
                 let request = reactor
                     .run(crate::reactor::Inputs(self.element_inputs(args, element)))
                     .within(ctx)
                     .nested_place(format!("e{index}"))
                     .run_async(run_async)
                     .fully_reversible();
-                async move { (index as u64, request.outcome().await) }
-            });
-        let mut runs = if self.map.strict_ordering {
-            runs.buffered(batch).boxed()
-        } else {
-            runs.buffer_unordered(batch).boxed()
-        };
-        let mut outputs = Outputs::new(self.map.strict_ordering, self.map.sink.clone());
-        let mut failed: Option<Failed> = None;
-        while let Some((index, outcome)) = runs.next().await {
+                running.push(async move { (index as u64, request.outcome().await) });
+            }
+            // Seen in completion order, so that a failure stops admission
+            // at once whatever the ordering of outputs.
+            let Some((index, outcome)) = running.next().await else {
+                break;
+            };
             let value = match outcome {
                 Ok(RunOutcome::Completed(done)) => {
                     let value = done.value().clone();
@@ -104,10 +106,8 @@ impl MapStep {
                 },
                 Err(failure) => failure,
             };
-            stop.store(true, Ordering::Relaxed);
             failed.get_or_insert(failure);
         }
-        drop(runs);
         let outcome = match failed {
             None => Outcome::Ok(outputs.result()),
             Some(Failed::Element(index, reason)) => {
@@ -132,12 +132,13 @@ impl MapStep {
     ) -> UndoOutcome {
         let reactor = match self.element_reactor(args) {
             Ok(r) => r,
-            Err(e) => return UndoOutcome::Error(Reason::new(e)),
+            Err(e) => return nested::unrebuildable(&self.map.name, e),
         };
         // The source again: a journalled value, so the same elements.
         let elements: Vec<Value> = match args.value("source").map(|s| self.elements(s)) {
             Some(Ok(stream)) => stream.collect().await,
-            _ => Vec::new(),
+            Some(Err(e)) => return nested::unrebuildable(&self.map.name, e),
+            None => return nested::unrebuildable(&self.map.name, "its source is missing"),
         };
         let inputs = |id: &str| -> ValueMap {
             let element = id
