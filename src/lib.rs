@@ -72,6 +72,7 @@ mod event;
 pub mod executor;
 pub mod journal;
 pub mod kinds;
+pub mod limit;
 pub mod mermaid;
 mod middleware;
 mod name;
@@ -92,6 +93,7 @@ pub use event::{Event, EventKind};
 pub use executor::{
     CompletedRun, HaltedRun, RunOutcome, RunRequest, RunState, UndoRecord, Unfinished, MAX_NESTING,
 };
+pub use limit::Limit;
 pub use mermaid::{Direction, MermaidOptions};
 pub use middleware::{Middleware, RunInfo};
 pub use name::Name;

@@ -231,7 +231,11 @@ pub(crate) fn plan_step(
     sort_dedup(&mut reads);
     let can_undo = imp.can_undo();
     let plain = match &def.implementation {
-        Implementation::Fn(f) if f.compensate().is_none() && def.extras().guards.is_empty() => {
+        Implementation::Fn(f)
+            if f.compensate().is_none()
+                && def.extras().guards.is_empty()
+                && def.extras().limits.is_empty() =>
+        {
             match &f.run {
                 Some(RunFn::Sync(run)) => Some(run.clone()),
                 _ => None,
@@ -242,11 +246,13 @@ pub(crate) fn plan_step(
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
+    // A limited step awaits its permits.
     let awaits = !cpu_bound
-        && match &def.implementation {
-            Implementation::Fn(f) => !matches!(f.run, Some(RunFn::Sync(_))),
-            _ => true,
-        };
+        && (!def.extras().limits.is_empty()
+            || match &def.implementation {
+                Implementation::Fn(f) => !matches!(f.run, Some(RunFn::Sync(_))),
+                _ => true,
+            });
     let arg_names = (def.arguments.len() <= SHARED_NAMES_MAX).then(|| names.share(&def.arguments));
     Ok(PlannedStep {
         plain,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use reactor::durable::{Runtime, Worker};
 use reactor::journal::{Entry, PgStore, RunStatus, Store};
-use reactor::{input, result, step, Inputs, Reactor, StepSpec};
+use reactor::{input, result, step, ConcurrencyPool, Inputs, Reactor, StepSpec};
 
 fn url() -> String {
     std::env::var("DATABASE_URL")
@@ -56,8 +56,11 @@ fn effect(ledger: &Ledger, name: &str, after: Option<&str>, pause: Duration) -> 
     s.run(move |a, ctx| {
         let l = l.clone();
         async move {
+            // In and out of the shared pool's slot (its limit is checked).
+            l.write("enter".to_string());
             tokio::time::sleep(pause).await;
             l.write(format!("do {}", ctx.idempotency_key()));
+            l.write("exit".to_string());
             Ok(*a.get::<u64>("n")?)
         }
     })
@@ -103,6 +106,9 @@ struct Setup {
     pause: Duration,
 }
 
+/// The slots every worker's steps share, across the cluster.
+const POOL_LIMIT: usize = 4;
+
 async fn runtime(setup: &Setup) -> Runtime {
     let store = PgStore::options(&url())
         .schema(&setup.schema)
@@ -110,7 +116,9 @@ async fn runtime(setup: &Setup) -> Runtime {
         .connect()
         .await
         .unwrap();
+    let pool = ConcurrencyPool::shared("slots", POOL_LIMIT, store.shared_limits()).unwrap();
     let rt = Runtime::new(store);
+    rt.configure(move |r| r.pool(pool.clone()));
     rt.register(order(&setup.ledger, setup.pause)).unwrap();
     rt
 }
@@ -132,6 +140,11 @@ fn worker_process() {
         return;
     }
     let stop = PathBuf::from(std::env::var("REACTOR_WORKER_STOP").unwrap());
+    // Its warnings (a run lost, say) go to the file the harness reads.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let setup = setup_from_env();
@@ -219,6 +232,18 @@ impl Cluster {
             .success());
     }
 
+    /// Waits (bounded) until `worker`'s log holds `text`.
+    fn wait_for_log(&self, worker: usize, text: &str) {
+        let log = self.dir.join(format!("worker-{worker}.err"));
+        for _ in 0..3000 {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains(text)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("worker {worker} never logged `{text}`");
+    }
+
     /// Stops every worker still running; their reports.
     fn stop(&mut self) -> Vec<String> {
         std::fs::write(self.dir.join("stop"), "").unwrap();
@@ -303,6 +328,7 @@ async fn all_ended(store: &dyn Store, ids: &[String], done: impl Fn(usize)) {
 /// done at most `1 + deaths` times and those of failed runs undone.
 async fn check(rt: &Runtime, ledger: &Ledger, ids: &[String], deaths: usize) {
     let lines = ledger.lines();
+
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &lines {
         *count.entry(l.as_str()).or_default() += 1;
@@ -358,6 +384,23 @@ async fn check(rt: &Runtime, ledger: &Ledger, ids: &[String], deaths: usize) {
     }
 }
 
+/// The most steps in the shared pool's slots at once, as the ledger saw
+/// them (each `enter` and `exit` written while its step held a slot; a
+/// worker killed mid-step leaves its `enter`s open, so only runs without
+/// deaths are measured).
+fn pool_peak(ledger: &Ledger) -> i64 {
+    let (mut now, mut peak) = (0i64, 0i64);
+    for l in ledger.lines() {
+        match l.as_str() {
+            "enter" => now += 1,
+            "exit" => now -= 1,
+            _ => {}
+        }
+        peak = peak.max(now);
+    }
+    peak
+}
+
 /// The tests of this binary run one at a time: each starts processes
 /// enough to fill the machine, and one restarts the server.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -389,6 +432,12 @@ async fn four_workers_share_ten_thousand_runs() {
     all_ended(&store, &ids, |_| {}).await;
     let reports = cluster.stop();
     check(&rt, &cluster.setup.ledger, &ids, 0).await;
+    let peak = pool_peak(&cluster.setup.ledger);
+    eprintln!("the shared pool's observed peak: {peak} of {POOL_LIMIT}");
+    assert!(
+        peak <= POOL_LIMIT as i64,
+        "{peak} steps held the pool's slots at once"
+    );
     // Every worker took part; none lost a run.
     let finished: Vec<u64> = reports
         .iter()
@@ -424,7 +473,7 @@ async fn the_runs_of_a_killed_worker_finish_on_the_others() {
     cluster.signal(victim, "-9");
     all_ended(&store, &ids, |_| {}).await;
     let reports = cluster.stop();
-    assert_eq!(reports[0], "killed");
+    assert!(reports[0].starts_with("killed"), "{reports:?}");
     check(&rt, &ledger, &ids, 1).await;
     drop_schema(&cluster).await;
 }
@@ -451,6 +500,8 @@ async fn a_worker_stopped_past_its_lease_is_refused_and_stops_driving() {
     let before: BTreeSet<String> = ids.iter().cloned().collect();
     let journals_before = journals(&rt, &before).await;
     cluster.signal(stalled, "-CONT");
+    // Stopped only once it found a run of its taken from it.
+    cluster.wait_for_log(stalled, "a run left this worker");
     let reports = cluster.stop();
     // Its writes were refused: it stopped driving the runs it had, and
     // the journals are as the other worker left them.

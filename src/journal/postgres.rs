@@ -21,6 +21,11 @@
 //! - **Fencing** ([`fence`]) is applied to each append with its run's row
 //!   locked (`SELECT ... FOR UPDATE`): two workers claiming one run are
 //!   serialized, and the one that lost is refused alone.
+//! - A transaction left open by a worker that stalled (stopped, paused
+//!   past its lease) would hold its row locks for every other worker:
+//!   each connection sets `idle_in_transaction_session_timeout` to the
+//!   lease, so the server ends it.
+//! - Shared limits ([`PgStore::shared_limits`]) live in `pg_limits`.
 //! - Reads use a second connection. A connection that fails is a
 //!   transient [`StoreError::Backend`] (the journal retries it) and is
 //!   opened again for the next write or read, so a server restart strands
@@ -66,19 +71,20 @@ pub struct PgStore {
     writer: mpsc::UnboundedSender<Write>,
     reader: Mutex<Option<Client>>,
     conn: Arc<Conn>,
+    limits: Arc<super::pg_limits::PgLimits>,
 }
 
 /// How to reach the tables, and who this store is among the workers.
-struct Conn {
+pub(super) struct Conn {
     url: String,
     schema: String,
     /// The owner of the runs this store holds.
-    worker: String,
+    pub(super) worker: String,
     /// How long a lease lasts unless renewed, in milliseconds.
-    lease_ms: i64,
+    pub(super) lease_ms: i64,
 }
 
-fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
+pub(super) fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
     // A server error's own message says what went wrong; the client's
     // Display says only "db error".
     let any: &dyn std::any::Any = &e;
@@ -93,7 +99,7 @@ fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
 
 impl Conn {
     /// A new connection, its driver spawned on the current runtime.
-    async fn open(&self) -> Result<Client, StoreError> {
+    pub(super) async fn open(&self) -> Result<Client, StoreError> {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
             .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
@@ -102,8 +108,15 @@ impl Conn {
                 tracing::warn!(error = %e, "a PostgreSQL connection of the journal store closed");
             }
         });
+        // A worker stalled inside a transaction (stopped, paused) would
+        // hold its locks for as long as its connection lives: the server
+        // ends such a transaction after the lease, by when its runs are
+        // another worker's anyway.
         client
-            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .batch_execute(&format!(
+                "SET search_path TO \"{}\"; SET idle_in_transaction_session_timeout = {}",
+                self.schema, self.lease_ms
+            ))
             .await
             .map_err(backend)?;
         Ok(client)
@@ -141,7 +154,9 @@ impl Conn {
                  at_ms BIGINT NOT NULL,
                  body TEXT NOT NULL,
                  PRIMARY KEY (run_id, seq)
-             );"
+             );
+             {}",
+            super::pg_limits::schema(s)
         ))
         .await
         .map_err(|e| StoreError::Backend(format!("cannot create the schema `{s}`: {e}")))?;
@@ -230,10 +245,15 @@ impl PgOptions {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(conn.clone(), Some(writer), rx));
         tokio::spawn(renew_loop(Arc::downgrade(&conn), self.lease / 5));
+        let limits = Arc::new(super::pg_limits::PgLimits {
+            conn: conn.clone(),
+            client: Mutex::new(None),
+        });
         Ok(PgStore {
             writer: tx,
             reader: Mutex::new(Some(reader)),
             conn,
+            limits,
         })
     }
 }
@@ -259,6 +279,14 @@ impl PgStore {
             worker: None,
             lease: std::time::Duration::from_secs(10),
         }
+    }
+
+    /// The counts this store's workers share, for
+    /// [`ConcurrencyPool::shared`](crate::ConcurrencyPool::shared) and
+    /// [`Limit::shared`](crate::Limit::shared): held under this worker's
+    /// lease, renewed with its runs'.
+    pub fn shared_limits(&self) -> Arc<dyn crate::limit::SharedLimits> {
+        self.limits.clone()
     }
 
     /// Drops the store's schema and everything in it (for tests and
@@ -318,8 +346,12 @@ async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
         };
         let renewed = c
             .execute(
-                "UPDATE reactor_runs SET lease_until = now() + $2 * interval '1 millisecond'
-                 WHERE owner = $1 AND status IN ('running', 'unwinding')",
+                "WITH runs AS (
+                     UPDATE reactor_runs SET lease_until = now() + $2 * interval '1 millisecond'
+                     WHERE owner = $1 AND status IN ('running', 'unwinding')
+                 )
+                 UPDATE reactor_limits SET lease_until = now() + $2 * interval '1 millisecond'
+                 WHERE worker = $1",
                 &[&conn.worker, &(conn.lease_ms as f64)],
             )
             .await;

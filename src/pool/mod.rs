@@ -21,8 +21,25 @@
 
 pub(crate) mod adaptive;
 pub(crate) mod lend;
+#[cfg(not(reactor_loom))]
+mod shared;
 mod sync;
 mod waiters;
+
+#[cfg(not(reactor_loom))]
+use shared::Shared;
+
+/// Shared pools are not modelled under loom.
+#[cfg(reactor_loom)]
+struct Shared;
+
+#[cfg(reactor_loom)]
+impl Shared {
+    fn starved(&self) {}
+    fn repay(&self) -> bool {
+        false
+    }
+}
 
 #[cfg(all(test, reactor_loom))]
 mod loom_tests;
@@ -61,6 +78,8 @@ pub(crate) struct PoolInner {
     limit: usize,
     available: AtomicUsize,
     waiters: WaitList,
+    /// A shared pool's link to its broker ([`ConcurrencyPool::shared`]).
+    shared: Option<std::sync::Arc<Shared>>,
 }
 
 impl std::fmt::Debug for ConcurrencyPool {
@@ -93,12 +112,22 @@ impl ConcurrencyPool {
     }
 
     fn with_name(name: Option<String>, limit: usize) -> ConcurrencyPool {
+        ConcurrencyPool::make(name, limit, limit, None)
+    }
+
+    fn make(
+        name: Option<String>,
+        limit: usize,
+        available: usize,
+        shared: Option<std::sync::Arc<Shared>>,
+    ) -> ConcurrencyPool {
         ConcurrencyPool {
             inner: Arc::new(PoolInner {
                 name,
                 limit,
-                available: AtomicUsize::new(limit),
+                available: AtomicUsize::new(available),
                 waiters: WaitList::new(),
+                shared,
             }),
         }
     }
@@ -108,12 +137,13 @@ impl ConcurrencyPool {
         self.inner.name.as_deref()
     }
 
-    /// The number of slots.
+    /// The number of slots (of a [shared](ConcurrencyPool::shared) pool,
+    /// across the cluster).
     pub fn limit(&self) -> usize {
         self.inner.limit
     }
 
-    /// The number of free slots now.
+    /// The number of free slots now (of a shared pool, free here).
     pub fn available(&self) -> usize {
         self.inner.available.load(Ordering::SeqCst)
     }
@@ -149,6 +179,9 @@ impl PoolInner {
         let mut current = self.available.load(Ordering::SeqCst);
         loop {
             if current == 0 {
+                if let Some(shared) = &self.shared {
+                    shared.starved();
+                }
                 return None;
             }
             match self.available.compare_exchange_weak(
@@ -164,8 +197,30 @@ impl PoolInner {
     }
 
     fn release(&self) {
+        if self.shared.as_ref().is_some_and(|s| s.repay()) {
+            return;
+        }
         self.available.fetch_add(1, Ordering::SeqCst);
         self.waiters.wake_one();
+    }
+
+    /// Adds `n` slots leased from the store (a shared pool's broker).
+    #[cfg(not(reactor_loom))]
+    fn grant(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.available.fetch_add(n, Ordering::SeqCst);
+        for _ in 0..n {
+            self.waiters.wake_one();
+        }
+    }
+
+    /// Takes every free slot out of the pool, to give back to the store;
+    /// how many.
+    #[cfg(not(reactor_loom))]
+    fn take_free(&self) -> usize {
+        self.available.swap(0, Ordering::SeqCst)
     }
 }
 

@@ -106,6 +106,8 @@ pub(crate) struct StepExtras {
     pub(crate) output: Option<crate::codec::Codec>,
     /// How a durable run rebuilds the step when it was emitted.
     pub(crate) descriptor: Option<Arc<Descriptor>>,
+    /// Permits its `run` takes first (see [`crate::limit`]).
+    pub(crate) limits: Vec<crate::limit::Limit>,
 }
 
 /// What a durable run journals of an emitted step, to rebuild it through
@@ -408,6 +410,25 @@ impl StepSpec {
         self
     }
 
+    /// Runs the step under `limit` too: each attempt takes a permit of
+    /// it (after the step's guards, before its `run`) and holds it until
+    /// `run` returns. Limits given more than once are taken in the order
+    /// given; see [`Limit`](crate::Limit).
+    ///
+    /// ```
+    /// use reactor::{step, Limit};
+    ///
+    /// let two_at_once = Limit::per_key("per_customer", 2, |args| {
+    ///     Ok(args.get::<String>("customer")?.clone())
+    /// });
+    /// let s = step("charge").limit(two_at_once).run_sync(|_, _| Ok(()));
+    /// # let _ = s;
+    /// ```
+    pub fn limit(mut self, limit: crate::limit::Limit) -> StepSpec {
+        self.edit().extras_mut().limits.push(limit);
+        self
+    }
+
     /// How many retries the step may make (default 100).
     pub fn max_retries(mut self, n: u32) -> StepSpec {
         self.edit().max_retries = Some(n);
@@ -601,7 +622,7 @@ impl StepSpec {
                 callback,
             });
         }
-        match &def.implementation {
+        let imp = match &def.implementation {
             Implementation::None => Err(Error::NoImplementation {
                 step: def.name.to_string(),
             }),
@@ -610,7 +631,15 @@ impl StepSpec {
             }),
             Implementation::Fn(_) => Ok(StepImp::Closures(self.clone())),
             Implementation::Custom(s) => Ok(StepImp::Custom(s.clone())),
+        }?;
+        let limits = &def.extras().limits;
+        if limits.is_empty() {
+            return Ok(imp);
         }
+        Ok(StepImp::Custom(Arc::new(crate::limit::step::Limited {
+            inner: imp,
+            limits: limits.as_slice().into(),
+        })))
     }
 }
 
