@@ -16,7 +16,9 @@
 //! - [`Reactor::run`] starts a [`RunRequest`]; set options on it and
 //!   `.await` it for the result, or call [`RunRequest::outcome`].
 //! - Steps are closures ([`StepSpec::run`]) or types implementing [`Step`].
-//! - [`ConcurrencyPool`] shares a concurrency limit across runs.
+//! - [`ConcurrencyPool`] shares a concurrency limit across runs (and,
+//!   [shared](ConcurrencyPool::shared), across worker processes);
+//!   [`Limit`] limits a step per key or per period.
 //! - [`Middleware`] sees every [`Event`] of a run and hooks into its start
 //!   and end.
 //!

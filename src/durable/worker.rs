@@ -117,9 +117,13 @@ impl Worker {
         let (fastest, slowest) = self.poll;
         let mut wait = fastest;
         tokio::pin!(shutdown);
+        // Claims are made in batches: when a quarter of its room is free
+        // (or it drives nothing), and at each poll.
+        let batch = (self.max_runs / 4).max(1);
+        let mut polled = true;
         loop {
             let room = self.max_runs - tasks.len();
-            if room > 0 {
+            if room > 0 && (polled || room >= batch || tasks.is_empty()) {
                 let skipped: Vec<String> = skip.iter().cloned().collect();
                 match leases.claim(room, &reactors, &skipped).await {
                     Ok(claimed) => {
@@ -141,6 +145,7 @@ impl Worker {
                     }
                 }
             }
+            polled = false;
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
@@ -175,7 +180,7 @@ impl Worker {
                         }
                     }
                 }
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(wait) => polled = true,
             }
         }
         // Stopped where they stand (their journals say where), undoing

@@ -3,7 +3,8 @@
 //!
 //! - `reactor_limits(name, key, worker, held, wanted, lease_until)`: one
 //!   row per worker holding or wanting slots of a limit's key (a pool's
-//!   key is empty). A claim locks the key (an advisory transaction lock
+//!   key is empty). A claim is one call of the function `reactor_claim`
+//!   (one round trip), which locks the key (an advisory transaction lock
 //!   on its hash), reads the live rows (those whose lease has not
 //!   expired: a dead worker's slots come back with its lease), grants
 //!   what the limit leaves, and writes the worker's row (deleted when it
@@ -41,7 +42,34 @@ pub(super) fn schema(s: &str) -> String {
              name TEXT PRIMARY KEY,
              tokens DOUBLE PRECISION NOT NULL,
              updated TIMESTAMPTZ NOT NULL
-         );"
+         );
+         CREATE OR REPLACE FUNCTION \"{s}\".reactor_claim(
+             p_name TEXT, p_key TEXT, p_worker TEXT, p_limit INTEGER, p_held INTEGER,
+             p_want INTEGER, p_lease_ms DOUBLE PRECISION, OUT granted INTEGER, OUT share INTEGER)
+         LANGUAGE plpgsql AS $$
+         DECLARE
+             others BIGINT;
+             active BIGINT;
+         BEGIN
+             PERFORM pg_advisory_xact_lock(hashtext(p_name), hashtext(p_key));
+             SELECT coalesce(sum(held), 0), count(*) FILTER (WHERE held > 0 OR wanted > 0)
+               INTO others, active
+               FROM \"{s}\".reactor_limits
+              WHERE name = p_name AND key = p_key AND worker <> p_worker AND lease_until > now();
+             granted := greatest(0, least(p_want::BIGINT, p_limit - others - p_held));
+             IF p_held + p_want > 0 THEN
+                 active := active + 1;
+                 INSERT INTO \"{s}\".reactor_limits AS l (name, key, worker, held, wanted, lease_until)
+                 VALUES (p_name, p_key, p_worker, p_held + granted, p_want - granted,
+                         now() + p_lease_ms * interval '1 millisecond')
+                 ON CONFLICT (name, key, worker) DO UPDATE
+                 SET held = EXCLUDED.held, wanted = EXCLUDED.wanted, lease_until = EXCLUDED.lease_until;
+             ELSE
+                 DELETE FROM \"{s}\".reactor_limits
+                  WHERE name = p_name AND key = p_key AND worker = p_worker;
+             END IF;
+             share := (p_limit + greatest(active, 1) - 1) / greatest(active, 1);
+         END $$;"
     )
 }
 
@@ -90,56 +118,24 @@ impl SharedLimits for PgLimits {
         let (name, key) = (name.to_string(), key.to_string());
         self.with_client(move |c| {
             Box::pin(async move {
-                let tx = c.transaction().await?;
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
-                    &[&name, &key],
-                )
-                .await?;
-                let rows = tx
-                    .query(
-                        "SELECT worker, held, wanted FROM reactor_limits
-                         WHERE name = $1 AND key = $2 AND lease_until > now()",
-                        &[&name, &key],
+                let row = c
+                    .query_one(
+                        "SELECT granted, share FROM reactor_claim($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            &name,
+                            &key,
+                            &worker,
+                            &(limit.min(i32::MAX as u32) as i32),
+                            &(held.min(i32::MAX as u32) as i32),
+                            &(want.min(i32::MAX as u32) as i32),
+                            &lease_ms,
+                        ],
                     )
                     .await?;
-                let mut others_held: i64 = 0;
-                let mut active: i64 = 0;
-                for row in &rows {
-                    let (w, h, wa): (String, i32, i32) = (row.get(0), row.get(1), row.get(2));
-                    if w != worker {
-                        others_held += i64::from(h);
-                        if h > 0 || wa > 0 {
-                            active += 1;
-                        }
-                    }
-                }
-                let free = (i64::from(limit) - others_held - i64::from(held)).max(0);
-                let granted = free.min(i64::from(want)) as i32;
-                let now_held = i64::from(held) + i64::from(granted);
-                let wanted = i64::from(want) - i64::from(granted);
-                if now_held + wanted > 0 {
-                    active += 1;
-                    tx.execute(
-                        "INSERT INTO reactor_limits (name, key, worker, held, wanted, lease_until)
-                         VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond')
-                         ON CONFLICT (name, key, worker) DO UPDATE
-                         SET held = $4, wanted = $5, lease_until = now() + $6 * interval '1 millisecond'",
-                        &[&name, &key, &worker, &(now_held as i32), &(wanted as i32), &lease_ms],
-                    )
-                    .await?;
-                } else {
-                    tx.execute(
-                        "DELETE FROM reactor_limits WHERE name = $1 AND key = $2 AND worker = $3",
-                        &[&name, &key, &worker],
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
-                let share = (i64::from(limit) + active.max(1) - 1) / active.max(1);
+                let (granted, share): (i32, i32) = (row.get(0), row.get(1));
                 Ok(Claimed {
-                    granted: granted as u32,
-                    share: share as u32,
+                    granted: granted.max(0) as u32,
+                    share: share.max(0) as u32,
                 })
             })
         })

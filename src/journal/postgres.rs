@@ -147,6 +147,9 @@ impl Conn {
                  ADD COLUMN IF NOT EXISTS lease_until TIMESTAMPTZ;
              CREATE INDEX IF NOT EXISTS reactor_runs_by_owner
                  ON \"{s}\".reactor_runs(owner) WHERE status IN ('running', 'unwinding');
+             CREATE INDEX IF NOT EXISTS reactor_runs_claimable
+                 ON \"{s}\".reactor_runs((coalesce(lease_until, '-infinity'::timestamptz)), created_ms)
+                 WHERE status IN ('running', 'unwinding') AND strpos(id, '/') = 0;
              CREATE TABLE IF NOT EXISTS \"{s}\".reactor_journal (
                  run_id TEXT NOT NULL,
                  seq BIGINT NOT NULL,
@@ -329,7 +332,9 @@ impl PgStore {
 }
 
 /// Renews the leases of the runs this store holds, one statement every
-/// `tick`, until the store is dropped. A failed renewal is tried again
+/// `tick`, until the store is dropped. Runs a write has locked are
+/// skipped (the write renews them): waiting for them, in another order
+/// than the writer locks them, would deadlock with it. A failed renewal is tried again
 /// at the next tick (on a new connection if the old one closed).
 async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
     let mut client: Option<Client> = None;
@@ -348,7 +353,10 @@ async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
             .execute(
                 "WITH runs AS (
                      UPDATE reactor_runs SET lease_until = now() + $2 * interval '1 millisecond'
-                     WHERE owner = $1 AND status IN ('running', 'unwinding')
+                     WHERE id IN (
+                         SELECT id FROM reactor_runs
+                         WHERE owner = $1 AND status IN ('running', 'unwinding')
+                         FOR UPDATE SKIP LOCKED)
                  )
                  UPDATE reactor_limits SET lease_until = now() + $2 * interval '1 millisecond'
                  WHERE worker = $1",
@@ -736,9 +744,10 @@ impl Leases for PgStore {
                          WHERE id IN (
                              SELECT id FROM reactor_runs
                              WHERE status IN ('running', 'unwinding') AND strpos(id, '/') = 0
-                               AND (owner IS NULL OR lease_until IS NULL OR lease_until < now())
+                               AND coalesce(lease_until, '-infinity'::timestamptz) < now()
                                AND reactor = ANY($4) AND NOT id = ANY($5)
-                             ORDER BY created_ms, id LIMIT $2
+                             ORDER BY coalesce(lease_until, '-infinity'::timestamptz), created_ms
+                             LIMIT $2
                              FOR UPDATE SKIP LOCKED)
                          RETURNING id, created_ms",
                         &[&worker, &n, &lease, &reactors, &skip],
