@@ -12,7 +12,7 @@ use reactor::{input, step, value, Inputs, Outcome, Reactor, StepSpec};
 use tokio::sync::Notify;
 
 mod common;
-use common::stall::{crash_when, Ledger};
+use common::stall::{crash_run, crash_when, Ledger};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-emitted-{name}-{}", std::process::id()));
@@ -90,13 +90,14 @@ fn runtime(path: &std::path::Path, ledger: &Ledger) -> Runtime {
 
 /// Starts run `id` in a task and aborts it once `gate` is told.
 async fn crash_at(rt: &Runtime, id: &str, parcels: Vec<u32>, gate: Arc<Notify>) {
-    let (rt2, id2) = (rt.clone(), id.to_string());
-    let run = async move {
-        rt2.start("shipping", Inputs::new().with("parcels", parcels))
-            .run_id(id2)
-            .await
-    };
-    crash_when(&gate, run).await;
+    crash_run(
+        rt,
+        "shipping",
+        Inputs::new().with("parcels", parcels),
+        id,
+        &gate,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use reactor::{input, result, step, Inputs, Reactor, StepSpec, ValueMap};
 use tokio::sync::Notify;
 
 mod common;
-use common::stall::{crash_when, Ledger};
+use common::stall::{crash_run, undone, Ledger};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-group-{name}-{}", std::process::id()));
@@ -114,24 +114,7 @@ fn runtime(path: &std::path::Path, ledger: &Ledger, wrapped: bool) -> Runtime {
 }
 
 async fn crash_at(rt: &Runtime, id: &str, nights: u32, gate: Arc<Notify>) {
-    let (rt2, id2) = (rt.clone(), id.to_string());
-    let run = async move {
-        rt2.start("trip", Inputs::new().with("nights", nights))
-            .run_id(id2)
-            .await
-    };
-    crash_when(&gate, run).await;
-}
-
-fn undone(journal: &reactor::journal::Journal) -> Vec<String> {
-    journal
-        .records
-        .iter()
-        .filter_map(|r| match &r.entry {
-            Entry::Undone { step, .. } => Some(step.clone()),
-            _ => None,
-        })
-        .collect()
+    crash_run(rt, "trip", Inputs::new().with("nights", nights), id, &gate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

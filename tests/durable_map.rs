@@ -13,7 +13,7 @@ use reactor::{input, result, step, Inputs, Reactor, Value};
 use tokio::sync::Notify;
 
 mod common;
-use common::stall::{crash_when, Ledger};
+use common::stall::{crash_run, undone, Ledger};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-map-{name}-{}", std::process::id()));
@@ -139,20 +139,7 @@ fn inputs(ids: &[u32]) -> Inputs {
 }
 
 async fn crash_at(rt: &Runtime, id: &str, ids: &[u32], gate: Arc<Notify>) {
-    let (rt2, id2, ids) = (rt.clone(), id.to_string(), ids.to_vec());
-    let run = async move { rt2.start("orders", inputs(&ids)).run_id(id2).await };
-    crash_when(&gate, run).await;
-}
-
-fn undone(journal: &reactor::journal::Journal) -> Vec<String> {
-    journal
-        .records
-        .iter()
-        .filter_map(|r| match &r.entry {
-            Entry::Undone { step, .. } => Some(step.clone()),
-            _ => None,
-        })
-        .collect()
+    crash_run(rt, "orders", inputs(ids), id, &gate).await;
 }
 
 /// Each of `ids` was reserved `runs` times and undone `undos` times.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reactor::kinds::{element, map};
-use reactor::{input, step, value, Guard, Inputs, Limit, Outcome, Reactor, StepSpec};
+use reactor::{input, step, value, Guard, Inputs, Limit, Outcome, Reactor, Source, StepSpec};
 use tokio::sync::Notify;
 
 /// Steps in flight per key, the most seen at once, and how many entered.
@@ -62,11 +62,12 @@ fn per_customer() -> Limit {
     })
 }
 
-/// A step for `customer`, meeting another of the same customer in flight.
-fn charge(name: &str, customer: &str, limit: &Limit, flight: &Arc<Flight>) -> StepSpec {
+/// A step of `name` reading its customer from `source`, under `limit`,
+/// meeting another of the same customer in flight.
+fn charge(name: &str, source: Source, limit: &Limit, flight: &Arc<Flight>) -> StepSpec {
     let flight = flight.clone();
     step(name)
-        .argument("customer", value(customer.to_string()))
+        .argument("customer", source)
         .limit(limit.clone())
         .run(move |a, _| {
             let flight = flight.clone();
@@ -87,6 +88,7 @@ async fn at_most_two_steps_per_customer_run_at_once() {
     let mut b = Reactor::builder("charges");
     for i in 0..8 {
         let customer = if i % 2 == 0 { "ada" } else { "bob" };
+        let customer = value(customer.to_string());
         b.add(charge(&format!("c{i}"), customer, &limit, &flight));
     }
     let r = b.returns("c0").build().unwrap();
@@ -99,20 +101,7 @@ async fn at_most_two_steps_per_customer_run_at_once() {
 async fn a_keyed_limit_holds_for_map_elements() {
     let limit = per_customer();
     let flight = Arc::new(Flight::default());
-    let f = flight.clone();
-    let element = step("charge")
-        .argument("customer", element("charges"))
-        .limit(limit.clone())
-        .run(move |a, _| {
-            let flight = f.clone();
-            async move {
-                let c = a.get::<String>("customer")?.clone();
-                let nth = flight.enter(&c);
-                flight.rendezvous(&c, nth, 2).await;
-                flight.leave(&c);
-                Ok(c)
-            }
-        });
+    let element = charge("charge", element("charges"), &limit, &flight);
     let orders: Vec<String> = (0..12)
         .map(|i| if i % 3 == 0 { "ada" } else { "bob" }.to_string())
         .collect();

@@ -80,3 +80,32 @@ where
     task.abort();
     let _ = task.await;
 }
+
+/// Starts a run of `reactor` as `id` on `rt` and crashes it (see
+/// [`crash_when`]) once `gate` is told.
+pub async fn crash_run(
+    rt: &reactor::durable::Runtime,
+    reactor: &str,
+    inputs: reactor::Inputs,
+    id: &str,
+    gate: &Notify,
+) {
+    let (rt, reactor, id) = (rt.clone(), reactor.to_string(), id.to_string());
+    crash_when(
+        gate,
+        async move { rt.start(&reactor, inputs).run_id(id).await },
+    )
+    .await;
+}
+
+/// The steps a journal records as undone, in order.
+pub fn undone(journal: &reactor::journal::Journal) -> Vec<String> {
+    journal
+        .records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            reactor::journal::Entry::Undone { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}
