@@ -253,3 +253,38 @@ async fn a_shared_rate_limit_spends_one_bucket() {
     assert!(left <= 1, "{left} tokens left of 20 after 20 starts");
     a.drop_schema().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_run_borrows_its_steps_slot_of_a_shared_pool() {
+    // One slot across the cluster: the composing step holds it, and its
+    // nested run borrows it rather than waiting for a second.
+    let s = schema("nested");
+    let a = worker(&s, "a", Duration::from_secs(10)).await;
+    let pool = ConcurrencyPool::shared("one", 1, a.shared_limits()).unwrap();
+    let inner = Reactor::builder("inner")
+        .add(step("x").run(|_, _| async { Ok(2_u32) }))
+        .add(step("y").run(|_, _| async { Ok(3_u32) }))
+        .add(
+            step("sum")
+                .argument("x", reactor::result("x"))
+                .argument("y", reactor::result("y"))
+                .run_sync(|a, _| Ok(*a.get::<u32>("x")? + *a.get::<u32>("y")?)),
+        )
+        .returns("sum")
+        .build()
+        .unwrap();
+    let outer = Reactor::builder("outer")
+        .add(reactor::kinds::compose("inner", inner))
+        .returns("inner")
+        .build()
+        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        outer.run(Inputs::new()).pool(pool.clone()),
+    )
+    .await
+    .expect("the nested run waited for a slot its caller held")
+    .unwrap();
+    assert_eq!(*out.get::<u32>().unwrap(), 5);
+    a.drop_schema().await.unwrap();
+}
