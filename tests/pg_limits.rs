@@ -288,3 +288,29 @@ async fn a_nested_run_borrows_its_steps_slot_of_a_shared_pool() {
     assert_eq!(*out.get::<u32>().unwrap(), 5);
     a.drop_schema().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_pool_grows_block_by_block_until_its_waiters_all_hold_slots() {
+    // Blocks of 2 (a limit of 16): 10 runs waiting at once, each holding
+    // its slot until all 10 hold one, need five grants; the waiters left
+    // after each grant keep the pool asking.
+    let s = schema("grow");
+    let a = worker(&s, "a", Duration::from_secs(10)).await;
+    let pool = ConcurrencyPool::shared("wide", 16, a.shared_limits()).unwrap();
+    let all = Arc::new(tokio::sync::Barrier::new(10));
+    let mut holders = Vec::new();
+    for _ in 0..10 {
+        let (pool, all) = (pool.clone(), all.clone());
+        holders.push(tokio::spawn(async move {
+            let _slot = pool.acquire().await;
+            all.wait().await;
+        }));
+    }
+    for h in holders {
+        tokio::time::timeout(Duration::from_secs(30), h)
+            .await
+            .expect("waiters were left without slots the cluster had free")
+            .unwrap();
+    }
+    a.drop_schema().await.unwrap();
+}

@@ -58,7 +58,8 @@ pub struct Worker {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct WorkerReport {
-    /// Runs it drove to their end (completed, failed or cancelled).
+    /// Runs it drove to their end (completed, failed, cancelled) or to a
+    /// halt.
     pub finished: u64,
     /// Runs it could not take up (a changed definition, a journal that
     /// does not load), with why: left to other workers.
@@ -172,7 +173,19 @@ impl Worker {
                             let _ = leases.release(std::slice::from_ref(&id)).await;
                             report.lost.push(id);
                         }
-                        Ok(_) => report.finished += 1,
+                        // Ended: completed, failed (or cancelled), halted.
+                        Ok(Ok(_) | Err(Error::Run(_) | Error::Halted(_))) => {
+                            report.finished += 1;
+                        }
+                        // Not driven, for another reason: handed back (a run
+                        // left held would be renewed with this worker's
+                        // lease, never claimed by another).
+                        Ok(Err(e)) => {
+                            tracing::error!(run_id = %id, error = %e, "a claimed run could not be driven: handed back");
+                            let _ = leases.release(std::slice::from_ref(&id)).await;
+                            skip.insert(id.clone());
+                            report.skipped.push((id, e));
+                        }
                         Err(e) => {
                             tracing::error!(run_id = %id, error = %e, "driving a run panicked");
                             let _ = leases.release(std::slice::from_ref(&id)).await;

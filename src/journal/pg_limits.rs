@@ -11,7 +11,9 @@
 //!   holds and wants nothing). The store's lease renewal renews the rows
 //!   of its worker with its runs, in the same statement.
 //! - `reactor_buckets(name, tokens, updated)`: one token bucket per rate
-//!   limit, refilled and spent in one statement.
+//!   limit, refilled and spent in one statement, by the clock when its
+//!   row is locked (never backwards: a take that waited for the lock
+//!   behind a later one refills nothing).
 //!
 //! Claims go through a connection of their own, one at a time.
 
@@ -56,11 +58,12 @@ pub(super) fn schema(s: &str) -> String {
                INTO others, active
                FROM \"{s}\".reactor_limits
               WHERE name = p_name AND key = p_key AND worker <> p_worker AND lease_until > now();
-             granted := greatest(0, least(p_want::BIGINT, p_limit - others - p_held));
-             IF p_held + p_want > 0 THEN
+             granted := greatest(0, least(p_want::BIGINT, p_limit - others - p_held::BIGINT));
+             IF p_held::BIGINT + p_want > 0 THEN
                  active := active + 1;
                  INSERT INTO \"{s}\".reactor_limits AS l (name, key, worker, held, wanted, lease_until)
-                 VALUES (p_name, p_key, p_worker, p_held + granted, p_want - granted,
+                 VALUES (p_name, p_key, p_worker, least(p_held::BIGINT + granted, 2147483647),
+                         p_want - granted,
                          now() + p_lease_ms * interval '1 millisecond')
                  ON CONFLICT (name, key, worker) DO UPDATE
                  SET held = EXCLUDED.held, wanted = EXCLUDED.wanted, lease_until = EXCLUDED.lease_until;
@@ -162,13 +165,14 @@ impl SharedLimits for PgLimits {
                 let row = c
                     .query_one(
                         "WITH cur AS (
-                             SELECT least($2, tokens + extract(epoch FROM now() - updated)::float8 * $3) AS t
+                             SELECT least($2, tokens + greatest(0, extract(epoch FROM clock_timestamp() - updated))::float8 * $3) AS t,
+                                    greatest(updated, clock_timestamp()) AS at
                              FROM reactor_buckets WHERE name = $1 FOR UPDATE
                          )
                          UPDATE reactor_buckets b
-                         SET tokens = cur.t - least($4, floor(cur.t)), updated = now()
+                         SET tokens = cur.t - greatest(0, least($4, floor(cur.t))), updated = cur.at
                          FROM cur WHERE b.name = $1
-                         RETURNING least($4, floor(cur.t))::int4",
+                         RETURNING greatest(0, least($4, floor(cur.t)))::int4",
                         &[&name, &burst, &per_second, &want],
                     )
                     .await?;

@@ -141,17 +141,38 @@ impl Keyed {
                     }
                 }
                 Some(shared) => {
-                    let _claiming = self.state.claiming.lock().await;
-                    let running = self.running(&key);
-                    match shared.claim(name, &key, self.per_key, running, 1).await {
-                        Ok(c) if c.granted > 0 => {
-                            *self.state.held().entry(key.clone()).or_default() += 1;
-                            return Ok(permit());
+                    // Claimed in a task of its own, which makes the permit:
+                    // if this future is dropped mid-claim, the permit the
+                    // store granted is dropped there, given back.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let (state, shared) = (self.state.clone(), shared.clone());
+                    let (name, key2, per_key) = (name.to_string(), key.clone(), self.per_key);
+                    tokio::spawn(async move {
+                        let _claiming = state.claiming.lock().await;
+                        let running = state.running(&key2);
+                        match shared.claim(&name, &key2, per_key, running, 1).await {
+                            Ok(c) if c.granted > 0 => {
+                                *state.held().entry(key2.clone()).or_default() += 1;
+                                drop(_claiming);
+                                let permit = KeyedPermit {
+                                    state,
+                                    name,
+                                    key: key2,
+                                    per_key,
+                                };
+                                let _ = tx.send(Some(permit));
+                            }
+                            Ok(_) => {
+                                let _ = tx.send(None);
+                            }
+                            Err(e) => {
+                                tracing::warn!(limit = %name, key = %key2, error = %e, "claiming a shared keyed permit failed: trying again");
+                                let _ = tx.send(None);
+                            }
                         }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(limit = name, key = %key, error = %e, "claiming a shared keyed permit failed: trying again");
-                        }
+                    });
+                    if let Ok(Some(permit)) = rx.await {
+                        return Ok(permit);
                     }
                 }
             }

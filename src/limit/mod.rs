@@ -6,8 +6,9 @@
 //! store's [`SharedLimits`] ([`Limit::shared`]).
 //!
 //! A step given limits ([`StepSpec::limit`](crate::StepSpec::limit)) runs
-//! wrapped in [`Limited`](step::Limited): its attempt takes a permit of
-//! each limit, in the order given, before calling the step's `run`, and
+//! wrapped in `Limited`: its attempt takes a permit of each limit, in the
+//! order of their names (the same for every step, so limits cannot
+//! deadlock), before calling the step's `run`, and
 //! holds them until `run` returns. The wrapper is the step every place an
 //! attempt runs calls (its own task, the coordinator, a sync run, a map
 //! element, a nested run), so the limits hold wherever the step runs; a
@@ -182,6 +183,11 @@ impl Limit {
     /// The limit's name.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// Which limit this is (clones share it): orders limits of one name.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     /// Waits for a permit of this limit for a step with `args`.

@@ -13,12 +13,24 @@ use crate::error::Reason;
 use crate::step::{Backoff, Compensation, Outcome, Step, StepImp, UndoOutcome};
 use crate::value::Value;
 
-/// A step whose `run` first takes a permit of each of its limits, in
-/// order, and holds them until it returns; everything else is the
-/// step's own.
+/// A step whose `run` first takes a permit of each of its limits, in the
+/// order of their names (then of their identity: one order for every
+/// step, so that no two steps each hold a limit the other waits for),
+/// and holds them until it returns; everything else is the step's own.
 pub(crate) struct Limited {
-    pub(crate) inner: StepImp,
-    pub(crate) limits: Arc<[Limit]>,
+    inner: StepImp,
+    limits: Arc<[Limit]>,
+}
+
+impl Limited {
+    pub(crate) fn new(inner: StepImp, limits: &[Limit]) -> Limited {
+        let mut limits = limits.to_vec();
+        limits.sort_by(|a, b| a.name().cmp(b.name()).then(a.id().cmp(&b.id())));
+        Limited {
+            inner,
+            limits: limits.into(),
+        }
+    }
 }
 
 #[async_trait]

@@ -216,6 +216,12 @@ impl PoolInner {
         }
     }
 
+    /// Whether futures wait for a slot.
+    #[cfg(not(reactor_loom))]
+    fn has_waiters(&self) -> bool {
+        self.waiters.pending() > 0
+    }
+
     /// Takes every free slot out of the pool, to give back to the store;
     /// how many.
     #[cfg(not(reactor_loom))]

@@ -147,7 +147,10 @@ impl Broker {
             self.held = self
                 .held
                 .saturating_sub(u32::try_from(owed).unwrap_or(u32::MAX));
-            let starved = self.shared.starved.swap(false, StdOrdering::SeqCst);
+            // Starved: a run found no slot since the last tick, or runs
+            // still wait (a grant smaller than the queue, a slot kept back).
+            let starved =
+                self.shared.starved.swap(false, StdOrdering::SeqCst) || pool.has_waiters();
             if !starved {
                 let idle = pool.take_free();
                 self.held = self
@@ -163,10 +166,13 @@ impl Broker {
                 Ok(claimed) => {
                     self.held += claimed.granted;
                     pool.grant(claimed.granted as usize);
-                    let surplus = self.held.saturating_sub(claimed.share.max(1));
+                    // Slots kept back while the claim was out leave `held`
+                    // at the next tick: they are not owed twice.
+                    let surplus = self.held.saturating_sub(claimed.share.max(1)) as usize;
+                    let kept = self.shared.owed.load(StdOrdering::SeqCst);
                     self.shared
                         .debt
-                        .store(surplus as usize, StdOrdering::SeqCst);
+                        .store(surplus.saturating_sub(kept), StdOrdering::SeqCst);
                     if starved && claimed.granted == 0 {
                         self.shared.starved.store(true, StdOrdering::SeqCst);
                         refused += 1;

@@ -56,6 +56,12 @@ impl WaitList {
         }
     }
 
+    /// How many futures wait, not yet woken.
+    #[cfg(not(reactor_loom))]
+    pub(super) fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
     /// Wakes one waiting future, if any: a slot was released (just
     /// before this call).
     pub(super) fn wake_one(&self) {

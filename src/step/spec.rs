@@ -412,8 +412,10 @@ impl StepSpec {
 
     /// Runs the step under `limit` too: each attempt takes a permit of
     /// it (after the step's guards, before its `run`) and holds it until
-    /// `run` returns. Limits given more than once are taken in the order
-    /// given; see [`Limit`](crate::Limit).
+    /// `run` returns. A step's limits are taken in the order of their
+    /// names (one order for every step, so that two steps taking the same
+    /// limits cannot each hold one the other waits for); see
+    /// [`Limit`](crate::Limit).
     ///
     /// ```
     /// use reactor::{step, Limit};
@@ -636,10 +638,9 @@ impl StepSpec {
         if limits.is_empty() {
             return Ok(imp);
         }
-        Ok(StepImp::Custom(Arc::new(crate::limit::step::Limited {
-            inner: imp,
-            limits: limits.as_slice().into(),
-        })))
+        Ok(StepImp::Custom(Arc::new(crate::limit::step::Limited::new(
+            imp, limits,
+        ))))
     }
 }
 
