@@ -18,7 +18,6 @@
 //! nothing; a step runs at most once more than the crashes that cut it
 //! short; the journal loads, ends once, and holds no gap.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,26 +79,17 @@ impl Store for CrashingStore {
     }
 }
 
-/// The external system the steps change: a file of lines.
-#[derive(Clone)]
-struct Ledger(PathBuf);
+// The external system the steps change: a file of lines.
+mod common;
+use common::file_ledger::FileLedger as Ledger;
 
-impl Ledger {
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.0)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-    fn write(&self, line: String) {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.0)
-            .unwrap();
-        f.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
+/// The effects of the steps, on the ledger.
+trait Effects {
+    fn apply(&self, key: &str);
+    fn undo(&self, key: &str);
+}
+
+impl Effects for Ledger {
     /// Does the effect keyed `key`.
     fn apply(&self, key: &str) {
         self.write(format!("do {key}"));

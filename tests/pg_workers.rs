@@ -8,7 +8,6 @@
 //! mid-step, and every effect of a failed saga is undone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,27 +23,9 @@ fn url() -> String {
 
 // ----- the workers' reactor ------------------------------------------------
 
-/// The external system: a file of lines, appended by every worker.
-#[derive(Clone)]
-struct Ledger(PathBuf);
-
-impl Ledger {
-    fn write(&self, line: String) {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.0)
-            .unwrap();
-        f.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.0)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
+// The external system: a file of lines, appended by every worker.
+mod common;
+use common::file_ledger::FileLedger as Ledger;
 
 /// An effect on the ledger, undone on it, taking `pause` first.
 fn effect(ledger: &Ledger, name: &str, after: Option<&str>, pause: Duration) -> StepSpec {

@@ -156,15 +156,6 @@ impl Worker {
                     };
                     let id = driving.remove(&task).unwrap_or_default();
                     match out {
-                        Ok(Err(e @ (Error::DefinitionChanged { .. }
-                        | Error::Unknown { .. }
-                        | Error::StateMismatch { .. }
-                        | Error::Codec { .. }))) => {
-                            tracing::error!(run_id = %id, error = %e, "a claimed run could not be taken up: left to other workers");
-                            let _ = leases.release(std::slice::from_ref(&id)).await;
-                            skip.insert(id.clone());
-                            report.skipped.push((id, e));
-                        }
                         // Refused by the store (taken up elsewhere) or
                         // stopped: the run is not this worker's now.
                         Ok(Err(Error::Store(e))) => {
@@ -177,11 +168,13 @@ impl Worker {
                         Ok(Ok(_) | Err(Error::Run(_) | Error::Halted(_))) => {
                             report.finished += 1;
                         }
-                        // Not driven, for another reason: handed back (a run
-                        // left held would be renewed with this worker's
-                        // lease, never claimed by another).
+                        // Not taken up (a changed definition, a journal that
+                        // does not load) or not driven for another reason:
+                        // handed back and left to other workers (a run left
+                        // held would be renewed with this worker's lease,
+                        // never claimed by another).
                         Ok(Err(e)) => {
-                            tracing::error!(run_id = %id, error = %e, "a claimed run could not be driven: handed back");
+                            tracing::error!(run_id = %id, error = %e, "a claimed run could not be driven: left to other workers");
                             let _ = leases.release(std::slice::from_ref(&id)).await;
                             skip.insert(id.clone());
                             report.skipped.push((id, e));

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::{retry_after, KeyFn, SharedLimits};
-use crate::error::BoxError;
 
 pub(super) struct Keyed {
     pub(super) per_key: u32,
@@ -64,6 +63,17 @@ pub(crate) struct KeyedPermit {
     per_key: u32,
 }
 
+impl KeyedPermit {
+    fn new(state: Arc<State>, name: &str, key: String, per_key: u32) -> KeyedPermit {
+        KeyedPermit {
+            state,
+            name: name.to_string(),
+            key,
+            per_key,
+        }
+    }
+}
+
 impl Drop for KeyedPermit {
     fn drop(&mut self) {
         {
@@ -116,75 +126,76 @@ impl Keyed {
         self.state.running(key)
     }
 
-    /// Waits until a permit of `key` is free, and takes it. A store that
-    /// fails is asked again (backing off), never given up on: the step
+    /// Waits until a permit of `key` is free, and takes it.
+    pub(super) async fn acquire(&self, name: &str, key: String) -> KeyedPermit {
+        match &self.state.shared {
+            None => self.acquire_local(name, key).await,
+            Some(shared) => self.acquire_shared(shared, name, key).await,
+        }
+    }
+
+    async fn acquire_local(&self, name: &str, key: String) -> KeyedPermit {
+        loop {
+            let released = self.state.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut held = self.state.held();
+                let n = held.entry(key.clone()).or_default();
+                if *n < self.per_key {
+                    *n += 1;
+                    return KeyedPermit::new(self.state.clone(), name, key, self.per_key);
+                }
+            }
+            released.await;
+        }
+    }
+
+    /// Asks the store until it grants a permit (a release here is
+    /// notified; another worker's is not, so it asks again, backing off).
+    /// A store that fails is asked again too, never given up on: the step
     /// waits, as it would for a busy key.
-    pub(super) async fn acquire(&self, name: &str, key: String) -> Result<KeyedPermit, BoxError> {
-        let permit = || KeyedPermit {
-            state: self.state.clone(),
-            name: name.to_string(),
-            key: key.clone(),
-            per_key: self.per_key,
-        };
+    async fn acquire_shared(
+        &self,
+        shared: &Arc<dyn SharedLimits>,
+        name: &str,
+        key: String,
+    ) -> KeyedPermit {
         let mut tries = 0;
         loop {
             let released = self.state.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            match &self.state.shared {
-                None => {
-                    let mut held = self.state.held();
-                    let n = held.entry(key.clone()).or_default();
-                    if *n < self.per_key {
-                        *n += 1;
-                        return Ok(permit());
+            // Claimed in a task of its own, which makes the permit: if
+            // this future is dropped mid-claim, the permit the store
+            // granted is dropped there, given back.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (state, shared) = (self.state.clone(), shared.clone());
+            let (name_, key_, per_key) = (name.to_string(), key.clone(), self.per_key);
+            tokio::spawn(async move {
+                let claiming = state.claiming.lock().await;
+                let running = state.running(&key_);
+                let granted = match shared.claim(&name_, &key_, per_key, running, 1).await {
+                    Ok(c) => c.granted > 0,
+                    Err(e) => {
+                        tracing::warn!(limit = %name_, key = %key_, error = %e, "claiming a shared keyed permit failed: trying again");
+                        false
                     }
+                };
+                if !granted {
+                    let _ = tx.send(None);
+                    return;
                 }
-                Some(shared) => {
-                    // Claimed in a task of its own, which makes the permit:
-                    // if this future is dropped mid-claim, the permit the
-                    // store granted is dropped there, given back.
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let (state, shared) = (self.state.clone(), shared.clone());
-                    let (name, key2, per_key) = (name.to_string(), key.clone(), self.per_key);
-                    tokio::spawn(async move {
-                        let _claiming = state.claiming.lock().await;
-                        let running = state.running(&key2);
-                        match shared.claim(&name, &key2, per_key, running, 1).await {
-                            Ok(c) if c.granted > 0 => {
-                                *state.held().entry(key2.clone()).or_default() += 1;
-                                drop(_claiming);
-                                let permit = KeyedPermit {
-                                    state,
-                                    name,
-                                    key: key2,
-                                    per_key,
-                                };
-                                let _ = tx.send(Some(permit));
-                            }
-                            Ok(_) => {
-                                let _ = tx.send(None);
-                            }
-                            Err(e) => {
-                                tracing::warn!(limit = %name, key = %key2, error = %e, "claiming a shared keyed permit failed: trying again");
-                                let _ = tx.send(None);
-                            }
-                        }
-                    });
-                    if let Ok(Some(permit)) = rx.await {
-                        return Ok(permit);
-                    }
-                }
+                *state.held().entry(key_.clone()).or_default() += 1;
+                drop(claiming);
+                let _ = tx.send(Some(KeyedPermit::new(state, &name_, key_, per_key)));
+            });
+            if let Ok(Some(permit)) = rx.await {
+                return permit;
             }
-            match &self.state.shared {
-                None => released.await,
-                Some(_) => {
-                    // Another worker's release is not notified: ask again.
-                    tokio::select! {
-                        () = released => tries = 0,
-                        () = tokio::time::sleep(retry_after(tries)) => tries += 1,
-                    }
-                }
+            tokio::select! {
+                () = released => tries = 0,
+                () = tokio::time::sleep(retry_after(tries)) => tries += 1,
             }
         }
     }

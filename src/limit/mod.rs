@@ -199,13 +199,12 @@ impl Limit {
         match &self.0.kind {
             Kind::Keyed(k) => {
                 let key = (k.key)(args).map_err(failed)?;
-                let permit = k.acquire(&self.0.name, key).await.map_err(failed)?;
                 Ok(LimitPermit {
-                    _keyed: Some(permit),
+                    _keyed: Some(k.acquire(&self.0.name, key).await),
                 })
             }
             Kind::Rate(r) => {
-                r.acquire(&self.0.name).await.map_err(failed)?;
+                r.acquire(&self.0.name).await;
                 Ok(LimitPermit { _keyed: None })
             }
         }

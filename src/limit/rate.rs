@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::SharedLimits;
-use crate::error::BoxError;
 
 /// How long tokens taken from a shared bucket stay usable here.
 const FRESH: Duration = Duration::from_millis(100);
@@ -87,11 +86,11 @@ impl Rate {
     }
 
     /// Waits for a token and spends it.
-    pub(super) async fn acquire(&self, name: &str) -> Result<(), BoxError> {
+    pub(super) async fn acquire(&self, name: &str) {
         let Some(shared) = &self.shared else {
             loop {
                 match self.spend_local() {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return,
                     Err(wait) => tokio::time::sleep(wait).await,
                 }
             }
@@ -103,12 +102,12 @@ impl Rate {
             .clamp(Duration::from_millis(1), Duration::from_secs(1));
         loop {
             if self.spend_taken() {
-                return Ok(());
+                return;
             }
             {
                 let _taking = self.taking.lock().await;
                 if self.spend_taken() {
-                    return Ok(());
+                    return;
                 }
                 match shared
                     .take_tokens(name, self.burst, self.per_second, block)
@@ -119,7 +118,7 @@ impl Rate {
                         let mut b = self.bucket();
                         b.tokens = f64::from(n) - 1.0;
                         b.at = Instant::now();
-                        return Ok(());
+                        return;
                     }
                     Err(e) => {
                         tracing::warn!(limit = name, error = %e, "taking shared tokens failed: trying again");
