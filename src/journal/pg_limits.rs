@@ -7,9 +7,11 @@
 //!   (one round trip), which locks the key (an advisory transaction lock
 //!   on its hash), reads the live rows (those whose lease has not
 //!   expired: a dead worker's slots come back with its lease), grants
-//!   what the limit leaves, and writes the worker's row (deleted when it
+//!   what the limit leaves (no more than the worker's fair share while
+//!   another worker waits), and writes the worker's row (deleted when it
 //!   holds and wants nothing). The store's lease renewal renews the rows
-//!   of its worker with its runs, in the same statement.
+//!   of its worker with its runs, in the same statement, forgetting what
+//!   it wants (its waiters state it again with their next claims).
 //! - `reactor_buckets(name, tokens, updated)`: one token bucket per rate
 //!   limit, refilled and spent in one statement, by the clock when its
 //!   row is locked (never backwards: a take that waited for the lock
@@ -19,13 +21,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use tokio::sync::Mutex;
-use tokio_postgres::Client;
-
-use super::postgres::Conn;
+use super::postgres::{backend, Conn, Session};
 use crate::error::BoxError;
 use crate::limit::{Claimed, SharedLimits};
+use async_trait::async_trait;
 
 /// The tables [`PgLimits`] uses, created with the store's.
 pub(super) fn schema(s: &str) -> String {
@@ -52,15 +51,24 @@ pub(super) fn schema(s: &str) -> String {
          DECLARE
              others BIGINT;
              active BIGINT;
+             wanting BIGINT;
          BEGIN
              PERFORM pg_advisory_xact_lock(hashtext(p_name), hashtext(p_key));
-             SELECT coalesce(sum(held), 0), count(*) FILTER (WHERE held > 0 OR wanted > 0)
-               INTO others, active
+             SELECT coalesce(sum(held), 0), count(*) FILTER (WHERE held > 0 OR wanted > 0),
+                    count(*) FILTER (WHERE wanted > 0)
+               INTO others, active, wanting
                FROM \"{s}\".reactor_limits
               WHERE name = p_name AND key = p_key AND worker <> p_worker AND lease_until > now();
-             granted := greatest(0, least(p_want::BIGINT, p_limit - others - p_held::BIGINT));
              IF p_held::BIGINT + p_want > 0 THEN
                  active := active + 1;
+             END IF;
+             share := (p_limit + greatest(active, 1) - 1) / greatest(active, 1);
+             granted := greatest(0, least(p_want::BIGINT, p_limit - others - p_held::BIGINT));
+             -- While others wait, no worker grows past its share.
+             IF wanting > 0 THEN
+                 granted := greatest(0, least(granted, share - p_held::BIGINT));
+             END IF;
+             IF p_held::BIGINT + p_want > 0 THEN
                  INSERT INTO \"{s}\".reactor_limits AS l (name, key, worker, held, wanted, lease_until)
                  VALUES (p_name, p_key, p_worker, least(p_held::BIGINT + granted, 2147483647),
                          p_want - granted,
@@ -71,39 +79,15 @@ pub(super) fn schema(s: &str) -> String {
                  DELETE FROM \"{s}\".reactor_limits
                   WHERE name = p_name AND key = p_key AND worker = p_worker;
              END IF;
-             share := (p_limit + greatest(active, 1) - 1) / greatest(active, 1);
          END $$;"
     )
 }
 
-/// The shared limits of a [`PgStore`](super::PgStore)'s workers.
+/// The shared limits of a [`PgStore`](super::PgStore)'s workers, on a
+/// connection of their own.
 pub(super) struct PgLimits {
     pub(super) conn: Arc<Conn>,
-    pub(super) client: Mutex<Option<Client>>,
-}
-
-impl PgLimits {
-    /// Runs `f` in a transaction on the limits' connection, opening it
-    /// again if it failed.
-    async fn with_client<T>(
-        &self,
-        f: impl for<'c> FnOnce(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
-        >,
-    ) -> Result<T, BoxError> {
-        let mut client = self.client.lock().await;
-        if client.as_ref().is_none_or(Client::is_closed) {
-            *client = Some(self.conn.open().await?);
-        }
-        let c = client.as_mut().expect("opened above");
-        let out = f(c).await;
-        if c.is_closed() {
-            *client = None;
-        }
-        out.map_err(|e| Box::new(super::postgres::backend(e)) as BoxError)
-    }
+    pub(super) session: Session,
 }
 
 #[async_trait]
@@ -119,30 +103,33 @@ impl SharedLimits for PgLimits {
         let worker = self.conn.worker.clone();
         let lease_ms = self.conn.lease_ms as f64;
         let (name, key) = (name.to_string(), key.to_string());
-        self.with_client(move |c| {
-            Box::pin(async move {
-                let row = c
-                    .query_one(
-                        "SELECT granted, share FROM reactor_claim($1, $2, $3, $4, $5, $6, $7)",
-                        &[
-                            &name,
-                            &key,
-                            &worker,
-                            &(limit.min(i32::MAX as u32) as i32),
-                            &(held.min(i32::MAX as u32) as i32),
-                            &(want.min(i32::MAX as u32) as i32),
-                            &lease_ms,
-                        ],
-                    )
-                    .await?;
-                let (granted, share): (i32, i32) = (row.get(0), row.get(1));
-                Ok(Claimed {
-                    granted: granted.max(0) as u32,
-                    share: share.max(0) as u32,
+        self.session
+            .run(move |c| {
+                Box::pin(async move {
+                    let row = c
+                        .query_one(
+                            "SELECT granted, share FROM reactor_claim($1, $2, $3, $4, $5, $6, $7)",
+                            &[
+                                &name,
+                                &key,
+                                &worker,
+                                &(limit.min(i32::MAX as u32) as i32),
+                                &(held.min(i32::MAX as u32) as i32),
+                                &(want.min(i32::MAX as u32) as i32),
+                                &lease_ms,
+                            ],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    let (granted, share): (i32, i32) = (row.get(0), row.get(1));
+                    Ok(Claimed {
+                        granted: granted.max(0) as u32,
+                        share: share.max(0) as u32,
+                    })
                 })
             })
-        })
-        .await
+            .await
+            .map_err(|e| Box::new(e) as BoxError)
     }
 
     async fn take_tokens(
@@ -153,7 +140,8 @@ impl SharedLimits for PgLimits {
         want: u32,
     ) -> Result<u32, BoxError> {
         let name = name.to_string();
-        self.with_client(move |c| {
+        self.session
+            .run(move |c| {
             Box::pin(async move {
                 let (burst, want) = (f64::from(burst), f64::from(want));
                 c.execute(
@@ -161,7 +149,8 @@ impl SharedLimits for PgLimits {
                      ON CONFLICT (name) DO NOTHING",
                     &[&name, &burst],
                 )
-                .await?;
+                .await
+                .map_err(backend)?;
                 let row = c
                     .query_one(
                         "WITH cur AS (
@@ -175,11 +164,13 @@ impl SharedLimits for PgLimits {
                          RETURNING greatest(0, least($4, floor(cur.t)))::int4",
                         &[&name, &burst, &per_second, &want],
                     )
-                    .await?;
+                    .await
+                    .map_err(backend)?;
                 let taken: i32 = row.get(0);
                 Ok(taken.max(0) as u32)
             })
         })
         .await
+        .map_err(|e| Box::new(e) as BoxError)
     }
 }

@@ -69,9 +69,46 @@ const MAX_BATCH_RECORDS: usize = 1024;
 /// ```
 pub struct PgStore {
     writer: mpsc::UnboundedSender<Write>,
-    reader: Mutex<Option<Client>>,
+    reader: Session,
     conn: Arc<Conn>,
     limits: Arc<super::pg_limits::PgLimits>,
+}
+
+/// A connection used one caller at a time, opened again for the next
+/// caller once it failed (a server restart strands nothing).
+pub(super) struct Session {
+    conn: Arc<Conn>,
+    client: Mutex<Option<Client>>,
+}
+
+impl Session {
+    pub(super) fn new(conn: Arc<Conn>, client: Option<Client>) -> Session {
+        Session {
+            conn,
+            client: Mutex::new(client),
+        }
+    }
+
+    /// Runs `f` on the connection, opening it first if it is closed.
+    pub(super) async fn run<T>(
+        &self,
+        f: impl for<'c> FnOnce(
+            &'c Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>,
+        >,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client.lock().await;
+        if client.as_ref().is_none_or(Client::is_closed) {
+            *client = Some(self.conn.open().await?);
+        }
+        let c = client.as_ref().expect("opened above");
+        let out = f(c).await;
+        if c.is_closed() {
+            *client = None;
+        }
+        out
+    }
 }
 
 /// How to reach the tables, and who this store is among the workers.
@@ -250,11 +287,11 @@ impl PgOptions {
         tokio::spawn(renew_loop(Arc::downgrade(&conn), self.lease / 5));
         let limits = Arc::new(super::pg_limits::PgLimits {
             conn: conn.clone(),
-            client: Mutex::new(None),
+            session: Session::new(conn.clone(), None),
         });
         Ok(PgStore {
             writer: tx,
-            reader: Mutex::new(Some(reader)),
+            reader: Session::new(conn.clone(), Some(reader)),
             conn,
             limits,
         })
@@ -309,7 +346,7 @@ impl PgStore {
         self.writer.send(write).map_err(|_| StoreError::Closed)
     }
 
-    /// Runs `f` on the reading connection, opening it again if it failed.
+    /// Runs `f` on the reading connection.
     async fn read<T>(
         &self,
         f: impl for<'c> FnOnce(
@@ -318,23 +355,17 @@ impl PgStore {
             Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>,
         >,
     ) -> Result<T, StoreError> {
-        let mut reader = self.reader.lock().await;
-        if reader.as_ref().is_none_or(Client::is_closed) {
-            *reader = Some(self.conn.open().await?);
-        }
-        let client = reader.as_ref().expect("opened above");
-        let out = f(client).await;
-        if client.is_closed() {
-            *reader = None;
-        }
-        out
+        self.reader.run(f).await
     }
 }
 
 /// Renews the leases of the runs this store holds, one statement every
 /// `tick`, until the store is dropped. Runs a write has locked are
 /// skipped (the write renews them): waiting for them, in another order
-/// than the writer locks them, would deadlock with it. A failed renewal is tried again
+/// than the writer locks them, would deadlock with it. Shared limits'
+/// holdings are renewed; what a worker wants is forgotten (a waiter
+/// states it again with its next claim, so a waiter that gave up does
+/// not hold other workers to their shares). A failed renewal is tried again
 /// at the next tick (on a new connection if the old one closed).
 async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
     let mut client: Option<Client> = None;
@@ -357,9 +388,11 @@ async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
                          SELECT id FROM reactor_runs
                          WHERE owner = $1 AND status IN ('running', 'unwinding')
                          FOR UPDATE SKIP LOCKED)
-                 )
-                 UPDATE reactor_limits SET lease_until = now() + $2 * interval '1 millisecond'
-                 WHERE worker = $1",
+                 ),
+                 idle AS (DELETE FROM reactor_limits WHERE worker = $1 AND held = 0)
+                 UPDATE reactor_limits
+                 SET lease_until = now() + $2 * interval '1 millisecond', wanted = 0
+                 WHERE worker = $1 AND held > 0",
                 &[&conn.worker, &(conn.lease_ms as f64)],
             )
             .await;
