@@ -129,6 +129,9 @@ fn recording(name: &str, ids: &TaskIds, run_async: bool) -> StepSpec {
         .run(move |_, ctx| {
             let ids = ids.clone();
             async move {
+                // Where the attempt goes on once it has awaited (an
+                // awaiting step starts in the coordinator either way).
+                tokio::task::yield_now().await;
                 ids.lock()
                     .unwrap()
                     .push((ctx.step_name().to_string(), tokio::task::try_id()));

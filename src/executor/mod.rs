@@ -31,7 +31,11 @@
 //!   under `max_concurrency` (CPU-bound steps on the blocking pool); in a
 //!   run given no pool and no limit, an awaiting step (async closure,
 //!   `Step` impl, ready-made kind) holds neither (up to 10,000 of them in
-//!   flight), so only CPU work is held to the cores;
+//!   flight), so only CPU work is held to the cores. An awaiting attempt
+//!   starts in the coordinator, which runs it up to its first await and
+//!   only then hands it to its task (one that answers without awaiting
+//!   needs no task at all), while this run's first polls cost less than a
+//!   hand-off (2 µs, timed on a sample);
 //! - **a chunk**: several ready plain closure steps (`run_sync`, no guard,
 //!   no compensation) run one after another holding one slot, at most
 //!   200 µs before the rest go back to the ready queue: in a task of their

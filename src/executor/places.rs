@@ -116,30 +116,61 @@ impl BoxedTask {
     }
 }
 
+impl BoxedTask {
+    /// The step's arguments (the task has not ended).
+    pub(crate) fn args(&self) -> &Arguments {
+        let task = self.0.as_ref().expect("not yet polled to completion");
+        &task.held.as_ref().expect("a task runs once").1
+    }
+}
+
+impl StepTask {
+    /// Runs the attempt here, in the calling thread, as far as it goes
+    /// without awaiting: its report if it ended, else the task to spawn,
+    /// which goes on from where it stopped.
+    ///
+    /// It is polled with a waker that does nothing. That is sound because
+    /// a spawned task is polled again as soon as it first runs, which
+    /// registers the task's own waker wherever the attempt waits (a poll
+    /// that comes without a wake-up is always allowed).
+    pub(crate) fn poll_here(mut self) -> Result<Ended, BoxedTask> {
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        match poll_guarded(&mut self, &mut cx) {
+            // The permit, if any, is released with `self`.
+            Poll::Ready(ended) => Ok(ended),
+            Poll::Pending => Err(BoxedTask::new(self)),
+        }
+    }
+}
+
+/// Polls `task`; user code is guarded inside, and this guard keeps an
+/// engine bug from losing the attempt.
+fn poll_guarded(task: &mut StepTask, cx: &mut TaskContext<'_>) -> Poll<Ended> {
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *task).poll(cx)));
+    match polled {
+        Ok(poll) => poll,
+        Err(panic) => {
+            let (runner, args, ctx) = task.held.take().expect("a task reports once");
+            Poll::Ready(Ended {
+                key: task.key,
+                attempt: Attempt::failed(
+                    Phase::Run,
+                    StepErrorKind::Panicked(panic_message(&*panic)),
+                ),
+                args,
+                ctx,
+                _runner: Some(runner),
+            })
+        }
+    }
+}
+
 impl Future for BoxedTask {
     type Output = Finished;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Finished> {
         let task = self.0.as_mut().expect("polled after completion");
-        // User code is guarded inside; this guard keeps an engine bug from
-        // losing the attempt.
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut **task).poll(cx)));
-        let ended = match polled {
-            Ok(poll) => ready!(poll),
-            Err(panic) => {
-                let (runner, args, ctx) = task.held.take().expect("a task reports once");
-                Ended {
-                    key: task.key,
-                    attempt: Attempt::failed(
-                        Phase::Run,
-                        StepErrorKind::Panicked(panic_message(&*panic)),
-                    ),
-                    args,
-                    ctx,
-                    _runner: Some(runner),
-                }
-            }
-        };
+        let ended = ready!(poll_guarded(task, cx));
         let mut task = self.0.take().expect("checked above");
         task.slow = None;
         task.permit = None;

@@ -38,8 +38,9 @@ pub(crate) enum TaskReport {
 }
 
 pub(crate) struct Tasks {
-    sender: mpsc::UnboundedSender<Message>,
-    reports: mpsc::UnboundedReceiver<Message>,
+    /// The channel the tasks report through, made with the first task (a
+    /// run whose steps all run in its coordinator needs none).
+    channel: Option<Channel>,
     /// The running tasks by slot.
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -47,8 +48,14 @@ pub(crate) struct Tasks {
     /// Of them, those holding a slot of the run's pool.
     slotted: usize,
     tracker: Arc<Tracker>,
-    /// Stops CPU-bound tasks (aborting does not reach the blocking pool).
-    cancel: CancellationToken,
+    /// Stops CPU-bound tasks (aborting does not reach the blocking pool);
+    /// made with the first of them.
+    cancel: Option<CancellationToken>,
+}
+
+struct Channel {
+    sender: mpsc::UnboundedSender<Message>,
+    reports: mpsc::UnboundedReceiver<Message>,
 }
 
 struct Slot {
@@ -60,16 +67,14 @@ struct Slot {
 
 impl Tasks {
     pub(crate) fn new(tracker: Arc<Tracker>) -> Tasks {
-        let (sender, reports) = mpsc::unbounded_channel();
         Tasks {
-            sender,
-            reports,
+            channel: None,
             slots: Vec::new(),
             free: Vec::new(),
             running: 0,
             slotted: 0,
             tracker,
-            cancel: CancellationToken::new(),
+            cancel: None,
         }
     }
 
@@ -104,7 +109,10 @@ impl Tasks {
         let reporting = self.reporting(slot, task);
         let handle = if cpu_bound {
             let runtime = tokio::runtime::Handle::current();
-            let cancel = self.cancel.clone();
+            let cancel = self
+                .cancel
+                .get_or_insert_with(CancellationToken::new)
+                .clone();
             tokio::task::spawn_blocking(move || {
                 runtime.block_on(async move {
                     tokio::select! {
@@ -130,12 +138,16 @@ impl Tasks {
         self.started(slot, handle, keys, true);
     }
 
-    fn reporting<F>(&self, slot: usize, task: F) -> Reporting<F> {
+    fn reporting<F>(&mut self, slot: usize, task: F) -> Reporting<F> {
+        let channel = self.channel.get_or_insert_with(|| {
+            let (sender, reports) = mpsc::unbounded_channel();
+            Channel { sender, reports }
+        });
         Reporting {
             task,
             guard: ReportGuard {
                 slot,
-                sender: self.sender.clone(),
+                sender: channel.sender.clone(),
                 sent: false,
                 _live: self.tracker.enter_ancestors(),
             },
@@ -168,7 +180,7 @@ impl Tasks {
         if self.running == 0 {
             return None;
         }
-        let (slot, finished) = self.reports.recv().await?;
+        let (slot, finished) = self.channel.as_mut()?.reports.recv().await?;
         Some(self.taken(slot, finished))
     }
 
@@ -177,7 +189,7 @@ impl Tasks {
         if self.running == 0 {
             return None;
         }
-        let (slot, finished) = self.reports.try_recv().ok()?;
+        let (slot, finished) = self.channel.as_mut()?.reports.try_recv().ok()?;
         Some(self.taken(slot, finished))
     }
 
@@ -205,7 +217,9 @@ impl Tasks {
 
     /// Stops every running task; each still reports (mostly as lost).
     pub(crate) fn abort_all(&mut self) {
-        self.cancel.cancel();
+        if let Some(cancel) = &self.cancel {
+            cancel.cancel();
+        }
         for slot in self.slots.iter().flatten() {
             slot.handle.abort();
         }

@@ -3,13 +3,14 @@
 //! an attempt means (that is [`attempt`](crate::executor::attempt)'s and
 //! [`outcome`](super::outcome)'s).
 
+use super::first_poll::Start;
 use super::{def_of, Coordinator, Inline, Key, Status};
 use crate::argument::{ArgNames, Arguments, Values};
 use crate::context::{Context, StepRef};
 use crate::error::{panic_message, Phase, Reason, StepErrorKind};
 use crate::executor::attempt::{self, Started};
 use crate::executor::nesting::Nesting;
-use crate::executor::places::{BoxedTask, ChunkTask, StepTask, CHUNK_TIME, MAX_CHUNK};
+use crate::executor::places::{BoxedTask, ChunkTask, Ended, StepTask, CHUNK_TIME, MAX_CHUNK};
 use crate::executor::tasks::Keys;
 use crate::planner::{ArgFrom, PlannedStep};
 use crate::pool::Permit;
@@ -127,17 +128,44 @@ impl Coordinator {
                 }
                 (.., permit) => permit,
             };
-            let cpu_bound = def.cpu_bound;
-            let undo_args = def.can_undo.then(|| args.clone());
+            let (cpu_bound, undoes) = (def.cpu_bound, def.can_undo);
             let slotted = permit.is_some();
             if !slotted && self.adaptive.is_some() {
                 self.launched.insert(key, tokio::time::Instant::now());
             }
             let task = StepTask::new(key, def.runner(), args, ctx, span, permit);
             drop(def);
-            self.tasks
-                .spawn(key, undo_args, BoxedTask::new(task), cpu_bound, slotted);
+            let task = if cpu_bound {
+                BoxedTask::new(task)
+            } else {
+                match self.start_here(task) {
+                    Ok(ended) => {
+                        // It answered without waiting: no latency to sample.
+                        self.launched.remove(&key);
+                        self.on_attempt(ended.key, ended.attempt, ended.args, ended.ctx);
+                        return true;
+                    }
+                    Err(task) => task,
+                }
+            };
+            let undo_args = undoes.then(|| task.args().clone());
+            self.tasks.spawn(key, undo_args, task, cpu_bound, slotted);
         }
+    }
+
+    /// Starts an awaiting step's attempt where
+    /// [`FirstPolls`](super::first_poll::FirstPolls) says: here,
+    /// up to its first await (its report if it ended), or in its task.
+    fn start_here(&mut self, task: StepTask) -> Result<Ended, BoxedTask> {
+        let Start::Here { timed } = self.first_polls.next() else {
+            return Err(BoxedTask::new(task));
+        };
+        let started = timed.then(std::time::Instant::now);
+        let polled = task.poll_here();
+        if let Some(started) = started {
+            self.first_polls.took(started.elapsed());
+        }
+        polled
     }
 
     /// Starts a ready plain closure holding `permit`: here when it is the

@@ -3,14 +3,15 @@
 //!
 //! Its parts: [`instance`] (the graph state of one run of the plan: the
 //! whole run, or one map element), [`launch`] (where ready attempts run),
-//! [`outcome`] (what a finished attempt means), [`emitted`] (steps added at
-//! run time, and a run rebuilt from its state), [`feed`] (map elements
-//! admitted as instances) and [`finish`] (the one exit path: drain,
-//! record, unwind).
+//! [`first_poll`] (where an awaiting attempt starts), [`outcome`] (what a
+//! finished attempt means), [`emitted`] (steps added at run time, and a
+//! run rebuilt from its state), [`feed`] (map elements admitted as
+//! instances) and [`finish`] (the one exit path: drain, record, unwind).
 
 mod emitted;
 mod feed;
 mod finish;
+mod first_poll;
 mod instance;
 mod journal;
 mod launch;
@@ -200,6 +201,8 @@ pub(crate) struct Coordinator {
     events: bool,
     /// What this run's plain steps cost, on average over its chunks.
     plain_step_ns: Option<u64>,
+    /// Where its awaiting steps' attempts start.
+    first_polls: first_poll::FirstPolls,
     /// When ready steps became ready (only when middleware listens).
     queued_at: rustc_hash::FxHashMap<Key, Instant>,
     ready: VecDeque<Key>,
@@ -248,6 +251,15 @@ pub(crate) struct Coordinator {
     completed_before: bool,
 }
 
+/// A moving average of costs in nanoseconds, `d` its newest sample.
+fn averaged(before: Option<u64>, d: Duration) -> u64 {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match before {
+        None => ns,
+        Some(before) => (before.saturating_mul(3).saturating_add(ns)) / 4,
+    }
+}
+
 /// `now + d`, saturated: a deadline too far to represent is 30 years away
 /// (for a timer, never).
 pub(crate) fn after(now: Instant, d: Duration) -> Instant {
@@ -287,6 +299,7 @@ impl Coordinator {
             element_input: feed.as_ref().map(|f| f.element_input()),
             events,
             plain_step_ns: None,
+            first_polls: Default::default(),
             queued_at: Default::default(),
             feed,
             ready: VecDeque::new(),
@@ -648,11 +661,7 @@ impl Coordinator {
 
     /// A chunk's plain steps took `d` each, on average.
     fn measured_plain(&mut self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.plain_step_ns = Some(match self.plain_step_ns {
-            None => ns,
-            Some(before) => (before.saturating_mul(3).saturating_add(ns)) / 4,
-        });
+        self.plain_step_ns = Some(averaged(self.plain_step_ns, d));
     }
 
     /// Emits a run event; a middleware panic fails the run.
