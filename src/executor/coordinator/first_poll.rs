@@ -1,7 +1,9 @@
 //! Where an awaiting step's attempt starts: the coordinator runs it up to
 //! its first await while that has proven cheaper than handing it to a
 //! task of its own, so a step that answers at once needs no task at all.
-//! This module owns that choice; it decides where, never what.
+//! Attempts whose first polls cost too much, or that keep awaiting anyway
+//! (then the poll here saved nothing), start in their tasks. This module
+//! owns that choice; it decides where, never what.
 
 use std::time::Duration;
 
@@ -13,9 +15,12 @@ pub(super) const CHEAP: Duration = Duration::from_micros(2);
 /// The first this many first polls in the coordinator are timed, then
 /// one in this many.
 const SAMPLE: u32 = 8;
-/// Once first polls have proven costly, one in this many still runs in
-/// the coordinator (timed), to notice when they become cheap again.
+/// Once first polls have proven costly or kept awaiting, one in this
+/// many still runs in the coordinator (timed), to notice a change.
 const PROBE: u32 = 64;
+/// After this many first polls in a row that did not end the attempt,
+/// the run's attempts start in their tasks.
+const AWAITED: u32 = 8;
 
 /// The run's record of its first polls.
 #[derive(Default)]
@@ -25,6 +30,8 @@ pub(super) struct FirstPolls {
     /// the run's steps away).
     average_ns: u64,
     started: u32,
+    /// First polls in a row that did not end their attempt.
+    awaited: u32,
 }
 
 /// Where the next attempt starts.
@@ -41,7 +48,7 @@ impl FirstPolls {
     pub(super) fn next(&mut self) -> Start {
         let n = self.started;
         self.started = n.wrapping_add(1);
-        if u128::from(self.average_ns) >= CHEAP.as_nanos() {
+        if u128::from(self.average_ns) >= CHEAP.as_nanos() || self.awaited >= AWAITED {
             return match n.is_multiple_of(PROBE) {
                 true => Start::Here { timed: true },
                 false => Start::Task,
@@ -50,6 +57,15 @@ impl FirstPolls {
         Start::Here {
             timed: n < SAMPLE || n.is_multiple_of(SAMPLE),
         }
+    }
+
+    /// A first poll here ended its attempt, or not.
+    pub(super) fn ended(&mut self, ended: bool) {
+        self.awaited = if ended {
+            0
+        } else {
+            self.awaited.saturating_add(1)
+        };
     }
 
     /// A timed first poll took `took`. A sample counts for at most twice
@@ -66,11 +82,18 @@ mod tests {
     use super::*;
 
     fn starts(polls: &mut FirstPolls, n: usize, each: Duration) -> Vec<Start> {
+        starts_ending(polls, n, each, true)
+    }
+
+    fn starts_ending(polls: &mut FirstPolls, n: usize, each: Duration, ends: bool) -> Vec<Start> {
         (0..n)
             .map(|_| {
                 let start = polls.next();
-                if start == (Start::Here { timed: true }) {
-                    polls.took(each);
+                if let Start::Here { timed } = start {
+                    if timed {
+                        polls.took(each);
+                    }
+                    polls.ended(ends);
                 }
                 start
             })
@@ -95,6 +118,18 @@ mod tests {
         let starts = starts(&mut polls, 200, Duration::from_millis(5));
         let here: Vec<usize> = (0..200).filter(|&i| starts[i] != Start::Task).collect();
         assert_eq!(here, vec![0, 1, 2, 64, 128, 192]);
+    }
+
+    #[test]
+    fn attempts_that_keep_awaiting_start_in_their_tasks() {
+        let mut polls = FirstPolls::default();
+        let starts = starts_ending(&mut polls, 130, Duration::from_nanos(300), false);
+        let here: Vec<usize> = (0..130).filter(|&i| starts[i] != Start::Task).collect();
+        assert_eq!(here, vec![0, 1, 2, 3, 4, 5, 6, 7, 64, 128]);
+        // A probe that answers at once brings them back.
+        starts_ending(&mut polls, 63, Duration::from_nanos(300), true);
+        starts_ending(&mut polls, 1, Duration::from_nanos(300), true);
+        assert!(matches!(polls.next(), Start::Here { .. }));
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Coordinator {
         if let Some(started) = started {
             self.first_polls.took(started.elapsed());
         }
+        self.first_polls.ended(polled.is_ok());
         polled
     }
 
