@@ -1047,3 +1047,71 @@ async fn a_durable_step_name_holding_an_id_separator_is_refused() {
         assert!(err.contains("separator"), "{err}");
     }
 }
+
+/// Counts the store's appends (each a commit of the journal).
+struct CountingStore {
+    inner: reactor::journal::MemoryStore,
+    appends: Arc<AtomicU32>,
+}
+
+#[reactor::async_trait]
+impl Store for CountingStore {
+    async fn create_run(
+        &self,
+        run: reactor::journal::NewRun,
+    ) -> Result<reactor::journal::Created, reactor::journal::StoreError> {
+        self.inner.create_run(run).await
+    }
+    async fn append(
+        &self,
+        run_id: &str,
+        epoch: u32,
+        records: &[reactor::journal::Record],
+    ) -> Result<(), reactor::journal::StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(run_id, epoch, records).await
+    }
+    async fn load(
+        &self,
+        run_id: &str,
+    ) -> Result<reactor::journal::Journal, reactor::journal::StoreError> {
+        self.inner.load(run_id).await
+    }
+    async fn runs(
+        &self,
+        status: Option<RunStatus>,
+    ) -> Result<Vec<reactor::journal::RunSummary>, reactor::journal::StoreError> {
+        self.inner.runs(status).await
+    }
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, reactor::journal::StoreError> {
+        self.inner.purge(ended_before_ms).await
+    }
+}
+
+/// Steps that end at once in the coordinator are journalled in batches,
+/// as the reports of tasks are: one commit for many steps, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_ending_in_the_coordinator_share_their_commits() {
+    let appends = Arc::new(AtomicU32::new(0));
+    let rt = Runtime::new(CountingStore {
+        inner: reactor::journal::MemoryStore::new(),
+        appends: appends.clone(),
+    });
+    let mut b = Reactor::builder("fan");
+    let mut all = step("all").output::<u32>();
+    for i in 0..64_u32 {
+        b.add(
+            step(format!("s{i}"))
+                .output::<u32>()
+                .run(move |_, _| async move { Ok(i) }),
+        );
+        all = all.argument(format!("s{i}"), result(format!("s{i}")));
+    }
+    b.add(all.run_sync(|args, _| Ok(args.len() as u32)));
+    b.returns("all");
+    rt.register(b.build().unwrap()).unwrap();
+    let value = rt.start("fan", Inputs::new()).await.unwrap();
+    assert_eq!(*value.get::<u32>().unwrap(), 64);
+    let appends = appends.load(Ordering::SeqCst);
+    assert!(appends <= 12, "{appends} commits for 65 steps");
+}

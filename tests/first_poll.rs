@@ -136,9 +136,9 @@ async fn costly_first_polls_move_to_tasks() {
         let seen = seen.clone();
         step(format!("s{i}")).run(move |_, _| {
             seen.lock().unwrap().push(tokio::task::try_id());
-            // At least 100 µs of work before answering, never less.
+            // At least 1 ms of work before answering, never less.
             let started = Instant::now();
-            while started.elapsed() < Duration::from_micros(100) {
+            while started.elapsed() < Duration::from_millis(1) {
                 std::hint::spin_loop();
             }
             async move { Ok(i) }

@@ -393,8 +393,15 @@ impl StepSpec {
         self
     }
 
-    /// Whether the step runs in its own task (the default). A non-async step
-    /// runs in the run's coordinator, one at a time.
+    /// Whether the step runs beside the others (the default) or, when
+    /// `false`, in the run's coordinator, one at a time.
+    ///
+    /// An async step's attempt starts in the coordinator (for a run
+    /// awaited outside any step, the task awaiting it) and runs there up
+    /// to its first await; what follows runs in a task of its own. A step
+    /// that answers without awaiting thus needs no task, while the run's
+    /// first polls prove cheap (see the executor's docs). Code that blocks
+    /// its thread belongs in a [`cpu_bound`](StepSpec::cpu_bound) step.
     pub fn run_async(mut self, run_async: bool) -> StepSpec {
         self.edit().run_async = run_async;
         self

@@ -10,13 +10,19 @@ use std::time::Duration;
 /// A first poll costing less than this, on average, runs in the
 /// coordinator: less than what handing it to a task (a spawn, a report,
 /// waking the coordinator) costs the coordinator. Beyond it, the cores
-/// share the work better than the coordinator alone.
-pub(super) const CHEAP: Duration = Duration::from_micros(2);
-/// The first this many first polls in the coordinator are timed, then
-/// one in this many.
-const SAMPLE: u32 = 8;
+/// share the work better than the coordinator alone. (An unoptimised
+/// build does everything, the hand-off included, some 20 times slower.)
+pub(super) const CHEAP: Duration = if cfg!(debug_assertions) {
+    Duration::from_micros(40)
+} else {
+    Duration::from_micros(2)
+};
+/// One first poll this long decides alone: the attempts after it start in
+/// their tasks (a few preempted polls just below it cannot hold the run's
+/// attempts in the coordinator for long either: see [`FirstPolls::took`]).
+const LONG: Duration = CHEAP.saturating_mul(10);
 /// Once first polls have proven costly or kept awaiting, one in this
-/// many still runs in the coordinator (timed), to notice a change.
+/// many still runs in the coordinator, to notice a change.
 const PROBE: u32 = 64;
 /// After this many first polls in a row that did not end the attempt,
 /// the run's attempts start in their tasks.
@@ -25,9 +31,9 @@ const AWAITED: u32 = 8;
 /// The run's record of its first polls.
 #[derive(Default)]
 pub(super) struct FirstPolls {
-    /// The moving average of the timed ones, in nanoseconds: cheap until
-    /// shown otherwise (it starts at zero, so one cold poll does not send
-    /// the run's steps away).
+    /// The moving average of their cost, in nanoseconds, each counting
+    /// for at most twice [`CHEAP`]: cheap until shown otherwise (it starts
+    /// at zero, so one cold poll does not send the run's steps away).
     average_ns: u64,
     started: u32,
     /// First polls in a row that did not end their attempt.
@@ -37,8 +43,8 @@ pub(super) struct FirstPolls {
 /// Where the next attempt starts.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Start {
-    /// In the coordinator, timed or not.
-    Here { timed: bool },
+    /// In the coordinator (then report what its poll took).
+    Here,
     /// In a task of its own.
     Task,
 }
@@ -48,32 +54,26 @@ impl FirstPolls {
     pub(super) fn next(&mut self) -> Start {
         let n = self.started;
         self.started = n.wrapping_add(1);
-        if u128::from(self.average_ns) >= CHEAP.as_nanos() || self.awaited >= AWAITED {
-            return match n.is_multiple_of(PROBE) {
-                true => Start::Here { timed: true },
-                false => Start::Task,
-            };
+        let costly = u128::from(self.average_ns) >= CHEAP.as_nanos();
+        if (costly || self.awaited >= AWAITED) && !n.is_multiple_of(PROBE) {
+            return Start::Task;
         }
-        Start::Here {
-            timed: n < SAMPLE || n.is_multiple_of(SAMPLE),
-        }
+        Start::Here
     }
 
-    /// A first poll here ended its attempt, or not.
-    pub(super) fn ended(&mut self, ended: bool) {
+    /// A first poll here took `took`, and `ended` its attempt or not.
+    pub(super) fn took(&mut self, took: Duration, ended: bool) {
         self.awaited = if ended {
             0
         } else {
             self.awaited.saturating_add(1)
         };
-    }
-
-    /// A timed first poll took `took`. A sample counts for at most twice
-    /// [`CHEAP`]: one poll the machine happened to preempt does not
-    /// decide alone.
-    pub(super) fn took(&mut self, took: Duration) {
-        let capped = took.min(2 * CHEAP);
-        self.average_ns = super::averaged(Some(self.average_ns), capped);
+        let cap = 2 * CHEAP;
+        self.average_ns = if took >= LONG {
+            u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX)
+        } else {
+            super::averaged(Some(self.average_ns), took.min(cap))
+        };
     }
 }
 
@@ -81,72 +81,68 @@ impl FirstPolls {
 mod tests {
     use super::*;
 
-    fn starts(polls: &mut FirstPolls, n: usize, each: Duration) -> Vec<Start> {
-        starts_ending(polls, n, each, true)
-    }
-
-    fn starts_ending(polls: &mut FirstPolls, n: usize, each: Duration, ends: bool) -> Vec<Start> {
+    /// `n` starts, each poll here taking `each` and ending its attempt or
+    /// not; the indices of those that started here.
+    fn here(polls: &mut FirstPolls, n: usize, each: Duration, ends: bool) -> Vec<usize> {
         (0..n)
-            .map(|_| {
+            .filter(|_| {
                 let start = polls.next();
-                if let Start::Here { timed } = start {
-                    if timed {
-                        polls.took(each);
-                    }
-                    polls.ended(ends);
+                if start == Start::Here {
+                    polls.took(each, ends);
                 }
-                start
+                start == Start::Here
             })
             .collect()
     }
 
     #[test]
-    fn cheap_first_polls_all_start_here_and_a_sample_is_timed() {
+    fn cheap_first_polls_all_start_here() {
         let mut polls = FirstPolls::default();
-        let starts = starts(&mut polls, 100, Duration::from_nanos(300));
-        assert!(starts.iter().all(|s| matches!(s, Start::Here { .. })));
-        let timed = starts
-            .iter()
-            .filter(|s| **s == Start::Here { timed: true })
-            .count();
-        assert_eq!(timed, 8 + 12, "the first 8, then one in 8");
+        let here = here(&mut polls, 100, CHEAP / 8, true);
+        assert_eq!(here.len(), 100);
     }
 
     #[test]
     fn costly_first_polls_send_the_rest_to_tasks_but_for_probes() {
         let mut polls = FirstPolls::default();
-        let starts = starts(&mut polls, 200, Duration::from_millis(5));
-        let here: Vec<usize> = (0..200).filter(|&i| starts[i] != Start::Task).collect();
+        let here = here(&mut polls, 200, CHEAP * 5 / 2, true);
         assert_eq!(here, vec![0, 1, 2, 64, 128, 192]);
+    }
+
+    #[test]
+    fn one_long_poll_decides_alone() {
+        let mut polls = FirstPolls::default();
+        here(&mut polls, 20, CHEAP / 8, true);
+        assert_eq!(polls.next(), Start::Here);
+        polls.took(LONG, true);
+        assert_eq!(polls.next(), Start::Task);
+    }
+
+    #[test]
+    fn one_preempted_poll_below_the_long_one_does_not_decide() {
+        let mut polls = FirstPolls::default();
+        here(&mut polls, 20, CHEAP / 8, true);
+        assert_eq!(polls.next(), Start::Here);
+        polls.took(LONG * 3 / 4, true);
+        assert_eq!(polls.next(), Start::Here);
     }
 
     #[test]
     fn attempts_that_keep_awaiting_start_in_their_tasks() {
         let mut polls = FirstPolls::default();
-        let starts = starts_ending(&mut polls, 130, Duration::from_nanos(300), false);
-        let here: Vec<usize> = (0..130).filter(|&i| starts[i] != Start::Task).collect();
-        assert_eq!(here, vec![0, 1, 2, 3, 4, 5, 6, 7, 64, 128]);
+        let started = here(&mut polls, 130, CHEAP / 8, false);
+        assert_eq!(started, vec![0, 1, 2, 3, 4, 5, 6, 7, 64, 128]);
         // A probe that answers at once brings them back.
-        starts_ending(&mut polls, 63, Duration::from_nanos(300), true);
-        starts_ending(&mut polls, 1, Duration::from_nanos(300), true);
-        assert!(matches!(polls.next(), Start::Here { .. }));
+        here(&mut polls, 63, CHEAP / 8, true);
+        assert_eq!(polls.next(), Start::Here);
     }
 
     #[test]
-    fn one_preempted_poll_does_not_decide() {
+    fn cheap_probes_bring_costly_first_polls_back() {
         let mut polls = FirstPolls::default();
-        starts(&mut polls, 20, Duration::from_nanos(300));
-        polls.next();
-        polls.took(Duration::from_millis(50));
-        assert!(matches!(polls.next(), Start::Here { .. }));
-    }
-
-    #[test]
-    fn cheap_probes_bring_first_polls_back() {
-        let mut polls = FirstPolls::default();
-        starts(&mut polls, 10, Duration::from_millis(1));
+        here(&mut polls, 10, LONG * 5, true);
         assert_eq!(polls.next(), Start::Task);
-        starts(&mut polls, 64 * 8, Duration::from_nanos(200));
-        assert!(matches!(polls.next(), Start::Here { .. }));
+        here(&mut polls, 64 * 8, CHEAP / 10, true);
+        assert_eq!(polls.next(), Start::Here);
     }
 }

@@ -21,6 +21,25 @@ use crate::step::{Runner, SyncRunFn};
 /// while a fan-out of millions of steps does not hold a task for each.
 pub(crate) const UNHELD_LIMIT: usize = 10_000;
 
+/// Awaiting attempts that ended in the coordinator during one call of
+/// [`Coordinator::launch_ready`]: a batch, like a chunk of plain steps.
+#[derive(Default)]
+struct HereBatch {
+    done: u32,
+    since: Option<std::time::Instant>,
+}
+
+impl HereBatch {
+    /// One more ended; whether the batch is full (at most [`MAX_CHUNK`]
+    /// attempts, for at most [`CHUNK_TIME`]).
+    fn full(&mut self) -> bool {
+        self.done += 1;
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        self.done as usize >= MAX_CHUNK
+            || (self.done.is_multiple_of(4) && since.elapsed() >= CHUNK_TIME)
+    }
+}
+
 /// Plain steps costing less than this (measured over this run's chunks)
 /// run their chunks in the coordinator: handing them to another task
 /// would cost more than running them.
@@ -57,6 +76,15 @@ impl Coordinator {
     /// the coordinator, so that the loop checks its limits between such
     /// attempts.
     pub(super) fn launch_ready(&mut self) -> bool {
+        let mut here = HereBatch::default();
+        self.launch_some(&mut here) || here.done > 0
+    }
+
+    /// [`Coordinator::launch_ready`]'s loop; awaiting attempts that end in
+    /// the coordinator are counted in `here`, which stops the loop once it
+    /// is a chunk's worth (so that the loop checks its limits, and a
+    /// durable run flushes its journal, per batch, not per step).
+    fn launch_some(&mut self, here: &mut HereBatch) -> bool {
         let plan = self.plan.clone();
         loop {
             if self.stopping() {
@@ -129,24 +157,30 @@ impl Coordinator {
                 (.., permit) => permit,
             };
             let (cpu_bound, undoes) = (def.cpu_bound, def.can_undo);
+            // Plain closures (here with a guard, compensation or a span)
+            // keep their tasks, where the cores share CPU work.
+            let awaits = def.awaits && !cpu_bound;
             let slotted = permit.is_some();
             if !slotted && self.adaptive.is_some() {
                 self.launched.insert(key, tokio::time::Instant::now());
             }
             let task = StepTask::new(key, def.runner(), args, ctx, span, permit);
             drop(def);
-            let task = if cpu_bound {
-                BoxedTask::new(task)
-            } else {
+            let task = if awaits {
                 match self.start_here(task) {
                     Ok(ended) => {
                         // It answered without waiting: no latency to sample.
                         self.launched.remove(&key);
                         self.on_attempt(ended.key, ended.attempt, ended.args, ended.ctx);
-                        return true;
+                        if here.full() {
+                            return true;
+                        }
+                        continue;
                     }
                     Err(task) => task,
                 }
+            } else {
+                BoxedTask::new(task)
             };
             let undo_args = undoes.then(|| task.args().clone());
             self.tasks.spawn(key, undo_args, task, cpu_bound, slotted);
@@ -157,15 +191,12 @@ impl Coordinator {
     /// [`FirstPolls`](super::first_poll::FirstPolls) says: here,
     /// up to its first await (its report if it ended), or in its task.
     fn start_here(&mut self, task: StepTask) -> Result<Ended, BoxedTask> {
-        let Start::Here { timed } = self.first_polls.next() else {
+        let Start::Here = self.first_polls.next() else {
             return Err(BoxedTask::new(task));
         };
-        let started = timed.then(std::time::Instant::now);
+        let started = std::time::Instant::now();
         let polled = task.poll_here();
-        if let Some(started) = started {
-            self.first_polls.took(started.elapsed());
-        }
-        self.first_polls.ended(polled.is_ok());
+        self.first_polls.took(started.elapsed(), polled.is_ok());
         polled
     }
 
