@@ -19,6 +19,7 @@
 //! sample's result is checked; a wrong answer panics (exit code 101).
 
 mod adaptive;
+mod awaiting;
 mod baseline;
 mod small_runs;
 
@@ -1868,9 +1869,10 @@ fn main() {
         rows: Vec::new(),
     };
     // The build comes first, on a fresh heap, as it would at start-up.
-    let workloads: [(&str, WorkloadFn); 13] = [
+    let workloads: [(&str, WorkloadFn); 14] = [
         ("build", build_1m),
         ("w1", w1),
+        ("w1y", awaiting::w1_awaiting),
         ("w2", w2),
         ("w3", w3),
         ("w4", w4),
