@@ -17,9 +17,11 @@ pub(super) const CHEAP: Duration = if cfg!(debug_assertions) {
 } else {
     Duration::from_micros(2)
 };
-/// One first poll this long decides alone: the attempts after it start in
-/// their tasks (a few preempted polls just below it cannot hold the run's
-/// attempts in the coordinator for long either: see [`FirstPolls::took`]).
+/// A first poll this long is *heavy*: two within [`PROBE`] polls of each
+/// other send the attempts after them to their tasks, whatever the
+/// average says (heavy polls among many cheap ones would otherwise run one
+/// after another here). One alone is taken for what it mostly is on a
+/// shared machine: a page fault or a preempted thread.
 const LONG: Duration = CHEAP.saturating_mul(10);
 /// Once first polls have proven costly or kept awaiting, one in this
 /// many still runs in the coordinator, to notice a change.
@@ -38,6 +40,8 @@ pub(super) struct FirstPolls {
     started: u32,
     /// First polls in a row that did not end their attempt.
     awaited: u32,
+    /// When (in starts) the last heavy poll was.
+    last_heavy: Option<u32>,
 }
 
 /// Where the next attempt starts.
@@ -69,11 +73,17 @@ impl FirstPolls {
             self.awaited.saturating_add(1)
         };
         let cap = 2 * CHEAP;
-        self.average_ns = if took >= LONG {
-            u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX)
-        } else {
-            super::averaged(Some(self.average_ns), took.min(cap))
-        };
+        self.average_ns = super::averaged(Some(self.average_ns), took.min(cap));
+        if took >= LONG {
+            let now = self.started.wrapping_sub(1);
+            if self
+                .last_heavy
+                .is_some_and(|then| now.wrapping_sub(then) < PROBE)
+            {
+                self.average_ns = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+            }
+            self.last_heavy = Some(now);
+        }
     }
 }
 
@@ -110,21 +120,25 @@ mod tests {
     }
 
     #[test]
-    fn one_long_poll_decides_alone() {
+    fn one_heavy_poll_alone_does_not_decide() {
         let mut polls = FirstPolls::default();
-        here(&mut polls, 20, CHEAP / 8, true);
+        for _ in 0..5 {
+            here(&mut polls, 70, CHEAP / 8, true);
+            assert_eq!(polls.next(), Start::Here);
+            polls.took(LONG * 100, true);
+        }
         assert_eq!(polls.next(), Start::Here);
-        polls.took(LONG, true);
-        assert_eq!(polls.next(), Start::Task);
     }
 
     #[test]
-    fn one_preempted_poll_below_the_long_one_does_not_decide() {
+    fn heavy_polls_among_cheap_ones_send_the_rest_to_tasks() {
         let mut polls = FirstPolls::default();
-        here(&mut polls, 20, CHEAP / 8, true);
-        assert_eq!(polls.next(), Start::Here);
-        polls.took(LONG * 3 / 4, true);
-        assert_eq!(polls.next(), Start::Here);
+        for _ in 0..2 {
+            here(&mut polls, 7, CHEAP / 8, true);
+            assert_eq!(polls.next(), Start::Here);
+            polls.took(LONG * 100, true);
+        }
+        assert_eq!(polls.next(), Start::Task);
     }
 
     #[test]
