@@ -390,6 +390,37 @@ async fn postgres_store_conforms() {
     }
 }
 
+/// A store joining a schema already in use takes no table lock: its
+/// tables are up to date, so it runs no DDL (an `ALTER TABLE` would wait
+/// for every transaction of the workers already there, and could
+/// deadlock with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_joins_a_busy_schema_without_locking_it() {
+    let url = database_url();
+    let schema = format!("reactor_busy_{}", std::process::id());
+    let first = fresh_pg(&url, &schema).await;
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE \"{schema}\".reactor_runs IN ROW EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        reactor::journal::PgStore::connect_in(&url, &schema),
+    )
+    .await
+    .expect("the second store waited on the busy table")
+    .unwrap();
+    tx.rollback().await.unwrap();
+    drop(second);
+    first.drop_schema().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_refuses_a_schema_name_it_would_have_to_quote() {
     let err = reactor::journal::PgStore::connect_in(&database_url(), "Robert\"; DROP")

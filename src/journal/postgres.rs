@@ -159,13 +159,23 @@ impl Conn {
         Ok(client)
     }
 
-    /// Creates the schema and tables if they are missing.
+    /// Creates the schema and tables if they are missing or older than
+    /// [`SCHEMA_VERSION`]. A schema already up to date is left alone: its
+    /// DDL (`ALTER TABLE` even when nothing changes) would lock tables the
+    /// workers already running on it are using, and could deadlock with
+    /// them.
     async fn create_schema(&self, client: &mut Client) -> Result<(), StoreError> {
         let s = &self.schema;
+        if schema_version(&*client, s).await? >= SCHEMA_VERSION {
+            return Ok(());
+        }
         let tx = client.transaction().await.map_err(backend)?;
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[s])
             .await
             .map_err(backend)?;
+        if schema_version(&tx, s).await? >= SCHEMA_VERSION {
+            return tx.commit().await.map_err(backend);
+        }
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS \"{s}\";
              CREATE TABLE IF NOT EXISTS \"{s}\".reactor_runs (
@@ -195,13 +205,46 @@ impl Conn {
                  body TEXT NOT NULL,
                  PRIMARY KEY (run_id, seq)
              );
-             {}",
+             {}
+             CREATE TABLE IF NOT EXISTS \"{s}\".reactor_schema (version INTEGER NOT NULL);
+             DELETE FROM \"{s}\".reactor_schema;
+             INSERT INTO \"{s}\".reactor_schema VALUES ({SCHEMA_VERSION});",
             super::pg_limits::schema(s)
         ))
         .await
-        .map_err(|e| StoreError::Backend(format!("cannot create the schema `{s}`: {e}")))?;
+        .map_err(|e| match backend(e) {
+            StoreError::Backend(why) => {
+                StoreError::Backend(format!("cannot create the schema `{s}`: {why}"))
+            }
+            other => other,
+        })?;
         tx.commit().await.map_err(backend)
     }
+}
+
+/// The version of the tables [`Conn::create_schema`] makes; raise it with
+/// every change to them.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The version of schema `s`'s tables: 0 if they predate versions or do
+/// not exist.
+async fn schema_version(c: &impl GenericClient, s: &str) -> Result<i32, StoreError> {
+    let table = format!("\"{s}\".reactor_schema");
+    let exists: bool = c
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(backend)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    c.query_one(
+        &format!("SELECT coalesce(max(version), 0) FROM {table}"),
+        &[],
+    )
+    .await
+    .map_err(backend)
+    .map(|row| row.get(0))
 }
 
 /// How a [`PgStore`] connects: its schema, its worker id, its lease.
