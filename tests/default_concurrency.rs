@@ -8,23 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Gauge;
+use common::{fan_out, Gauge};
 use reactor::kinds::compose;
-use reactor::{result, step, Concurrency, ConcurrencyPool, Inputs, Reactor, RunRequest, StepSpec};
+use reactor::{result, step, Concurrency, ConcurrencyPool, Inputs, Reactor, RunRequest};
 use tokio::sync::Barrier;
-
-/// `n` steps `s0..` built by `each`, then `all` reading every one.
-fn fan_out(name: &str, n: usize, each: impl Fn(usize) -> StepSpec) -> Reactor {
-    let mut b = Reactor::builder(name);
-    let mut all = step("all");
-    for i in 0..n {
-        b.add(each(i));
-        all = all.argument(format!("s{i}"), result(format!("s{i}")));
-    }
-    b.add(all.run_sync(|args, _| Ok(args.len())));
-    b.returns("all");
-    b.build().unwrap()
-}
 
 /// `n` async steps that each wait until all `n` have started.
 fn meeting(name: &str, n: usize) -> Reactor {

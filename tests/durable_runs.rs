@@ -777,10 +777,12 @@ async fn a_step_a_guard_skipped_is_not_undone_after_a_resume() {
     assert_eq!(ledger.get("undo cached"), 0);
 }
 
-/// Fails every write after the first `ok` with an error that cannot pass.
+/// Fails every write after the first `ok` with an error that cannot pass,
+/// and counts the writes (each a commit of the journal).
 struct FailingStore {
     inner: Arc<reactor::journal::MemoryStore>,
     ok: AtomicU32,
+    appends: Arc<AtomicU32>,
 }
 
 #[reactor::async_trait]
@@ -797,6 +799,7 @@ impl Store for FailingStore {
         epoch: u32,
         records: &[reactor::journal::Record],
     ) -> Result<(), reactor::journal::StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
         if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
             self.ok.store(0, Ordering::SeqCst);
             return Err(reactor::journal::StoreError::Closed);
@@ -828,6 +831,7 @@ async fn a_run_whose_journal_fails_stops_without_undoing_and_is_taken_up_later()
     let failing = FailingStore {
         inner: inner.clone(),
         ok: AtomicU32::new(2),
+        appends: Default::default(),
     };
     let rt = Runtime::new(failing);
     rt.register(checkout(&ledger, true)).unwrap();
@@ -1048,53 +1052,14 @@ async fn a_durable_step_name_holding_an_id_separator_is_refused() {
     }
 }
 
-/// Counts the store's appends (each a commit of the journal).
-struct CountingStore {
-    inner: reactor::journal::MemoryStore,
-    appends: Arc<AtomicU32>,
-}
-
-#[reactor::async_trait]
-impl Store for CountingStore {
-    async fn create_run(
-        &self,
-        run: reactor::journal::NewRun,
-    ) -> Result<reactor::journal::Created, reactor::journal::StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn append(
-        &self,
-        run_id: &str,
-        epoch: u32,
-        records: &[reactor::journal::Record],
-    ) -> Result<(), reactor::journal::StoreError> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append(run_id, epoch, records).await
-    }
-    async fn load(
-        &self,
-        run_id: &str,
-    ) -> Result<reactor::journal::Journal, reactor::journal::StoreError> {
-        self.inner.load(run_id).await
-    }
-    async fn runs(
-        &self,
-        status: Option<RunStatus>,
-    ) -> Result<Vec<reactor::journal::RunSummary>, reactor::journal::StoreError> {
-        self.inner.runs(status).await
-    }
-    async fn purge(&self, ended_before_ms: u64) -> Result<u64, reactor::journal::StoreError> {
-        self.inner.purge(ended_before_ms).await
-    }
-}
-
 /// Steps that end at once in the coordinator are journalled in batches,
 /// as the reports of tasks are: one commit for many steps, not one each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_ending_in_the_coordinator_share_their_commits() {
     let appends = Arc::new(AtomicU32::new(0));
-    let rt = Runtime::new(CountingStore {
-        inner: reactor::journal::MemoryStore::new(),
+    let rt = Runtime::new(FailingStore {
+        inner: Arc::new(reactor::journal::MemoryStore::new()),
+        ok: AtomicU32::new(u32::MAX),
         appends: appends.clone(),
     });
     let mut b = Reactor::builder("fan");

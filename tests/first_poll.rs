@@ -8,25 +8,15 @@
 //! these tests hold whatever the machine and build: the first attempt of
 //! a run always starts there, and costly ones soon stop doing so.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reactor::{result, step, Inputs, Reactor, StepSpec};
+use common::fan_out;
+use reactor::{result, step, Inputs, Reactor};
 use tokio::sync::oneshot;
 use tokio::task::Id;
-
-/// `n` steps `s0..` built by `each`, then `all` reading every one.
-fn fan_out(n: usize, each: impl Fn(usize) -> StepSpec) -> Reactor {
-    let mut b = Reactor::builder("first_poll");
-    let mut all = step("all");
-    for i in 0..n {
-        b.add(each(i));
-        all = all.argument(format!("s{i}"), result(format!("s{i}")));
-    }
-    b.add(all.run_sync(|args, _| Ok(args.len())));
-    b.returns("all");
-    b.build().unwrap()
-}
 
 /// Runs `reactor` from a task of its own: that task's id, and the run's
 /// result.
@@ -42,7 +32,7 @@ async fn run_in_task(reactor: Reactor) -> (Id, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_step_that_answers_at_once_needs_no_task() {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let reactor = fan_out(20, |i| {
+    let reactor = fan_out("first_poll", 20, |i| {
         let seen = seen.clone();
         step(format!("s{i}")).run(move |_, _| {
             seen.lock().unwrap().push((i, tokio::task::try_id()));
@@ -63,7 +53,7 @@ async fn an_async_step_that_answers_at_once_needs_no_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_that_awaits_goes_on_in_a_task_of_its_own() {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let reactor = fan_out(8, |i| {
+    let reactor = fan_out("first_poll", 8, |i| {
         let seen = seen.clone();
         step(format!("s{i}")).run(move |_, _| {
             let seen = seen.clone();
@@ -132,7 +122,7 @@ async fn a_wake_up_after_the_first_poll_reaches_the_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn costly_first_polls_move_to_tasks() {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let reactor = fan_out(20, |i| {
+    let reactor = fan_out("first_poll", 20, |i| {
         let seen = seen.clone();
         step(format!("s{i}")).run(move |_, _| {
             seen.lock().unwrap().push(tokio::task::try_id());

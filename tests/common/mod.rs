@@ -3,7 +3,21 @@
 
 use std::sync::{Arc, Mutex};
 
-use reactor::{Event, Middleware};
+use reactor::{result, step, Event, Middleware, Reactor, StepSpec};
+
+/// A reactor named `name`: `n` steps `s0..` built by `each`, then `all`
+/// reading every one and returning how many it read.
+pub fn fan_out(name: &str, n: usize, each: impl Fn(usize) -> StepSpec) -> Reactor {
+    let mut b = Reactor::builder(name);
+    let mut all = step("all");
+    for i in 0..n {
+        b.add(each(i));
+        all = all.argument(format!("s{i}"), result(format!("s{i}")));
+    }
+    b.add(all.run_sync(|args, _| Ok(args.len())));
+    b.returns("all");
+    b.build().unwrap()
+}
 
 /// Records `(step, event name)` for every event, in order.
 #[derive(Default)]
