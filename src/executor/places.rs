@@ -114,9 +114,7 @@ impl BoxedTask {
     pub(crate) fn new(task: StepTask) -> BoxedTask {
         BoxedTask(Some(Box::new(task)))
     }
-}
 
-impl BoxedTask {
     /// The step's arguments (the task has not ended).
     pub(crate) fn args(&self) -> &Arguments {
         let task = self.0.as_ref().expect("not yet polled to completion");
@@ -231,6 +229,40 @@ pub(crate) const MAX_CHUNK: usize = 32;
 /// How long a chunk runs before it hands its remaining steps back.
 pub(crate) const CHUNK_TIME: Duration = Duration::from_micros(200);
 
+/// Attempts run one after another in one place (a chunk's task, the
+/// coordinator): a chunk's worth is at most [`MAX_CHUNK`] of them, for at
+/// most [`CHUNK_TIME`] (the clock read every 4, to keep the check cheap).
+#[derive(Default)]
+pub(crate) struct Batch {
+    ran: u32,
+    /// When its time started; `None` until its first attempt ends, for a
+    /// batch that reads no clock unless one does.
+    since: Option<Instant>,
+}
+
+impl Batch {
+    /// A batch whose time runs from `started`.
+    pub(crate) fn since(started: Instant) -> Batch {
+        Batch {
+            ran: 0,
+            since: Some(started),
+        }
+    }
+
+    /// How many attempts it ran.
+    pub(crate) fn ran(&self) -> u32 {
+        self.ran
+    }
+
+    /// One more attempt ran; whether the batch is full.
+    pub(crate) fn full(&mut self) -> bool {
+        self.ran += 1;
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.ran as usize >= MAX_CHUNK
+            || (self.ran.is_multiple_of(4) && since.elapsed() >= CHUNK_TIME)
+    }
+}
+
 impl ChunkTask {
     /// `items` in the order to run them.
     pub(crate) fn new(
@@ -250,7 +282,7 @@ impl ChunkTask {
     /// Runs the steps (no step awaits).
     pub(crate) fn run(mut self: Box<Self>) -> Finished {
         let started = Instant::now();
-        let mut ran = 0;
+        let mut batch = Batch::since(started);
         while let Some((key, run, args, ctx)) = self.items.pop() {
             let attempt = attempt::run_plain(&run, &args, &ctx);
             self.ended.push(Ended {
@@ -260,9 +292,7 @@ impl ChunkTask {
                 ctx,
                 _runner: None,
             });
-            ran += 1;
-            // A clock read every few steps keeps the check cheap.
-            if ran % 4 == 0 && !self.items.is_empty() && started.elapsed() >= CHUNK_TIME {
+            if !self.items.is_empty() && batch.full() {
                 break;
             }
         }

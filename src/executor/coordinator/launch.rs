@@ -10,7 +10,7 @@ use crate::context::{Context, StepRef};
 use crate::error::{panic_message, Phase, Reason, StepErrorKind};
 use crate::executor::attempt::{self, Started};
 use crate::executor::nesting::Nesting;
-use crate::executor::places::{BoxedTask, ChunkTask, Ended, StepTask, CHUNK_TIME, MAX_CHUNK};
+use crate::executor::places::{Batch, BoxedTask, ChunkTask, Ended, StepTask, MAX_CHUNK};
 use crate::executor::tasks::Keys;
 use crate::planner::{ArgFrom, PlannedStep};
 use crate::pool::Permit;
@@ -20,25 +20,6 @@ use crate::step::{Runner, SyncRunFn};
 /// once (without `Concurrency::Auto`): far past what waiting on I/O needs,
 /// while a fan-out of millions of steps does not hold a task for each.
 pub(crate) const UNHELD_LIMIT: usize = 10_000;
-
-/// Awaiting attempts that ended in the coordinator during one call of
-/// [`Coordinator::launch_ready`]: a batch, like a chunk of plain steps.
-#[derive(Default)]
-struct HereBatch {
-    done: u32,
-    since: Option<std::time::Instant>,
-}
-
-impl HereBatch {
-    /// One more ended; whether the batch is full (at most [`MAX_CHUNK`]
-    /// attempts, for at most [`CHUNK_TIME`]).
-    fn full(&mut self) -> bool {
-        self.done += 1;
-        let since = *self.since.get_or_insert_with(std::time::Instant::now);
-        self.done as usize >= MAX_CHUNK
-            || (self.done.is_multiple_of(4) && since.elapsed() >= CHUNK_TIME)
-    }
-}
 
 /// Plain steps costing less than this (measured over this run's chunks)
 /// run their chunks in the coordinator: handing them to another task
@@ -76,15 +57,17 @@ impl Coordinator {
     /// the coordinator, so that the loop checks its limits between such
     /// attempts.
     pub(super) fn launch_ready(&mut self) -> bool {
-        let mut here = HereBatch::default();
-        self.launch_some(&mut here) || here.done > 0
+        // Awaiting attempts that end here during this call: a batch, like
+        // a chunk of plain steps.
+        let mut here = Batch::default();
+        self.launch_some(&mut here) || here.ran() > 0
     }
 
     /// [`Coordinator::launch_ready`]'s loop; awaiting attempts that end in
     /// the coordinator are counted in `here`, which stops the loop once it
     /// is a chunk's worth (so that the loop checks its limits, and a
     /// durable run flushes its journal, per batch, not per step).
-    fn launch_some(&mut self, here: &mut HereBatch) -> bool {
+    fn launch_some(&mut self, here: &mut Batch) -> bool {
         let plan = self.plan.clone();
         loop {
             if self.stopping() {
@@ -301,16 +284,12 @@ impl Coordinator {
     /// for at most [`CHUNK_TIME`]), holding `permit`; measures them.
     fn run_chunk_here(&mut self, first: (Key, SyncRunFn, Arguments, Context), permit: Permit) {
         let started = std::time::Instant::now();
+        let mut batch = Batch::since(started);
         let (mut key, mut run, mut args, mut ctx) = first;
-        let mut ran: u32 = 0;
         loop {
             let attempt = attempt::run_plain(&run, &args, &ctx);
             self.on_attempt(key, attempt, args, ctx);
-            ran += 1;
-            if ran as usize == MAX_CHUNK
-                || self.stopping()
-                || (ran.is_multiple_of(4) && started.elapsed() >= CHUNK_TIME)
-            {
+            if batch.full() || self.stopping() {
                 break;
             }
             match self.next_plain() {
@@ -319,7 +298,7 @@ impl Coordinator {
             }
         }
         drop(permit);
-        self.measured_plain(started.elapsed() / ran);
+        self.measured_plain(started.elapsed() / batch.ran());
     }
 
     /// The next ready step, prepared, if it is a plain step that a chunk
