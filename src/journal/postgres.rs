@@ -92,11 +92,7 @@ impl Session {
     /// Runs `f` on the connection, opening it first if it is closed.
     pub(super) async fn run<T>(
         &self,
-        f: impl for<'c> FnOnce(
-            &'c Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>,
-        >,
+        f: impl for<'c> FnOnce(&'c Client) -> OnClient<'c, T>,
     ) -> Result<T, StoreError> {
         let mut client = self.client.lock().await;
         if client.as_ref().is_none_or(Client::is_closed) {
@@ -111,6 +107,10 @@ impl Session {
     }
 }
 
+/// What a function given a connection returns: its work on it.
+pub(super) type OnClient<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
 /// How to reach the tables, and who this store is among the workers.
 pub(super) struct Conn {
     url: String,
@@ -122,16 +122,20 @@ pub(super) struct Conn {
 }
 
 pub(super) fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
-    // A server error's own message says what went wrong; the client's
-    // Display says only "db error".
+    StoreError::Backend(message(e))
+}
+
+/// What went wrong: a server error's own message (the client's Display
+/// says only "db error").
+fn message(e: impl std::fmt::Display + 'static) -> String {
     let any: &dyn std::any::Any = &e;
     if let Some(db) = any
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::as_db_error)
     {
-        return StoreError::Backend(format!("PostgreSQL: {}", db.message()));
+        return format!("PostgreSQL: {}", db.message());
     }
-    StoreError::Backend(e.to_string())
+    e.to_string()
 }
 
 impl Conn {
@@ -212,11 +216,8 @@ impl Conn {
             super::pg_limits::schema(s)
         ))
         .await
-        .map_err(|e| match backend(e) {
-            StoreError::Backend(why) => {
-                StoreError::Backend(format!("cannot create the schema `{s}`: {why}"))
-            }
-            other => other,
+        .map_err(|e| {
+            StoreError::Backend(format!("cannot create the schema `{s}`: {}", message(e)))
         })?;
         tx.commit().await.map_err(backend)
     }
@@ -392,11 +393,7 @@ impl PgStore {
     /// Runs `f` on the reading connection.
     async fn read<T>(
         &self,
-        f: impl for<'c> FnOnce(
-            &'c Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>,
-        >,
+        f: impl for<'c> FnOnce(&'c Client) -> OnClient<'c, T>,
     ) -> Result<T, StoreError> {
         self.reader.run(f).await
     }
