@@ -421,6 +421,67 @@ async fn postgres_store_joins_a_busy_schema_without_locking_it() {
     first.drop_schema().await.unwrap();
 }
 
+/// A store renews the runs it drives, not every run the table gives its
+/// worker: a run whose claim committed but whose answer was lost (the
+/// connection broke, a server restart) runs out of lease and another
+/// worker takes it up, while the run it did claim stays its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_renews_only_the_runs_its_worker_drives() {
+    use reactor::journal::{Leases, PgStore};
+    let url = database_url();
+    let schema = format!("reactor_held_{}", std::process::id());
+    fresh_pg(&url, &schema).await.drop_schema().await.unwrap();
+    let lease = std::time::Duration::from_millis(1000);
+    let open = || async {
+        PgStore::options(&url)
+            .schema(&schema)
+            .lease(lease)
+            .connect()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open().await, open().await);
+    let queued = |id: &str| NewRun {
+        queued: true,
+        ..new_run(id, None)
+    };
+    let reactors = ["r".to_string()];
+    a.create_run(queued("kept")).await.unwrap();
+    assert_eq!(a.claim(1, &reactors, &[]).await.unwrap(), ["kept"]);
+    // Claimed by `a` as far as the table knows; `a` never heard of it.
+    a.create_run(queued("lost")).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let lost = client
+        .execute(
+            &format!(
+                "UPDATE \"{schema}\".reactor_runs SET owner = $1,
+                     lease_until = now() + interval '1 second' WHERE id = 'lost'"
+            ),
+            &[&a.worker()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(lost, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let claimed = b.claim(10, &reactors, &[]).await.unwrap();
+        assert!(!claimed.contains(&"kept".to_string()), "{claimed:?}");
+        if claimed.contains(&"lost".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run `a` does not drive is renewed by it forever"
+        );
+        tokio::time::sleep(lease / 4).await;
+    }
+    drop((a, b));
+    fresh_pg(&url, &schema).await.drop_schema().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_refuses_a_schema_name_it_would_have_to_quote() {
     let err = reactor::journal::PgStore::connect_in(&database_url(), "Robert\"; DROP")

@@ -502,8 +502,10 @@ impl Runtime {
             })
     }
 
+    /// `run_id`'s journal; a transient failure (a server restarting) is
+    /// retried as writes are.
     async fn load(&self, run_id: &str) -> Result<Journal, Error> {
-        match self.inner.store.load(run_id).await {
+        match with_retry(run_id, || self.inner.store.load(run_id)).await {
             Err(StoreError::UnknownRun(_)) => Err(Error::Unknown {
                 what: "run",
                 name: run_id.to_string(),

@@ -8,6 +8,7 @@
 //! starts, recovers and resumes runs from their journals.
 
 mod memory;
+mod pg_held;
 mod pg_limits;
 mod postgres;
 pub(crate) mod record;

@@ -29,7 +29,10 @@
 //! - Reads use a second connection. A connection that fails is a
 //!   transient [`StoreError::Backend`] (the journal retries it) and is
 //!   opened again for the next write or read, so a server restart strands
-//!   nothing.
+//!   nothing. Nor does an answer it lost: the lease renewal renews only
+//!   the runs the store knows it holds (`pg_held`), so a run claimed by a
+//!   statement whose answer never came, or one whose hand-back failed,
+//!   runs out of lease and is claimed again.
 //! - Tables live in a schema of the store's own (`reactor` unless told
 //!   otherwise), created when the store connects (under an advisory
 //!   lock, so workers starting together do not race):
@@ -45,6 +48,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::{Client, GenericClient, NoTls};
 
+use super::pg_held::Held;
 use super::record::{now_ms, Entry, Record, RunStatus};
 use super::store::{
     ask, commit_measured, decode_record, decode_status, fence, Created, Journal, Leases, NewRun,
@@ -119,6 +123,8 @@ pub(super) struct Conn {
     pub(super) worker: String,
     /// How long a lease lasts unless renewed, in milliseconds.
     pub(super) lease_ms: i64,
+    /// The runs it holds: those its renewal renews.
+    held: Held,
 }
 
 pub(super) fn backend(e: impl std::fmt::Display + 'static) -> StoreError {
@@ -322,6 +328,7 @@ impl PgOptions {
             schema,
             worker,
             lease_ms: self.lease.as_millis() as i64,
+            held: Held::default(),
         });
         let mut writer = conn.open().await?;
         conn.create_schema(&mut writer).await?;
@@ -399,8 +406,9 @@ impl PgStore {
     }
 }
 
-/// Renews the leases of the runs this store holds, one statement every
-/// `tick`, until the store is dropped. Runs a write has locked are
+/// Renews the leases of the runs this store holds ([`Held`]: not every
+/// run the table gives its worker), one statement every `tick`, until
+/// the store is dropped. Runs a write has locked are
 /// skipped (the write renews them): waiting for them, in another order
 /// than the writer locks them, would deadlock with it. Shared limits'
 /// holdings are renewed; what a worker wants is forgotten (a waiter
@@ -427,13 +435,14 @@ async fn renew_loop(conn: std::sync::Weak<Conn>, tick: std::time::Duration) {
                      WHERE id IN (
                          SELECT id FROM reactor_runs
                          WHERE owner = $1 AND status IN ('running', 'unwinding')
+                           AND id = ANY($3)
                          FOR UPDATE SKIP LOCKED)
                  ),
                  idle AS (DELETE FROM reactor_limits WHERE worker = $1 AND held = 0)
                  UPDATE reactor_limits
                  SET lease_until = now() + $2 * interval '1 millisecond', wanted = 0
                  WHERE worker = $1 AND held > 0",
-                &[&conn.worker, &(conn.lease_ms as f64)],
+                &[&conn.worker, &(conn.lease_ms as f64), &conn.held.ids()],
             )
             .await;
         if let Err(e) = renewed {
@@ -501,6 +510,7 @@ async fn commit(client: &mut Client, conn: &Conn, batch: Vec<Write>) -> Result<(
     }
     let mut created = Vec::with_capacity(creates.len());
     let mut appended: Vec<Result<(), StoreError>> = Vec::with_capacity(appends.len());
+    let mut written = Vec::new();
     let committed: Result<(), StoreError> = async {
         let mut tx = client.transaction().await.map_err(backend)?;
         for (run, _) in &creates {
@@ -514,11 +524,21 @@ async fn commit(client: &mut Client, conn: &Conn, batch: Vec<Write>) -> Result<(
             created.push(done);
         }
         if !appends.is_empty() {
-            appended = append_all(&tx, conn, &appends).await?;
+            (appended, written) = append_all(&tx, conn, &appends).await?;
         }
         tx.commit().await.map_err(backend)
     }
     .await;
+    if committed.is_ok() {
+        let new = creates
+            .iter()
+            .zip(&created)
+            .filter(|((run, _), done)| !run.queued && matches!(done, Ok(Created::New)));
+        conn.held.take(new.map(|((run, _), _)| run.id.as_str()));
+        for (run, status) in written {
+            conn.held.wrote(run, status);
+        }
+    }
     fn answer<T>(
         committed: &Result<(), StoreError>,
         r: Result<T, StoreError>,
@@ -556,12 +576,19 @@ type Append = (
 /// (in id order, so that workers never deadlock) and their owners read,
 /// the fencing rule applied to each append in turn, the accepted records
 /// inserted at once, and the runs' status and owner updated at once. Each
-/// append's answer: refused ones fail alone.
-async fn append_all(
+/// append's answer (refused ones fail alone), and each run written with
+/// its new status (`None`: unchanged).
+async fn append_all<'a>(
     c: &impl GenericClient,
     conn: &Conn,
-    appends: &[Append],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    appends: &'a [Append],
+) -> Result<
+    (
+        Vec<Result<(), StoreError>>,
+        Vec<(&'a str, Option<RunStatus>)>,
+    ),
+    StoreError,
+> {
     let mut ids: Vec<&str> = appends.iter().map(|(id, ..)| id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -643,7 +670,7 @@ async fn append_all(
         .collect();
     // Each run's new status: that of its last record stored now (a
     // retried append does not move it).
-    let mut status: std::collections::HashMap<&str, RunStatus> = Default::default();
+    let mut status: std::collections::HashMap<&'a str, RunStatus> = Default::default();
     for ((run_id, _, records, _), answer) in appends.iter().zip(&answers) {
         if answer.is_err() {
             continue;
@@ -691,7 +718,11 @@ async fn append_all(
     )
     .await
     .map_err(backend)?;
-    Ok(answers)
+    let written = accepted
+        .into_iter()
+        .map(|id| (id, status.get(id).copied()))
+        .collect();
+    Ok((answers, written))
 }
 
 /// The run holding idempotency key `key`, if any.
@@ -808,11 +839,12 @@ impl Leases for PgStore {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         let (worker, lease) = (self.conn.worker.clone(), self.conn.lease_ms as f64);
         let (reactors, skip) = (reactors.to_vec(), skip.to_vec());
-        self.read(move |c| {
-            Box::pin(async move {
-                let rows = c
-                    .query(
-                        "UPDATE reactor_runs SET owner = $1,
+        let claimed = self
+            .read(move |c| {
+                Box::pin(async move {
+                    let rows = c
+                        .query(
+                            "UPDATE reactor_runs SET owner = $1,
                              lease_until = now() + $3 * interval '1 millisecond'
                          WHERE id IN (
                              SELECT id FROM reactor_runs
@@ -823,20 +855,25 @@ impl Leases for PgStore {
                              LIMIT $2
                              FOR UPDATE SKIP LOCKED)
                          RETURNING id, created_ms",
-                        &[&worker, &n, &lease, &reactors, &skip],
-                    )
-                    .await
-                    .map_err(backend)?;
-                let mut claimed: Vec<(i64, String)> =
-                    rows.iter().map(|r| (r.get(1), r.get(0))).collect();
-                claimed.sort();
-                Ok(claimed.into_iter().map(|(_, id)| id).collect())
+                            &[&worker, &n, &lease, &reactors, &skip],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    let mut claimed: Vec<(i64, String)> =
+                        rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+                    claimed.sort();
+                    Ok(claimed.into_iter().map(|(_, id)| id).collect::<Vec<_>>())
+                })
             })
-        })
-        .await
+            .await?;
+        self.conn.held.take(claimed.iter().map(String::as_str));
+        Ok(claimed)
     }
 
     async fn release(&self, runs: &[String]) -> Result<(), StoreError> {
+        // Not renewed from now on, even if the hand-back fails: its lease
+        // runs out instead.
+        self.conn.held.let_go(runs.iter().map(String::as_str));
         let (worker, runs) = (self.conn.worker.clone(), runs.to_vec());
         self.read(move |c| {
             Box::pin(async move {

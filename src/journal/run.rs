@@ -196,7 +196,8 @@ pub(crate) async fn append_with_retry(
 }
 
 /// Calls `op` until it succeeds, fails for good, or has failed for
-/// [`RETRY_FOR`]: the one retry policy of store writes.
+/// [`RETRY_FOR`]: the one retry policy of store writes (and of the reads
+/// taking a run up).
 pub(crate) async fn with_retry<T, F, Fut>(run_id: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
@@ -207,7 +208,7 @@ where
     loop {
         match op().await {
             Err(e) if e.is_transient() && started.elapsed() < RETRY_FOR => {
-                tracing::warn!(run_id, error = %e, "a journal write failed; retrying");
+                tracing::warn!(run_id, error = %e, "the journal store failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }

@@ -356,6 +356,7 @@ pub trait Leases: Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
 
     /// Hands back those of `runs` this worker holds, so that another
-    /// worker can claim them at once.
+    /// worker can claim them at once. From this call on they are not
+    /// renewed, even if it fails: then their leases run out instead.
     async fn release(&self, runs: &[String]) -> Result<(), StoreError>;
 }
