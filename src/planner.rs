@@ -50,15 +50,13 @@ pub(crate) enum ArgFrom {
 #[derive(Clone)]
 pub(crate) struct PlannedStep {
     pub(crate) spec: StepSpec,
-    /// A plain closure (`run_sync`, no compensation), called directly.
-    pub(crate) plain: Option<SyncRunFn>,
     /// Where each argument reads from, in declaration order (the sources,
-    /// with sub-paths and transforms, stay in the spec).
+    /// with sub-paths and transforms, stay in the spec). The producers
+    /// a step reads are those of its `Step` entries ([`PlannedStep::reads`]).
     pub(crate) arg_from: SmallVec<[ArgFrom; 2]>,
-    /// The argument names, read by every run's [`Arguments`](crate::Arguments)
-    /// (shared by the steps of a plan whose names are the same); for a step
-    /// with many arguments, read from its spec instead of copied.
-    arg_names: Option<Arc<[Name]>>,
+    /// A plain closure (`run_sync`, no compensation, no guard or limit),
+    /// called directly ([`PlannedStep::plain`]).
+    is_plain: bool,
     /// No argument has a sub-path or transform, and no whole-map transform.
     pub(crate) plain_args: bool,
     pub(crate) run_async: bool,
@@ -70,8 +68,6 @@ pub(crate) struct PlannedStep {
     pub(crate) max_retries: Option<u32>,
     /// Unique producers this step waits for (data and `wait_for`).
     pub(crate) deps: SmallVec<[usize; 2]>,
-    /// Unique producers whose value this step reads.
-    pub(crate) reads: SmallVec<[usize; 2]>,
     /// Steps that wait for this one.
     pub(crate) dependents: SmallVec<[usize; 2]>,
     pub(crate) can_undo: bool,
@@ -127,16 +123,14 @@ impl PlannedStep {
     /// A stand-in for a step that failed to plan (the plan is discarded).
     fn placeholder(spec: StepSpec) -> PlannedStep {
         PlannedStep {
-            plain: None,
             arg_from: SmallVec::new(),
-            arg_names: None,
+            is_plain: false,
             plain_args: true,
             run_async: true,
             cpu_bound: false,
             awaits: false,
             max_retries: None,
             deps: SmallVec::new(),
-            reads: SmallVec::new(),
             dependents: SmallVec::new(),
             can_undo: false,
             spec,
@@ -145,9 +139,32 @@ impl PlannedStep {
 
     /// The name of argument `k`.
     pub(crate) fn arg_name(&self, k: usize) -> &Name {
-        match &self.arg_names {
-            Some(names) => &names[k],
-            None => &self.spec.def().arguments[k].name,
+        &self.spec.def().arguments[k].name
+    }
+
+    /// The producers whose values this step reads, once per argument
+    /// reading one (so a producer read twice is listed twice: a reader
+    /// counts and releases its readings alike). A step emitted to
+    /// replace itself lists itself.
+    pub(crate) fn reads(&self) -> impl Iterator<Item = usize> + '_ {
+        self.arg_from.iter().filter_map(|from| match from {
+            ArgFrom::Step(j) => Some(*j as usize),
+            _ => None,
+        })
+    }
+
+    /// Its closure, if it is a plain one (`run_sync`, no compensation,
+    /// no guard or limit): called directly, with no runner built.
+    pub(crate) fn plain(&self) -> Option<&SyncRunFn> {
+        if !self.is_plain {
+            return None;
+        }
+        match &self.spec.def().implementation {
+            Implementation::Fn(f) => match &f.run {
+                Some(RunFn::Sync(run)) => Some(run),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -158,7 +175,7 @@ impl PlannedStep {
 
     /// How a task calls the step.
     pub(crate) fn runner(&self) -> Runner {
-        match &self.plain {
+        match self.plain() {
             Some(run) => Runner::Plain(run.clone()),
             None => Runner::Step(self.imp()),
         }
@@ -175,13 +192,11 @@ pub(crate) fn plan_step(
     emitted: bool,
     input_index: &FxHashMap<Name, usize>,
     lookup: &dyn Fn(&str) -> Option<usize>,
-    names: &mut NameLists,
 ) -> Result<PlannedStep, Error> {
     let imp = spec.resolve()?;
     let def = spec.def();
     let mut arg_from = SmallVec::with_capacity(def.arguments.len());
     let mut deps: SmallVec<[usize; 2]> = SmallVec::new();
-    let mut reads: SmallVec<[usize; 2]> = SmallVec::new();
     let self_read = || Error::Cycle {
         cycle: vec![def.name.to_string(), def.name.to_string()],
         length: 1,
@@ -209,7 +224,6 @@ pub(crate) fn plan_step(
                 } else if !emitted {
                     return Err(self_read());
                 }
-                reads.push(i);
                 ArgFrom::Step(i as u32)
             }
             crate::argument::Origin::Value(_) => ArgFrom::Constant,
@@ -228,20 +242,15 @@ pub(crate) fn plan_step(
         }
     }
     sort_dedup(&mut deps);
-    sort_dedup(&mut reads);
     let can_undo = imp.can_undo();
-    let plain = match &def.implementation {
-        Implementation::Fn(f)
-            if f.compensate().is_none()
+    let is_plain = match &def.implementation {
+        Implementation::Fn(f) => {
+            f.compensate().is_none()
                 && def.extras().guards.is_empty()
-                && def.extras().limits.is_empty() =>
-        {
-            match &f.run {
-                Some(RunFn::Sync(run)) => Some(run.clone()),
-                _ => None,
-            }
+                && def.extras().limits.is_empty()
+                && matches!(f.run, Some(RunFn::Sync(_)))
         }
-        _ => None,
+        _ => false,
     };
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
@@ -253,11 +262,9 @@ pub(crate) fn plan_step(
                 Implementation::Fn(f) => !matches!(f.run, Some(RunFn::Sync(_))),
                 _ => true,
             });
-    let arg_names = (def.arguments.len() <= SHARED_NAMES_MAX).then(|| names.share(&def.arguments));
     Ok(PlannedStep {
-        plain,
         arg_from,
-        arg_names,
+        is_plain,
         plain_args,
         run_async,
         cpu_bound,
@@ -265,7 +272,6 @@ pub(crate) fn plan_step(
         max_retries,
         spec,
         deps,
-        reads,
         dependents: SmallVec::new(),
         can_undo,
     })
@@ -277,41 +283,8 @@ const PARALLEL_PLAN_MIN: usize = 50_000;
 /// What planning one step after another carries along.
 #[derive(Default)]
 struct PlanState {
-    names: NameLists,
     /// The step after the last one an argument was found to read.
     next: usize,
-}
-
-/// Steps with more arguments read their names from their spec.
-const SHARED_NAMES_MAX: usize = 8;
-
-/// Argument name lists, shared between the steps whose lists are equal.
-#[derive(Default)]
-pub(crate) struct NameLists {
-    /// The list shared last: steps declared in a row often read alike.
-    last: Option<Arc<[Name]>>,
-    seen: rustc_hash::FxHashSet<Arc<[Name]>>,
-}
-
-impl NameLists {
-    fn share(&mut self, args: &[crate::argument::ArgumentSpec]) -> Arc<[Name]> {
-        if let Some(last) = &self.last {
-            if last.len() == args.len() && last.iter().zip(args).all(|(n, a)| *n == a.name) {
-                return last.clone();
-            }
-        }
-        let list: SmallVec<[Name; 4]> = args.iter().map(|a| a.name.clone()).collect();
-        let shared = match self.seen.get(&list[..]) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared: Arc<[Name]> = Arc::from(&list[..]);
-                self.seen.insert(shared.clone());
-                shared
-            }
-        };
-        self.last = Some(shared.clone());
-        shared
-    }
 }
 
 fn sort_dedup(v: &mut SmallVec<[usize; 2]>) {
@@ -387,14 +360,7 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
             }
             found
         };
-        let planned = plan_step(
-            spec.clone(),
-            i,
-            false,
-            &input_index,
-            &lookup,
-            &mut state.names,
-        );
+        let planned = plan_step(spec.clone(), i, false, &input_index, &lookup);
         state.next = next.get();
         planned
     };

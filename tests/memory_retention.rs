@@ -42,6 +42,54 @@ async fn a_result_is_freed_once_its_last_reader_has_started() {
     }
 }
 
+/// A step reading one result through two arguments counts as two
+/// readings and releases both: the result stays for a later reader and
+/// is freed after it.
+#[tokio::test]
+async fn a_result_read_twice_by_one_step_is_kept_for_the_next_reader() {
+    let weak: Arc<Mutex<Option<Weak<Big>>>> = Arc::new(Mutex::new(None));
+    let (w, w2) = (weak.clone(), weak.clone());
+    let reactor = Reactor::builder("mem_twice")
+        .add(step("produce").run_sync(move |_, _| {
+            let big = Arc::new(Big(vec![7; 1 << 20]));
+            *w.lock().unwrap() = Some(Arc::downgrade(&big));
+            Ok(big)
+        }))
+        .add(
+            step("twice")
+                .argument("a", result("produce"))
+                .argument("b", result("produce"))
+                .run_sync(|a, _| {
+                    Ok(a.get::<Arc<Big>>("a")?.0.len() + a.get::<Arc<Big>>("b")?.0.len())
+                }),
+        )
+        .add(
+            step("later")
+                .argument("big", result("produce"))
+                .wait_for("twice")
+                .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len())),
+        )
+        .add(
+            step("check")
+                .wait_for("later")
+                .run_sync(move |_, _| Ok(w2.lock().unwrap().as_ref().unwrap().upgrade().is_none())),
+        )
+        .returns("check")
+        .build()
+        .unwrap();
+    for run_async in [true, false] {
+        let out = reactor
+            .run(Inputs::new())
+            .run_async(run_async)
+            .await
+            .unwrap();
+        assert!(
+            *out.get::<bool>().unwrap(),
+            "the 1 MiB result was still alive (async={run_async})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn only_needed_results_and_the_undo_stack_are_kept() {
     let reactor = Reactor::builder("keep")

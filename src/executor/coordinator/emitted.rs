@@ -150,7 +150,7 @@ impl Coordinator {
                     }
                 }
             }
-            for &j in &def.reads {
+            for j in def.reads() {
                 let producer = &inst.nodes[j];
                 let done = j == i || producer.status == Status::Done;
                 if done && producer.result.is_none() {
@@ -161,7 +161,7 @@ impl Coordinator {
                     )));
                 }
             }
-            let reads = def.reads.clone();
+            let reads: smallvec::SmallVec<[usize; 4]> = def.reads().collect();
             drop(def);
             let inst = &mut self.instances[k];
             for j in waits {
@@ -188,14 +188,7 @@ impl Coordinator {
 
     fn plan_dynamic(&self, k: usize, spec: StepSpec, index: usize) -> Result<PlannedStep, Error> {
         let lookup = |n: &str| self.index_of(k, n);
-        plan_step(
-            spec,
-            index,
-            true,
-            &self.plan.input_index,
-            &lookup,
-            &mut Default::default(),
-        )
+        plan_step(spec, index, true, &self.plan.input_index, &lookup)
     }
 
     /// Adds the steps that step `key` emitted; returns whether one of them
@@ -284,7 +277,7 @@ impl Coordinator {
                 inst.extra_dependents.entry(j).or_default().push(i);
             }
         }
-        for &j in &def.reads {
+        for j in def.reads() {
             if j != i {
                 inst.nodes[j].readers += 1;
             }

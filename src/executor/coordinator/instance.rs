@@ -88,7 +88,7 @@ impl Coordinator {
         for (i, s) in plan.steps.iter().enumerate() {
             let inst = &mut self.instances[k];
             inst.nodes[i].remaining = s.deps.len() as u32;
-            for &j in &s.reads {
+            for j in s.reads() {
                 inst.nodes[j].readers += 1;
             }
             if s.deps.is_empty() {

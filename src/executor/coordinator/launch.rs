@@ -90,7 +90,7 @@ impl Coordinator {
                 let Some((args, ctx)) = self.prepare_or_fail(key, &def) else {
                     return false;
                 };
-                if let (Some(run), false) = (&def.plain, self.step_spans) {
+                if let (Some(run), false) = (def.plain(), self.step_spans) {
                     // A plain closure answers at once: no runner to build.
                     let attempt = attempt::run_plain(run, &args, &ctx);
                     drop(def);
@@ -128,7 +128,7 @@ impl Coordinator {
             };
             let span = self.step_spans.then_some(&self.span);
             // Plain closures never await: they always hold a slot.
-            let permit = match (&def.plain, span, def.cpu_bound, permit) {
+            let permit = match (def.plain(), span, def.cpu_bound, permit) {
                 (Some(run), None, false, Some(permit)) => {
                     let (run, undoes) = (run.clone(), def.can_undo);
                     drop(def);
@@ -307,7 +307,7 @@ impl Coordinator {
         let plan = self.plan.clone();
         let &key = self.ready.front()?;
         let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
-        let run = def.plain.as_ref()?;
+        let run = def.plain()?;
         if !def.run_async || def.cpu_bound || !self.settings.run_async {
             return None;
         }

@@ -231,7 +231,7 @@ impl Coordinator {
         }
         // Its readings are done (emitted steps were wired first, so results
         // they read stay): producers nobody else reads free their results.
-        for &j in &def.reads {
+        for j in def.reads() {
             if j != i {
                 self.instances[k].release_read(j);
             }
