@@ -6,6 +6,22 @@ use reactor::{result, step, Inputs, Reactor};
 
 struct Big(#[allow(dead_code)] Vec<u8>);
 
+/// Runs `reactor` (whose return step says whether the big result was
+/// freed by then), in tasks and in the coordinator.
+async fn freed_either_way(reactor: &Reactor) {
+    for run_async in [true, false] {
+        let out = reactor
+            .run(Inputs::new())
+            .run_async(run_async)
+            .await
+            .unwrap();
+        assert!(
+            *out.get::<bool>().unwrap(),
+            "the 1 MiB result was still alive (async={run_async})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_result_is_freed_once_its_last_reader_has_started() {
     let weak: Arc<Mutex<Option<Weak<Big>>>> = Arc::new(Mutex::new(None));
@@ -29,17 +45,7 @@ async fn a_result_is_freed_once_its_last_reader_has_started() {
         .returns("check")
         .build()
         .unwrap();
-    for run_async in [true, false] {
-        let out = reactor
-            .run(Inputs::new())
-            .run_async(run_async)
-            .await
-            .unwrap();
-        assert!(
-            *out.get::<bool>().unwrap(),
-            "the 1 MiB result was still alive (async={run_async})"
-        );
-    }
+    freed_either_way(&reactor).await;
 }
 
 /// A step reading one result through two arguments counts as two
@@ -77,17 +83,7 @@ async fn a_result_read_twice_by_one_step_is_kept_for_the_next_reader() {
         .returns("check")
         .build()
         .unwrap();
-    for run_async in [true, false] {
-        let out = reactor
-            .run(Inputs::new())
-            .run_async(run_async)
-            .await
-            .unwrap();
-        assert!(
-            *out.get::<bool>().unwrap(),
-            "the 1 MiB result was still alive (async={run_async})"
-        );
-    }
+    freed_either_way(&reactor).await;
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ impl Coordinator {
             let planned = self.plan_dynamic(k, spec, i).map_err(|e| {
                 mismatch(format!("the emitted step `{name}` cannot be planned: {e}"))
             })?;
-            self.instances[k].nodes[i].def = Some(Arc::new(planned));
+            self.instances[k].set_def(i, Some(Arc::new(planned)));
         }
         let known = |c: &Coordinator, name: &str, what: &str| {
             c.index_of(k, name).ok_or_else(|| {
@@ -108,10 +108,9 @@ impl Coordinator {
                         ))
                     })?);
                     // Arguments are resolved for a node's own definition.
-                    let node = &mut self.instances[k].nodes[i];
-                    let latest = node.def.replace(def.clone());
+                    let latest = self.instances[k].set_def(i, Some(def.clone()));
                     let args = self.resolve_arguments(Key::new(k, i), &def);
-                    self.instances[k].nodes[i].def = latest;
+                    self.instances[k].set_def(i, latest);
                     args.map_err(|e| mismatch(format!("the arguments of `{}`: {e}", rec.step)))?
                 }
                 _ => rec.arguments,
@@ -139,7 +138,7 @@ impl Coordinator {
             }
             let inst = &self.instances[k];
             let def = def_of(&plan, inst, i);
-            let dynamic = i >= plan.steps.len() || inst.nodes[i].def.is_some();
+            let dynamic = i >= plan.steps.len() || inst.def(i).is_some();
             let mut remaining = 0;
             let mut waits = Vec::new();
             for &j in &def.deps {
@@ -220,7 +219,7 @@ impl Coordinator {
         node.retries = 0;
         match self.plan_dynamic(k, spec, i) {
             Ok(planned) => {
-                self.instances[k].nodes[i].def = Some(Arc::new(planned));
+                self.instances[k].set_def(i, Some(Arc::new(planned)));
                 self.wire_dynamic(k, i);
                 true
             }
@@ -257,7 +256,7 @@ impl Coordinator {
             let planned = self
                 .plan_dynamic(k, spec, i)
                 .map_err(|e| StepErrorKind::Plan(Reason::new(e)))?;
-            self.instances[k].nodes[i].def = Some(Arc::new(planned));
+            self.instances[k].set_def(i, Some(Arc::new(planned)));
         }
         for &i in &placed {
             self.wire_dynamic(k, i);
@@ -269,7 +268,7 @@ impl Coordinator {
     /// a reader of the results it needs.
     fn wire_dynamic(&mut self, k: usize, i: usize) {
         let inst = &mut self.instances[k];
-        let def = inst.nodes[i].def.clone().expect("dynamic steps have a def");
+        let def = inst.def(i).cloned().expect("dynamic steps have a def");
         let mut remaining = 0;
         for &j in &def.deps {
             if inst.nodes[j].status != Status::Done {

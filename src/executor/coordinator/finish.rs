@@ -215,7 +215,7 @@ impl Coordinator {
             if node.retries > 0 && node.status != Status::Done {
                 retries.insert(name(i), node.retries);
             }
-            if let Some(d) = &node.def {
+            if let Some(d) = inst.def(i) {
                 emitted.push(d.spec.clone());
             }
         }

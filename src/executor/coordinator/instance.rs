@@ -3,11 +3,14 @@
 //! dependencies, readers and result); the coordinator owns the scheduling
 //! shared by its instances.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use super::{def_of, Coordinator, Key, Node, Status};
 use crate::argument::Arguments;
 use crate::name::Name;
+use crate::planner::PlannedStep;
 use crate::value::Value;
 
 pub(super) struct Instance {
@@ -19,6 +22,8 @@ pub(super) struct Instance {
     /// The element's position in the map's source.
     pub(super) index: u64,
     pub(super) nodes: Vec<Node>,
+    /// The definitions emitted at run time, by node (see `Node::emitted`).
+    defs: FxHashMap<usize, Arc<PlannedStep>>,
     pub(super) dynamic_names: FxHashMap<Name, usize>,
     /// Arguments kept for steps to run again (a retry reuses them, and so
     /// does a step a chunk left unrun).
@@ -30,6 +35,29 @@ pub(super) struct Instance {
 }
 
 impl Instance {
+    /// Node `i`'s definition, if it was emitted at run time.
+    pub(super) fn def(&self, i: usize) -> Option<&Arc<PlannedStep>> {
+        if self.nodes[i].emitted {
+            self.defs.get(&i)
+        } else {
+            None
+        }
+    }
+
+    /// Sets (or with `None` clears) node `i`'s emitted definition; the
+    /// one it had.
+    pub(super) fn set_def(
+        &mut self,
+        i: usize,
+        def: Option<Arc<PlannedStep>>,
+    ) -> Option<Arc<PlannedStep>> {
+        self.nodes[i].emitted = def.is_some();
+        match def {
+            Some(def) => self.defs.insert(i, def),
+            None => self.defs.remove(&i),
+        }
+    }
+
     /// One reader of `j` no longer needs its result.
     pub(super) fn release_read(&mut self, j: usize) {
         let node = &mut self.nodes[j];
@@ -51,6 +79,7 @@ impl Coordinator {
                 for node in &mut inst.nodes {
                     *node = Node::pending();
                 }
+                inst.defs.clear();
                 inst.dynamic_names.clear();
                 inst.retry_args.clear();
                 inst.extra_dependents.clear();
@@ -63,6 +92,7 @@ impl Coordinator {
                     element: Value::unit(),
                     index: 0,
                     nodes: (0..n).map(|_| Node::pending()).collect(),
+                    defs: FxHashMap::default(),
                     dynamic_names: FxHashMap::default(),
                     retry_args: FxHashMap::default(),
                     extra_dependents: FxHashMap::default(),

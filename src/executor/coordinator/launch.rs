@@ -348,9 +348,10 @@ impl Coordinator {
         };
         let node = &inst.nodes[key.i()];
         let retries = node.retries;
-        let step = match node.def {
-            None => StepRef::Planned(key.i()),
-            Some(_) => StepRef::Emitted(def.spec.clone()),
+        let step = if node.emitted {
+            StepRef::Emitted(def.spec.clone())
+        } else {
+            StepRef::Planned(key.i())
         };
         let args = match kept {
             Some(args) => args,
@@ -391,13 +392,10 @@ impl Coordinator {
     }
 
     pub(super) fn step_ref(&self, key: Key, def: &PlannedStep) -> StepRef {
-        if self.instances[key.inst as usize].nodes[key.i()]
-            .def
-            .is_none()
-        {
-            StepRef::Planned(key.i())
-        } else {
+        if self.instances[key.inst as usize].nodes[key.i()].emitted {
             StepRef::Emitted(def.spec.clone())
+        } else {
+            StepRef::Planned(key.i())
         }
     }
 
@@ -416,7 +414,7 @@ impl Coordinator {
     }
 
     fn arg_names(&self, key: Key, def: &PlannedStep) -> ArgNames {
-        match &self.instances[key.inst as usize].nodes[key.i()].def {
+        match self.instances[key.inst as usize].def(key.i()) {
             None => ArgNames::Planned(self.plan.clone(), key.step),
             Some(dynamic) => {
                 debug_assert!(std::ptr::eq(&**dynamic, def));

@@ -116,9 +116,11 @@ enum Status {
 }
 
 struct Node {
-    /// A definition emitted at run time (a new step or a replacement).
-    def: Option<Arc<PlannedStep>>,
     status: Status,
+    /// Its definition was emitted at run time (a new step or a
+    /// replacement): held in its instance's `defs`, out of line so that
+    /// every node stays small.
+    emitted: bool,
     /// Dependencies not yet done.
     remaining: u32,
     /// Pending steps that will read this step's result.
@@ -132,8 +134,8 @@ struct Node {
 impl Node {
     fn pending() -> Node {
         Node {
-            def: None,
             status: Status::Waiting,
+            emitted: false,
             remaining: 0,
             readers: 0,
             keep: false,
@@ -160,7 +162,7 @@ impl std::ops::Deref for Def<'_> {
 }
 
 fn def_of<'p>(plan: &'p Plan, inst: &Instance, i: usize) -> Def<'p> {
-    match &inst.nodes[i].def {
+    match inst.def(i) {
         Some(d) => Def::Dynamic(d.clone()),
         None => Def::Static(&plan.steps[i]),
     }
