@@ -35,6 +35,10 @@ pub(crate) struct Plan {
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
 }
 
+/// A step's edges: step indices of 4 bytes (a plan's steps are counted
+/// in `u32`, as a run's keys are), four of them inline.
+pub(crate) type Edges = SmallVec<[u32; 4]>;
+
 /// Where a planned argument reads from (an index into the inputs or the
 /// steps; 8 bytes, since the executor walks these for every step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,11 +69,11 @@ pub(crate) struct PlannedStep {
     /// kind) and is not `cpu_bound`: with default options it does not
     /// take one of the run's core-sized slots.
     pub(crate) awaits: bool,
-    pub(crate) max_retries: Option<u32>,
-    /// Unique producers this step waits for (data and `wait_for`).
-    pub(crate) deps: SmallVec<[usize; 2]>,
-    /// Steps that wait for this one.
-    pub(crate) dependents: SmallVec<[usize; 2]>,
+    /// Unique producers this step waits for (data and `wait_for`), as
+    /// 4-byte indices ([`PlannedStep::deps`] reads them).
+    pub(crate) deps: Edges,
+    /// Steps that wait for this one ([`PlannedStep::dependents`]).
+    pub(crate) dependents: Edges,
     pub(crate) can_undo: bool,
 }
 
@@ -129,12 +133,26 @@ impl PlannedStep {
             run_async: true,
             cpu_bound: false,
             awaits: false,
-            max_retries: None,
             deps: SmallVec::new(),
             dependents: SmallVec::new(),
             can_undo: false,
             spec,
         }
+    }
+
+    /// The producers it waits for.
+    pub(crate) fn deps(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.deps.iter().map(|&j| j as usize)
+    }
+
+    /// The steps that wait for it.
+    pub(crate) fn dependents(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.dependents.iter().map(|&j| j as usize)
+    }
+
+    /// How many times it may retry (`None`: no limit).
+    pub(crate) fn max_retries(&self) -> Option<u32> {
+        self.spec.def().max_retries
     }
 
     /// The name of argument `k`.
@@ -196,7 +214,7 @@ pub(crate) fn plan_step(
     let imp = spec.resolve()?;
     let def = spec.def();
     let mut arg_from = SmallVec::with_capacity(def.arguments.len());
-    let mut deps: SmallVec<[usize; 2]> = SmallVec::new();
+    let mut deps = Edges::new();
     let self_read = || Error::Cycle {
         cycle: vec![def.name.to_string(), def.name.to_string()],
         length: 1,
@@ -220,7 +238,7 @@ pub(crate) fn plan_step(
                     dependency: name.to_string(),
                 })?;
                 if i != self_index {
-                    deps.push(i);
+                    deps.push(i as u32);
                 } else if !emitted {
                     return Err(self_read());
                 }
@@ -236,7 +254,7 @@ pub(crate) fn plan_step(
             dependency: name.to_string(),
         })?;
         if i != self_index {
-            deps.push(i);
+            deps.push(i as u32);
         } else if !emitted {
             return Err(self_read());
         }
@@ -254,7 +272,7 @@ pub(crate) fn plan_step(
     };
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
-    let (run_async, cpu_bound, max_retries) = (def.run_async, def.cpu_bound, def.max_retries);
+    let (run_async, cpu_bound) = (def.run_async, def.cpu_bound);
     // A limited step awaits its permits.
     let awaits = !cpu_bound
         && (!def.extras().limits.is_empty()
@@ -269,7 +287,6 @@ pub(crate) fn plan_step(
         run_async,
         cpu_bound,
         awaits,
-        max_retries,
         spec,
         deps,
         dependents: SmallVec::new(),
@@ -287,7 +304,7 @@ struct PlanState {
     next: usize,
 }
 
-fn sort_dedup(v: &mut SmallVec<[usize; 2]>) {
+fn sort_dedup(v: &mut Edges) {
     if v.len() > 1 {
         v.sort_unstable();
         v.dedup();
@@ -411,7 +428,7 @@ pub(crate) fn plan(builder: Builder) -> Result<Plan, Error> {
 fn link_dependents(steps: &mut [PlannedStep]) {
     let mut counts = vec![0u32; steps.len()];
     for s in steps.iter() {
-        for &d in &s.deps {
+        for d in s.deps() {
             counts[d] += 1;
         }
     }
@@ -423,8 +440,8 @@ fn link_dependents(steps: &mut [PlannedStep]) {
     drop(counts);
     for i in 0..steps.len() {
         for k in 0..steps[i].deps.len() {
-            let d = steps[i].deps[k];
-            steps[d].dependents.push(i);
+            let d = steps[i].deps[k] as usize;
+            steps[d].dependents.push(i as u32);
         }
     }
 }
@@ -438,7 +455,7 @@ fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
     let mut seen = 0;
     while let Some(i) = queue.pop() {
         seen += 1;
-        for &d in &steps[i as usize].dependents {
+        for d in steps[i as usize].dependents() {
             indegree[d] -= 1;
             if indegree[d] == 0 {
                 queue.push(d as u32);
@@ -459,10 +476,9 @@ fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
     while position[current] == usize::MAX {
         position[current] = path.len();
         path.push(current);
-        current = *steps[current]
-            .deps
-            .iter()
-            .find(|&&d| indegree[d] > 0)
+        current = steps[current]
+            .deps()
+            .find(|&d| indegree[d] > 0)
             .expect("a leftover step waits for a leftover step");
     }
     let members = &path[position[current]..];

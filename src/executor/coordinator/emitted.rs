@@ -63,7 +63,7 @@ impl Coordinator {
             }
             inst.nodes[i].status = Status::Done;
             inst.unfinished -= 1;
-            inst.completed.push(i);
+            inst.completed.push(Key::new(k, i).step);
         }
         for (name, value) in state.results {
             let i = known(self, &name, "the result of")?;
@@ -141,7 +141,7 @@ impl Coordinator {
             let dynamic = i >= plan.steps.len() || inst.def(i).is_some();
             let mut remaining = 0;
             let mut waits = Vec::new();
-            for &j in &def.deps {
+            for j in def.deps() {
                 if inst.nodes[j].status != Status::Done {
                     remaining += 1;
                     if dynamic {
@@ -270,7 +270,7 @@ impl Coordinator {
         let inst = &mut self.instances[k];
         let def = inst.def(i).cloned().expect("dynamic steps have a def");
         let mut remaining = 0;
-        for &j in &def.deps {
+        for j in def.deps() {
             if inst.nodes[j].status != Status::Done {
                 remaining += 1;
                 inst.extra_dependents.entry(j).or_default().push(i);

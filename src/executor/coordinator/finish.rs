@@ -223,7 +223,7 @@ impl Coordinator {
             run_id: self.scope.run_id.to_string(),
             inputs: self.raw_inputs.clone(),
             context: self.scope.values.clone(),
-            completed: inst.completed.iter().map(|&i| name(i)).collect(),
+            completed: inst.completed.iter().map(|&i| name(i as usize)).collect(),
             results,
             undo_stack: self
                 .undo

@@ -30,7 +30,7 @@ pub(super) struct Instance {
     pub(super) retry_args: FxHashMap<usize, Arguments>,
     pub(super) extra_dependents: FxHashMap<usize, Vec<usize>>,
     /// Completed steps in completion order (kept for the run's state).
-    pub(super) completed: Vec<usize>,
+    pub(super) completed: Vec<u32>,
     pub(super) unfinished: usize,
 }
 

@@ -368,7 +368,7 @@ impl Coordinator {
             run: self.scope.clone(),
             step,
             current_try: retries,
-            retries_remaining: def.max_retries.map(|m| m.saturating_sub(retries)),
+            retries_remaining: def.max_retries().map(|m| m.saturating_sub(retries)),
             queued_us,
             events: self.events,
             undoing: false,

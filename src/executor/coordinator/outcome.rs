@@ -68,7 +68,7 @@ impl Coordinator {
         let plan = self.plan.clone();
         let def = def_of(&plan, &self.instances[key.inst as usize], key.i());
         let backoff = attempt::backoff(&*def.imp(), reason.as_ref(), &args, &ctx);
-        let max = def.max_retries;
+        let max = def.max_retries();
         drop(def);
         let backoff = match backoff {
             Ok(backoff) => backoff,
@@ -248,7 +248,7 @@ impl Coordinator {
         }
         inst.unfinished -= 1;
         if self.feed.is_none() {
-            inst.completed.push(i);
+            inst.completed.push(key.step);
         }
         if self.durable() {
             // Its dependents start once the journal holds it.
@@ -262,7 +262,7 @@ impl Coordinator {
     #[inline]
     pub(super) fn release(&mut self, plan: &crate::planner::Plan, k: usize, i: usize) {
         if i < plan.steps.len() {
-            for &d in &plan.steps[i].dependents {
+            for d in plan.steps[i].dependents() {
                 self.dependency_done(k, d);
             }
         }
