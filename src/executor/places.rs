@@ -188,11 +188,19 @@ pub(crate) enum Finished {
 impl Finished {
     /// The attempts made, the chunk's steps it left unrun (with their
     /// arguments), and for a chunk the time its steps took on average.
-    pub(crate) fn into_ended(self) -> (Vec<Ended>, Vec<(Key, Arguments)>, Option<Duration>) {
+    /// One attempt's report stays inline: a task per step would
+    /// otherwise allocate a list for each.
+    pub(crate) fn into_ended(
+        self,
+    ) -> (
+        smallvec::SmallVec<[Ended; 1]>,
+        Vec<(Key, Arguments)>,
+        Option<Duration>,
+    ) {
         match self {
             Finished::One(mut task) => {
                 let ended = task.ended.take().expect("a finished task holds its report");
-                (vec![ended], Vec::new(), None)
+                (smallvec::smallvec![ended], Vec::new(), None)
             }
             Finished::Chunk(chunk) => {
                 let chunk = *chunk;
@@ -202,7 +210,11 @@ impl Finished {
                     .into_iter()
                     .map(|(key, _, args, _)| (key, args))
                     .collect();
-                (chunk.ended, unrun, Some(per_step))
+                (
+                    smallvec::SmallVec::from_vec(chunk.ended),
+                    unrun,
+                    Some(per_step),
+                )
             }
         }
     }
