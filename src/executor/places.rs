@@ -177,6 +177,10 @@ impl Future for BoxedTask {
     }
 }
 
+/// The attempts a finished task made. One attempt's report stays
+/// inline: a task per step would otherwise allocate a list for each.
+pub(crate) type EndedList = smallvec::SmallVec<[Ended; 1]>;
+
 /// What a spawned task hands back.
 pub(crate) enum Finished {
     /// One step's attempt (its box, with the report inside).
@@ -188,15 +192,7 @@ pub(crate) enum Finished {
 impl Finished {
     /// The attempts made, the chunk's steps it left unrun (with their
     /// arguments), and for a chunk the time its steps took on average.
-    /// One attempt's report stays inline: a task per step would
-    /// otherwise allocate a list for each.
-    pub(crate) fn into_ended(
-        self,
-    ) -> (
-        smallvec::SmallVec<[Ended; 1]>,
-        Vec<(Key, Arguments)>,
-        Option<Duration>,
-    ) {
+    pub(crate) fn into_ended(self) -> (EndedList, Vec<(Key, Arguments)>, Option<Duration>) {
         match self {
             Finished::One(mut task) => {
                 let ended = task.ended.take().expect("a finished task holds its report");
