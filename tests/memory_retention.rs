@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use reactor::{result, step, Inputs, Reactor};
+use reactor::{result, step, Inputs, Reactor, StepSpec};
 
 struct Big(#[allow(dead_code)] Vec<u8>);
 
@@ -22,26 +22,33 @@ async fn freed_either_way(reactor: &Reactor) {
     }
 }
 
-#[tokio::test]
-async fn a_result_is_freed_once_its_last_reader_has_started() {
+/// A `produce` step making a 1 MiB result, and a `check` step (run
+/// after `after`) answering whether that result has been freed.
+fn produce_and_check(after: &str) -> (StepSpec, StepSpec) {
     let weak: Arc<Mutex<Option<Weak<Big>>>> = Arc::new(Mutex::new(None));
     let w = weak.clone();
-    let w2 = weak.clone();
+    let produce = step("produce").run_sync(move |_, _| {
+        let big = Arc::new(Big(vec![7; 1 << 20]));
+        *w.lock().unwrap() = Some(Arc::downgrade(&big));
+        Ok(big)
+    });
+    let check = step("check")
+        .wait_for(after)
+        .run_sync(move |_, _| Ok(weak.lock().unwrap().as_ref().unwrap().upgrade().is_none()));
+    (produce, check)
+}
+
+#[tokio::test]
+async fn a_result_is_freed_once_its_last_reader_has_started() {
+    let (produce, check) = produce_and_check("summarise");
     let reactor = Reactor::builder("mem")
-        .add(step("produce").run_sync(move |_, _| {
-            let big = Arc::new(Big(vec![7; 1 << 20]));
-            *w.lock().unwrap() = Some(Arc::downgrade(&big));
-            Ok(big)
-        }))
+        .add(produce)
         .add(
             step("summarise")
                 .argument("big", result("produce"))
                 .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len())),
         )
-        .add(step("check").wait_for("summarise").run_sync(move |_, _| {
-            let freed = w2.lock().unwrap().as_ref().unwrap().upgrade().is_none();
-            Ok(freed)
-        }))
+        .add(check)
         .returns("check")
         .build()
         .unwrap();
@@ -53,14 +60,9 @@ async fn a_result_is_freed_once_its_last_reader_has_started() {
 /// is freed after it.
 #[tokio::test]
 async fn a_result_read_twice_by_one_step_is_kept_for_the_next_reader() {
-    let weak: Arc<Mutex<Option<Weak<Big>>>> = Arc::new(Mutex::new(None));
-    let (w, w2) = (weak.clone(), weak.clone());
+    let (produce, check) = produce_and_check("later");
     let reactor = Reactor::builder("mem_twice")
-        .add(step("produce").run_sync(move |_, _| {
-            let big = Arc::new(Big(vec![7; 1 << 20]));
-            *w.lock().unwrap() = Some(Arc::downgrade(&big));
-            Ok(big)
-        }))
+        .add(produce)
         .add(
             step("twice")
                 .argument("a", result("produce"))
@@ -75,11 +77,7 @@ async fn a_result_read_twice_by_one_step_is_kept_for_the_next_reader() {
                 .wait_for("twice")
                 .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len())),
         )
-        .add(
-            step("check")
-                .wait_for("later")
-                .run_sync(move |_, _| Ok(w2.lock().unwrap().as_ref().unwrap().upgrade().is_none())),
-        )
+        .add(check)
         .returns("check")
         .build()
         .unwrap();
