@@ -2,7 +2,8 @@
 //! and when a second runtime over the same store takes up a run another
 //! still drives, the store's owner epochs fence the old driver off: its
 //! next write is refused, it stops without undoing, and the journal ends
-//! once, as the new driver wrote it.
+//! once, as the new driver wrote it. A run its driver stops driving
+//! unended (its journal broke) is handed back at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -231,4 +232,96 @@ async fn a_driver_fenced_off_while_unwinding_stops_undoing() {
     assert_eq!(a_undos.load(Ordering::SeqCst), 1);
     assert_eq!(new.status("u").await.unwrap().status, RunStatus::Failed);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// PostgreSQL whose appends fail for good after the first `ok`.
+struct BreakingPg {
+    inner: reactor::journal::PgStore,
+    ok: AtomicU32,
+}
+
+#[reactor::async_trait]
+impl Store for BreakingPg {
+    async fn create_run(
+        &self,
+        run: reactor::journal::NewRun,
+    ) -> Result<reactor::journal::Created, StoreError> {
+        self.inner.create_run(run).await
+    }
+    async fn append(
+        &self,
+        run_id: &str,
+        epoch: u32,
+        records: &[reactor::journal::Record],
+    ) -> Result<(), StoreError> {
+        if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
+            self.ok.store(0, Ordering::SeqCst);
+            return Err(StoreError::Closed);
+        }
+        self.inner.append(run_id, epoch, records).await
+    }
+    async fn load(&self, run_id: &str) -> Result<reactor::journal::Journal, StoreError> {
+        self.inner.load(run_id).await
+    }
+    async fn runs(
+        &self,
+        status: Option<RunStatus>,
+    ) -> Result<Vec<reactor::journal::RunSummary>, StoreError> {
+        self.inner.runs(status).await
+    }
+    async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError> {
+        self.inner.purge(ended_before_ms).await
+    }
+    fn leases(&self) -> Option<&dyn reactor::journal::Leases> {
+        self.inner.leases()
+    }
+}
+
+/// A run whose journal broke stops where it is, not ended, and its
+/// driver hands it back: another worker can claim it at once, instead
+/// of never (the store renewed the lease of every run its worker had
+/// owned, driven or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_journal_broke_is_handed_back() {
+    use reactor::journal::{Leases, PgStore};
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("reactor_broken_{}", std::process::id());
+    let connect = || async {
+        PgStore::connect_in(&url, &schema)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
+    };
+    connect().await.drop_schema().await.unwrap();
+    // `a` is journalled; `b`'s end cannot be.
+    let rt = Runtime::new(BreakingPg {
+        inner: connect().await,
+        ok: AtomicU32::new(1),
+    });
+    let chain = Reactor::builder("chain")
+        .add(step("a").output::<u32>().run_sync(|_, _| Ok(1_u32)))
+        .add(
+            step("b")
+                .argument("a", result("a"))
+                .output::<u32>()
+                .run_sync(|args, _| Ok(*args.get::<u32>("a")? + 1)),
+        )
+        .returns("b")
+        .build()
+        .unwrap();
+    rt.register(chain).unwrap();
+    let err = rt
+        .start("chain", Inputs::new())
+        .run_id("broken-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the journal failed"), "{err}");
+    let status = rt.store().load("broken-1").await.unwrap().run.status;
+    assert_eq!(status, RunStatus::Running);
+    let other = connect().await;
+    let claimed = other.claim(1, &["chain".to_string()], &[]).await.unwrap();
+    assert_eq!(claimed, ["broken-1"]);
+    drop(rt);
+    connect().await.drop_schema().await.unwrap();
 }

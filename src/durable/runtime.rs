@@ -502,10 +502,22 @@ impl Runtime {
             })
     }
 
-    /// `run_id`'s journal; a transient failure (a server restarting) is
-    /// retried as writes are.
+    /// `run_id`'s journal.
     async fn load(&self, run_id: &str) -> Result<Journal, Error> {
-        match with_retry(run_id, || self.inner.store.load(run_id)).await {
+        self.load_with(run_id, false).await
+    }
+
+    /// `run_id`'s journal; with `retry`, a transient failure (a server
+    /// restarting) is retried as writes are: taking a run up, which a
+    /// worker has claimed, should not give it up for a moment's outage.
+    /// Reads a caller waits on (status, results) fail at once instead.
+    async fn load_with(&self, run_id: &str, retry: bool) -> Result<Journal, Error> {
+        let loaded = if retry {
+            with_retry(run_id, || self.inner.store.load(run_id)).await
+        } else {
+            self.inner.store.load(run_id).await
+        };
+        match loaded {
             Err(StoreError::UnknownRun(_)) => Err(Error::Unknown {
                 what: "run",
                 name: run_id.to_string(),
@@ -565,7 +577,7 @@ impl Runtime {
                 message: "it is being driven by this runtime".to_string(),
             });
         };
-        let journal = self.load(run_id).await?;
+        let journal = self.load_with(run_id, true).await?;
         let folded = Folded::of(&journal);
         if let Some(end) = folded.ended {
             if cancel {
@@ -638,6 +650,30 @@ impl Runtime {
         if let Some(fenced) = journal.fenced() {
             return Err(Error::Store(fenced));
         }
+        let ended = self.ended_drive(&run_id, fresh, &journal, outcome).await;
+        if ended.is_err() {
+            // Not driven any further here, ended or not (a journal that
+            // broke leaves it running): handed back, so that this store
+            // stops renewing its lease and another driver can take it up
+            // from its journal. A run that ended is not claimable anyway.
+            if let Some(leases) = self.inner.store.leases() {
+                if let Err(e) = leases.release(std::slice::from_ref(&run_id)).await {
+                    tracing::warn!(run_id = %run_id, error = %e, "handing a run back failed: it is taken up when its lease expires");
+                }
+            }
+        }
+        ended
+    }
+
+    /// What a drive's outcome means for its caller, a new run refused
+    /// before it ran ending in its journal.
+    async fn ended_drive(
+        &self,
+        run_id: &str,
+        fresh: bool,
+        journal: &crate::journal::RunJournal,
+        outcome: Result<RunOutcome, Error>,
+    ) -> Result<Value, Error> {
         match outcome {
             Ok(RunOutcome::Completed(done)) => Ok(done.into_value()),
             Ok(RunOutcome::Halted(halted)) => {
@@ -645,7 +681,7 @@ impl Runtime {
                 // kept in memory.
                 drop(halted.into_state());
                 Err(Error::State {
-                    run_id,
+                    run_id: run_id.to_string(),
                     message: "it halted; resume it with `Runtime::resume`".to_string(),
                 })
             }

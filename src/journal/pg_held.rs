@@ -12,6 +12,10 @@
 //! A run is held from when this store creates it (unless queued), claims
 //! it, or commits a write to it that leaves it running or unwinding,
 //! until it hands the run back or commits a write that ends or halts it.
+//! A run handed back stays let go whatever else its old driver had
+//! queued (a write queued before the driver was stopped commits after
+//! the hand-back): only taking it up again (a claim, or a write that
+//! resumes it) holds it again.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -20,43 +24,69 @@ use super::record::RunStatus;
 
 /// The runs this store holds.
 #[derive(Default)]
-pub(super) struct Held(Mutex<HashSet<String>>);
+pub(super) struct Held(Mutex<Runs>);
+
+#[derive(Default)]
+struct Runs {
+    held: HashSet<String>,
+    /// Handed back while held, and not taken up again since.
+    let_go: HashSet<String>,
+}
+
+impl Runs {
+    fn hold(&mut self, run: &str) {
+        self.let_go.remove(run);
+        if !self.held.contains(run) {
+            self.held.insert(run.to_string());
+        }
+    }
+}
 
 impl Held {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Runs> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `runs` are held now.
+    /// `runs` are held now (claimed or created).
     pub(super) fn take<'a>(&self, runs: impl IntoIterator<Item = &'a str>) {
-        let mut held = self.lock();
+        let mut runs_ = self.lock();
         for run in runs {
-            if !held.contains(run) {
-                held.insert(run.to_string());
-            }
+            runs_.hold(run);
         }
     }
 
     /// `runs` are no longer held (handed back).
     pub(super) fn let_go<'a>(&self, runs: impl IntoIterator<Item = &'a str>) {
-        let mut held = self.lock();
+        let mut runs_ = self.lock();
         for run in runs {
-            held.remove(run);
+            if runs_.held.remove(run) {
+                runs_.let_go.insert(run.to_string());
+            }
         }
     }
 
-    /// A write to `run` committed, leaving it in `status` (`None`: the
-    /// status did not change): held while it runs or unwinds.
-    pub(super) fn wrote(&self, run: &str, status: Option<RunStatus>) {
+    /// A write to `run` committed, leaving it in `status`; `resumed` if
+    /// it took the run up (a new epoch). A run is held while it runs or
+    /// unwinds, unless it was let go and this write does not take it up
+    /// again.
+    pub(super) fn wrote(&self, run: &str, status: RunStatus, resumed: bool) {
+        let mut runs = self.lock();
         match status {
-            Some(RunStatus::Running | RunStatus::Unwinding) | None => self.take([run]),
-            Some(_) => self.let_go([run]),
+            RunStatus::Running | RunStatus::Unwinding => {
+                if resumed || !runs.let_go.contains(run) {
+                    runs.hold(run);
+                }
+            }
+            _ => {
+                runs.held.remove(run);
+                runs.let_go.remove(run);
+            }
         }
     }
 
     /// The runs held, for the renewal.
     pub(super) fn ids(&self) -> Vec<String> {
-        self.lock().iter().cloned().collect()
+        self.lock().held.iter().cloned().collect()
     }
 }
 
@@ -64,17 +94,40 @@ impl Held {
 mod tests {
     use super::*;
 
+    fn sorted(held: &Held) -> Vec<String> {
+        let mut ids = held.ids();
+        ids.sort();
+        ids
+    }
+
     #[test]
     fn a_run_is_held_until_handed_back_or_ended() {
         let held = Held::default();
         held.take(["a", "b", "c"]);
-        held.wrote("d", None);
-        held.wrote("a", Some(RunStatus::Completed));
-        held.wrote("b", Some(RunStatus::Halted));
-        held.wrote("e", Some(RunStatus::Unwinding));
+        held.wrote("d", RunStatus::Running, false);
+        held.wrote("a", RunStatus::Completed, false);
+        held.wrote("b", RunStatus::Halted, false);
+        held.wrote("e", RunStatus::Unwinding, false);
         held.let_go(["c", "never"]);
-        let mut ids = held.ids();
-        ids.sort();
-        assert_eq!(ids, ["d", "e"]);
+        assert_eq!(sorted(&held), ["d", "e"]);
+    }
+
+    #[test]
+    fn a_write_queued_before_a_hand_back_does_not_hold_the_run_again() {
+        let held = Held::default();
+        held.take(["a", "b"]);
+        held.let_go(["a", "b"]);
+        // The stopped driver's last writes commit after the hand-back.
+        held.wrote("a", RunStatus::Running, false);
+        held.wrote("b", RunStatus::Unwinding, false);
+        assert!(held.ids().is_empty());
+        // Taken up again: by a write that resumes it, or by a claim.
+        held.wrote("a", RunStatus::Running, true);
+        held.take(["b"]);
+        assert_eq!(sorted(&held), ["a", "b"]);
+        // Ended: nothing is kept for it.
+        held.let_go(["a"]);
+        held.wrote("a", RunStatus::Completed, false);
+        assert_eq!(sorted(&held), ["b"]);
     }
 }

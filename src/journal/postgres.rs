@@ -535,8 +535,8 @@ async fn commit(client: &mut Client, conn: &Conn, batch: Vec<Write>) -> Result<(
             .zip(&created)
             .filter(|((run, _), done)| !run.queued && matches!(done, Ok(Created::New)));
         conn.held.take(new.map(|((run, _), _)| run.id.as_str()));
-        for (run, status) in written {
-            conn.held.wrote(run, status);
+        for w in written {
+            conn.held.wrote(w.run, w.status, w.resumed);
         }
     }
     fn answer<T>(
@@ -565,6 +565,14 @@ async fn commit(client: &mut Client, conn: &Conn, batch: Vec<Write>) -> Result<(
     committed
 }
 
+/// A run an append was accepted for: its status now, and whether the
+/// append took it up (a new epoch).
+struct Written<'a> {
+    run: &'a str,
+    status: RunStatus,
+    resumed: bool,
+}
+
 type Append = (
     String,
     u32,
@@ -576,25 +584,18 @@ type Append = (
 /// (in id order, so that workers never deadlock) and their owners read,
 /// the fencing rule applied to each append in turn, the accepted records
 /// inserted at once, and the runs' status and owner updated at once. Each
-/// append's answer (refused ones fail alone), and each run written with
-/// its new status (`None`: unchanged).
+/// append's answer (refused ones fail alone), and each run written.
 async fn append_all<'a>(
     c: &impl GenericClient,
     conn: &Conn,
     appends: &'a [Append],
-) -> Result<
-    (
-        Vec<Result<(), StoreError>>,
-        Vec<(&'a str, Option<RunStatus>)>,
-    ),
-    StoreError,
-> {
+) -> Result<(Vec<Result<(), StoreError>>, Vec<Written<'a>>), StoreError> {
     let mut ids: Vec<&str> = appends.iter().map(|(id, ..)| id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     let rows = c
         .query(
-            "SELECT id, epoch FROM reactor_runs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, epoch, status FROM reactor_runs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
         )
         .await
@@ -602,6 +603,16 @@ async fn append_all<'a>(
     let mut owners: std::collections::HashMap<String, u32> = rows
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1).max(0) as u32))
+        .collect();
+    // Each run's status before this batch (a retried append stores
+    // nothing new, and leaves it as it was).
+    let before: std::collections::HashMap<String, RunStatus> = rows
+        .iter()
+        .filter_map(|r| {
+            let id: String = r.get(0);
+            let status = RunStatus::parse(r.get::<_, &str>(2))?;
+            Some((id, status))
+        })
         .collect();
     // The next place of each run that a claim of this batch takes (a
     // claim must take it), kept up as the batch's appends are accepted.
@@ -720,7 +731,14 @@ async fn append_all<'a>(
     .map_err(backend)?;
     let written = accepted
         .into_iter()
-        .map(|id| (id, status.get(id).copied()))
+        .filter_map(|id| {
+            let now = status.get(id).or_else(|| before.get(id)).copied()?;
+            Some(Written {
+                run: id,
+                status: now,
+                resumed: claimed.contains(&id),
+            })
+        })
         .collect();
     Ok((answers, written))
 }
