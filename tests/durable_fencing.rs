@@ -325,3 +325,89 @@ async fn a_run_whose_journal_broke_is_handed_back() {
     drop(rt);
     connect().await.drop_schema().await.unwrap();
 }
+
+/// A worker that claims a run its own runtime already drives (taken up
+/// by `start`, its lease run out in a stall) leaves it held: handing it
+/// back would let another worker take it up under the live driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_leaves_a_run_its_runtime_drives_held() {
+    use reactor::durable::Worker;
+    use reactor::journal::PgStore;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("reactor_live_{}", std::process::id());
+    let connect = || async {
+        PgStore::connect_in(&url, &schema)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
+    };
+    connect().await.drop_schema().await.unwrap();
+    let gate = Gate::default();
+    let rt = Runtime::new(connect().await);
+    rt.register(job(&gate)).unwrap();
+    let driving = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            rt.start("job", Inputs::new().with("n", 1_u32))
+                .run_id("live-1")
+                .await
+        })
+    };
+    gate.reached.notified().await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = format!("\"{schema}\".reactor_runs");
+    // A stall: the live run's lease ran out.
+    client
+        .execute(
+            &format!(
+                "UPDATE {row} SET lease_until = now() - interval '1 second' WHERE id = 'live-1'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let owner = || async {
+        client
+            .query_one(
+                &format!("SELECT owner, lease_until > now() FROM {row} WHERE id = 'live-1'"),
+                &[],
+            )
+            .await
+            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, Option<bool>>(1)))
+            .unwrap()
+    };
+    let report = Worker::new(&rt)
+        .unwrap()
+        .poll(
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(5),
+        )
+        .run(async {
+            // Claimed (its lease renewed by the claim), or handed back
+            // already (bounded) ...
+            for _ in 0..1000 {
+                match owner().await {
+                    (None, _) => return,
+                    (Some(_), Some(true)) => break,
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                }
+            }
+            // ... and then not handed back (bounded watch).
+            for _ in 0..100 {
+                if owner().await.0.is_none() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    assert!(owner().await.0.is_some(), "the live run was handed back");
+    assert_eq!(report.finished, 0);
+    gate.release.notify_one();
+    assert_eq!(*driving.await.unwrap().unwrap().get::<u32>().unwrap(), 4);
+    drop(rt);
+    connect().await.drop_schema().await.unwrap();
+}

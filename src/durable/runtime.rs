@@ -478,6 +478,15 @@ impl Runtime {
 
     // ----- internals -------------------------------------------------
 
+    /// Whether this runtime drives `run_id` now.
+    pub(super) fn drives(&self, run_id: &str) -> bool {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(run_id)
+    }
+
     /// The names of the registered reactors.
     pub(super) fn reactor_names(&self) -> Vec<String> {
         self.inner

@@ -175,7 +175,11 @@ impl Worker {
                         // never claimed by another).
                         Ok(Err(e)) => {
                             tracing::error!(run_id = %id, error = %e, "a claimed run could not be driven: left to other workers");
-                            let _ = leases.release(std::slice::from_ref(&id)).await;
+                            // Unless this runtime drives it already (taken up
+                            // by `recover` or `resume`): it stays held.
+                            if !self.runtime.drives(&id) {
+                                let _ = leases.release(std::slice::from_ref(&id)).await;
+                            }
                             skip.insert(id.clone());
                             report.skipped.push((id, e));
                         }
