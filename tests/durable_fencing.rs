@@ -13,6 +13,9 @@ use reactor::journal::{Entry, RunStatus, SqliteStore, Store, StoreError};
 use reactor::{input, result, step, Error, Inputs, Reactor};
 use tokio::sync::Notify;
 
+mod common;
+use common::failing_store::FailingStore;
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-fencing-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -140,17 +143,24 @@ async fn a_driver_whose_run_was_taken_up_elsewhere_is_fenced_off() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The local PostgreSQL's address (`DATABASE_URL`).
+fn pg_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// The local PostgreSQL, tables in `schema`.
+async fn pg(schema: &str) -> reactor::journal::PgStore {
+    let url = pg_url();
+    reactor::journal::PgStore::connect_in(&url, schema)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_fenced_off_on_postgres() {
-    use reactor::journal::PgStore;
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
     let schema = format!("reactor_stolen_{}", std::process::id());
-    let connect = || async {
-        PgStore::connect_in(&url, &schema)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
-    };
+    let connect = || pg(&schema);
     connect().await.drop_schema().await.unwrap();
     stolen(Arc::new(connect().await), Arc::new(connect().await)).await;
     connect().await.drop_schema().await.unwrap();
@@ -234,84 +244,23 @@ async fn a_driver_fenced_off_while_unwinding_stops_undoing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// PostgreSQL whose appends fail for good after the first `ok`.
-struct BreakingPg {
-    inner: reactor::journal::PgStore,
-    ok: AtomicU32,
-}
-
-#[reactor::async_trait]
-impl Store for BreakingPg {
-    async fn create_run(
-        &self,
-        run: reactor::journal::NewRun,
-    ) -> Result<reactor::journal::Created, StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn append(
-        &self,
-        run_id: &str,
-        epoch: u32,
-        records: &[reactor::journal::Record],
-    ) -> Result<(), StoreError> {
-        if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
-            self.ok.store(0, Ordering::SeqCst);
-            return Err(StoreError::Closed);
-        }
-        self.inner.append(run_id, epoch, records).await
-    }
-    async fn load(&self, run_id: &str) -> Result<reactor::journal::Journal, StoreError> {
-        self.inner.load(run_id).await
-    }
-    async fn runs(
-        &self,
-        status: Option<RunStatus>,
-    ) -> Result<Vec<reactor::journal::RunSummary>, StoreError> {
-        self.inner.runs(status).await
-    }
-    async fn purge(&self, ended_before_ms: u64) -> Result<u64, StoreError> {
-        self.inner.purge(ended_before_ms).await
-    }
-    fn leases(&self) -> Option<&dyn reactor::journal::Leases> {
-        self.inner.leases()
-    }
-}
-
 /// A run whose journal broke stops where it is, not ended, and its
 /// driver hands it back: another worker can claim it at once, instead
 /// of never (the store renewed the lease of every run its worker had
 /// owned, driven or not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_journal_broke_is_handed_back() {
-    use reactor::journal::{Leases, PgStore};
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
+    use reactor::journal::Leases;
     let schema = format!("reactor_broken_{}", std::process::id());
-    let connect = || async {
-        PgStore::connect_in(&url, &schema)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
-    };
+    let connect = || pg(&schema);
     connect().await.drop_schema().await.unwrap();
     // `a` is journalled; `b`'s end cannot be.
-    let rt = Runtime::new(BreakingPg {
-        inner: connect().await,
-        ok: AtomicU32::new(1),
-    });
-    let chain = Reactor::builder("chain")
-        .add(step("a").output::<u32>().run_sync(|_, _| Ok(1_u32)))
-        .add(
-            step("b")
-                .argument("a", result("a"))
-                .output::<u32>()
-                .run_sync(|args, _| Ok(*args.get::<u32>("a")? + 1)),
-        )
-        .returns("b")
-        .build()
-        .unwrap();
-    rt.register(chain).unwrap();
+    let rt = Runtime::new(FailingStore::new(Arc::new(connect().await), 1));
+    let gate = Gate::default();
+    gate.passed.store(true, Ordering::SeqCst);
+    rt.register(job(&gate)).unwrap();
     let err = rt
-        .start("chain", Inputs::new())
+        .start("job", Inputs::new().with("n", 1_u32))
         .run_id("broken-1")
         .await
         .unwrap_err()
@@ -320,7 +269,7 @@ async fn a_run_whose_journal_broke_is_handed_back() {
     let status = rt.store().load("broken-1").await.unwrap().run.status;
     assert_eq!(status, RunStatus::Running);
     let other = connect().await;
-    let claimed = other.claim(1, &["chain".to_string()], &[]).await.unwrap();
+    let claimed = other.claim(1, &["job".to_string()], &[]).await.unwrap();
     assert_eq!(claimed, ["broken-1"]);
     drop(rt);
     connect().await.drop_schema().await.unwrap();
@@ -332,15 +281,8 @@ async fn a_run_whose_journal_broke_is_handed_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_leaves_a_run_its_runtime_drives_held() {
     use reactor::durable::Worker;
-    use reactor::journal::PgStore;
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_string());
     let schema = format!("reactor_live_{}", std::process::id());
-    let connect = || async {
-        PgStore::connect_in(&url, &schema)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set DATABASE_URL): {e}"))
-    };
+    let connect = || pg(&schema);
     connect().await.drop_schema().await.unwrap();
     let gate = Gate::default();
     let rt = Runtime::new(connect().await);
@@ -354,7 +296,7 @@ async fn a_worker_leaves_a_run_its_runtime_drives_held() {
         })
     };
     gate.reached.notified().await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);

@@ -12,6 +12,9 @@ use reactor::durable::Runtime;
 use reactor::journal::{Entry, RunEnd, RunStatus, SqliteStore, Store};
 use reactor::{input, result, step, Error, Inputs, Outcome, Reactor};
 
+mod common;
+use common::failing_store::FailingStore;
+
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("reactor-durable-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -777,62 +780,12 @@ async fn a_step_a_guard_skipped_is_not_undone_after_a_resume() {
     assert_eq!(ledger.get("undo cached"), 0);
 }
 
-/// Fails every write after the first `ok` with an error that cannot pass,
-/// and counts the writes (each a commit of the journal).
-struct FailingStore {
-    inner: Arc<reactor::journal::MemoryStore>,
-    ok: AtomicU32,
-    appends: Arc<AtomicU32>,
-}
-
-#[reactor::async_trait]
-impl Store for FailingStore {
-    async fn create_run(
-        &self,
-        run: reactor::journal::NewRun,
-    ) -> Result<reactor::journal::Created, reactor::journal::StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn append(
-        &self,
-        run_id: &str,
-        epoch: u32,
-        records: &[reactor::journal::Record],
-    ) -> Result<(), reactor::journal::StoreError> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
-            self.ok.store(0, Ordering::SeqCst);
-            return Err(reactor::journal::StoreError::Closed);
-        }
-        self.inner.append(run_id, epoch, records).await
-    }
-    async fn load(
-        &self,
-        run_id: &str,
-    ) -> Result<reactor::journal::Journal, reactor::journal::StoreError> {
-        self.inner.load(run_id).await
-    }
-    async fn runs(
-        &self,
-        status: Option<RunStatus>,
-    ) -> Result<Vec<reactor::journal::RunSummary>, reactor::journal::StoreError> {
-        self.inner.runs(status).await
-    }
-    async fn purge(&self, ended_before_ms: u64) -> Result<u64, reactor::journal::StoreError> {
-        self.inner.purge(ended_before_ms).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_journal_fails_stops_without_undoing_and_is_taken_up_later() {
     let ledger = Ledger::default();
     let inner = Arc::new(reactor::journal::MemoryStore::new());
     // reserve and charge are journalled; ship's failure cannot be.
-    let failing = FailingStore {
-        inner: inner.clone(),
-        ok: AtomicU32::new(2),
-        appends: Default::default(),
-    };
+    let failing = FailingStore::new(inner.clone(), 2);
     let rt = Runtime::new(failing);
     rt.register(checkout(&ledger, true)).unwrap();
     let err = rt
@@ -1056,12 +1009,9 @@ async fn a_durable_step_name_holding_an_id_separator_is_refused() {
 /// as the reports of tasks are: one commit for many steps, not one each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_ending_in_the_coordinator_share_their_commits() {
-    let appends = Arc::new(AtomicU32::new(0));
-    let rt = Runtime::new(FailingStore {
-        inner: Arc::new(reactor::journal::MemoryStore::new()),
-        ok: AtomicU32::new(u32::MAX),
-        appends: appends.clone(),
-    });
+    let store = FailingStore::new(Arc::new(reactor::journal::MemoryStore::new()), u32::MAX);
+    let appends = store.appends.clone();
+    let rt = Runtime::new(store);
     let mut b = Reactor::builder("fan");
     let mut all = step("all").output::<u32>();
     for i in 0..64_u32 {

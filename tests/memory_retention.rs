@@ -6,9 +6,17 @@ use reactor::{result, step, Inputs, Reactor, StepSpec};
 
 struct Big(#[allow(dead_code)] Vec<u8>);
 
-/// Runs `reactor` (whose return step says whether the big result was
-/// freed by then), in tasks and in the coordinator.
-async fn freed_either_way(reactor: &Reactor) {
+/// Runs `produce`, `readers`, then `check` once `last` is done, in
+/// tasks and in the coordinator: the big result must be freed by then.
+async fn freed_after(readers: Vec<StepSpec>, last: &str) {
+    let (produce, check) = produce_and_check(last);
+    let mut b = Reactor::builder("mem");
+    b.add(produce);
+    for r in readers {
+        b.add(r);
+    }
+    b.add(check).returns("check");
+    let reactor = b.build().unwrap();
     for run_async in [true, false] {
         let out = reactor
             .run(Inputs::new())
@@ -38,21 +46,16 @@ fn produce_and_check(after: &str) -> (StepSpec, StepSpec) {
     (produce, check)
 }
 
+/// A step reading `produce`'s result (as `big`): its length.
+fn reads_big(name: &str) -> StepSpec {
+    step(name)
+        .argument("big", result("produce"))
+        .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len()))
+}
+
 #[tokio::test]
 async fn a_result_is_freed_once_its_last_reader_has_started() {
-    let (produce, check) = produce_and_check("summarise");
-    let reactor = Reactor::builder("mem")
-        .add(produce)
-        .add(
-            step("summarise")
-                .argument("big", result("produce"))
-                .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len())),
-        )
-        .add(check)
-        .returns("check")
-        .build()
-        .unwrap();
-    freed_either_way(&reactor).await;
+    freed_after(vec![reads_big("summarise")], "summarise").await;
 }
 
 /// A step reading one result through two arguments counts as two
@@ -60,28 +63,12 @@ async fn a_result_is_freed_once_its_last_reader_has_started() {
 /// is freed after it.
 #[tokio::test]
 async fn a_result_read_twice_by_one_step_is_kept_for_the_next_reader() {
-    let (produce, check) = produce_and_check("later");
-    let reactor = Reactor::builder("mem_twice")
-        .add(produce)
-        .add(
-            step("twice")
-                .argument("a", result("produce"))
-                .argument("b", result("produce"))
-                .run_sync(|a, _| {
-                    Ok(a.get::<Arc<Big>>("a")?.0.len() + a.get::<Arc<Big>>("b")?.0.len())
-                }),
-        )
-        .add(
-            step("later")
-                .argument("big", result("produce"))
-                .wait_for("twice")
-                .run_sync(|a, _| Ok(a.get::<Arc<Big>>("big")?.0.len())),
-        )
-        .add(check)
-        .returns("check")
-        .build()
-        .unwrap();
-    freed_either_way(&reactor).await;
+    let twice = step("twice")
+        .argument("a", result("produce"))
+        .argument("b", result("produce"))
+        .run_sync(|a, _| Ok(a.get::<Arc<Big>>("a")?.0.len() + a.get::<Arc<Big>>("b")?.0.len()));
+    let later = reads_big("later").wait_for("twice");
+    freed_after(vec![twice, later], "later").await;
 }
 
 #[tokio::test]

@@ -103,6 +103,7 @@ pub fn run_error(err: reactor::Error) -> reactor::RunError {
         other => panic!("expected a run error, got {other:?}"),
     }
 }
+pub mod failing_store;
 pub mod file_ledger;
 pub mod mermaid;
 pub mod stall;
