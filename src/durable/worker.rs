@@ -12,7 +12,12 @@
 //! The store holds a worker's runs under a lease, renewed with every
 //! write and by one statement per tick; a worker that dies or stalls past
 //! its lease loses its runs to the others, which take them up within the
-//! lease and a poll. A stalled worker that wakes finds its next write
+//! lease and a poll. The tick renews only the runs the store knows it
+//! holds, not every row that names the worker: a run whose claim answer
+//! was lost, or whose hand-back failed (a server restarting), runs out
+//! of lease instead of staying held by a worker that does not drive it.
+//! A run whose driving ends unended (its journal broke) is handed back
+//! at once. A stalled worker that wakes finds its next write
 //! refused (its epoch is no longer the run's, see
 //! [`fence`](crate::journal::fence)) and stops driving the run, undoing
 //! nothing. A graceful shutdown stops the runs it drives (undoing
