@@ -664,7 +664,8 @@ impl Runtime {
             // Not driven any further here, ended or not (a journal that
             // broke leaves it running): handed back, so that this store
             // stops renewing its lease and another driver can take it up
-            // from its journal. A run that ended is not claimable anyway.
+            // from its journal. For a run whose end was committed there is
+            // nothing to hand back, and the store sends no statement.
             if let Some(leases) = self.inner.store.leases() {
                 if let Err(e) = leases.release(std::slice::from_ref(&run_id)).await {
                     tracing::warn!(run_id = %run_id, error = %e, "handing a run back failed: it is taken up when its lease expires");

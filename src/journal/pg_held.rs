@@ -55,14 +55,22 @@ impl Held {
         }
     }
 
-    /// `runs` are no longer held (handed back).
-    pub(super) fn let_go<'a>(&self, runs: impl IntoIterator<Item = &'a str>) {
+    /// `runs` are no longer held (handed back); those of them whose rows
+    /// may still name this store's worker (held, or let go before and
+    /// not ended since): the hand-back has nothing to do for the others,
+    /// whose end this store committed.
+    pub(super) fn let_go<'a>(&self, runs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         let mut runs_ = self.lock();
+        let mut named = Vec::new();
         for run in runs {
             if runs_.held.remove(run) {
                 runs_.let_go.insert(run.to_string());
+                named.push(run.to_string());
+            } else if runs_.let_go.contains(run) {
+                named.push(run.to_string());
             }
         }
+        named
     }
 
     /// A write to `run` committed, leaving it in `status`; `resumed` if
@@ -108,8 +116,10 @@ mod tests {
         held.wrote("a", RunStatus::Completed, false);
         held.wrote("b", RunStatus::Halted, false);
         held.wrote("e", RunStatus::Unwinding, false);
-        held.let_go(["c", "never"]);
+        assert_eq!(held.let_go(["c", "never", "a"]), ["c"]);
         assert_eq!(sorted(&held), ["d", "e"]);
+        // Handed back again (the first hand-back failed): still named.
+        assert_eq!(held.let_go(["c"]), ["c"]);
     }
 
     #[test]

@@ -890,9 +890,13 @@ impl Leases for PgStore {
 
     async fn release(&self, runs: &[String]) -> Result<(), StoreError> {
         // Not renewed from now on, even if the hand-back fails: its lease
-        // runs out instead.
-        self.conn.held.let_go(runs.iter().map(String::as_str));
-        let (worker, runs) = (self.conn.worker.clone(), runs.to_vec());
+        // runs out instead. Runs whose end this store committed need no
+        // statement.
+        let runs = self.conn.held.let_go(runs.iter().map(String::as_str));
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let worker = self.conn.worker.clone();
         self.read(move |c| {
             Box::pin(async move {
                 c.execute(
