@@ -84,21 +84,31 @@ struct Gate {
     undos: Arc<AtomicU32>,
 }
 
+/// Starts `reactor` (a `job` or an `unwinding_job`) as run `id` on `rt`,
+/// in a task of its own, and waits until it holds at `gate`.
+async fn held_at_gate(
+    rt: &Runtime,
+    reactor: &'static str,
+    id: &'static str,
+    gate: &Gate,
+) -> tokio::task::JoinHandle<Result<reactor::Value, Error>> {
+    let rt = rt.clone();
+    let driving = tokio::spawn(async move {
+        rt.start(reactor, Inputs::new().with("n", 1_u32))
+            .run_id(id)
+            .await
+    });
+    gate.reached.notified().await;
+    driving
+}
+
 /// Runtime `old` drives run `r` until `b`; runtime `new` (another
 /// handle on the same store) takes it up and finishes it; `old` wakes.
 async fn stolen(old_store: Arc<dyn Store>, new_store: Arc<dyn Store>) {
     let gate = Gate::default();
     let old = Runtime::with_store(old_store);
     old.register(job(&gate)).unwrap();
-    let driving = {
-        let old = old.clone();
-        tokio::spawn(async move {
-            old.start("job", Inputs::new().with("n", 1_u32))
-                .run_id("r")
-                .await
-        })
-    };
-    gate.reached.notified().await;
+    let driving = held_at_gate(&old, "job", "r", &gate).await;
     // Another runtime over the same store takes the run up (as one that
     // thought its driver dead would) and finishes it.
     let new = Runtime::with_store(new_store);
@@ -221,15 +231,7 @@ async fn a_driver_fenced_off_while_unwinding_stops_undoing() {
     let a_undos = Arc::new(AtomicU32::new(0));
     let old = Runtime::new(SqliteStore::open(&path).unwrap());
     old.register(unwinding_job(&gate, a_undos.clone())).unwrap();
-    let driving = {
-        let old = old.clone();
-        tokio::spawn(async move {
-            old.start("unwinding", Inputs::new().with("n", 1_u32))
-                .run_id("u")
-                .await
-        })
-    };
-    gate.reached.notified().await;
+    let driving = held_at_gate(&old, "unwinding", "u", &gate).await;
     let new = Runtime::new(SqliteStore::open(&path).unwrap());
     new.register(unwinding_job(&gate, a_undos.clone())).unwrap();
     assert!(new.resume("u").await.is_err());
@@ -287,15 +289,7 @@ async fn a_worker_leaves_a_run_its_runtime_drives_held() {
     let gate = Gate::default();
     let rt = Runtime::new(connect().await);
     rt.register(job(&gate)).unwrap();
-    let driving = {
-        let rt = rt.clone();
-        tokio::spawn(async move {
-            rt.start("job", Inputs::new().with("n", 1_u32))
-                .run_id("live-1")
-                .await
-        })
-    };
-    gate.reached.notified().await;
+    let driving = held_at_gate(&rt, "job", "live-1", &gate).await;
     let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
         .await
         .unwrap();
