@@ -20,7 +20,9 @@ pub(crate) type TransformFn = Arc<dyn Fn(&Value) -> Result<Value, BoxError> + Se
 pub(crate) enum Origin {
     Input(Name),
     Result(Name),
-    Value(Value),
+    /// Boxed, so that an argument specification stays at 48 bytes: a step
+    /// gathering a million results holds a million of them.
+    Value(Box<Value>),
 }
 
 /// The source of an argument: an input, a result or a value, with an optional
@@ -106,7 +108,7 @@ pub fn result(name: impl Into<Name>) -> Source {
 
 /// A constant value.
 pub fn value<T: Send + Sync + 'static>(v: T) -> Source {
-    Source::new(Origin::Value(Value::new(v)))
+    Source::new(Origin::Value(Box::new(Value::new(v))))
 }
 
 impl Source {

@@ -5,12 +5,13 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use smol_str::SmolStr;
+use ecow::EcoString;
 
 /// The name of a step, input or argument.
 ///
-/// Cheap to clone, and names of up to 23 bytes are stored inline, so
-/// declaring a large reactor allocates nothing for its names.
+/// Sixteen bytes, cheap to clone, and names of up to 15 bytes are stored
+/// inline, so declaring a large reactor allocates nothing for its names;
+/// longer names share one reference-counted copy.
 ///
 /// # Examples
 ///
@@ -23,7 +24,7 @@ use smol_str::SmolStr;
 /// assert_eq!(b, "s42");
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(SmolStr);
+pub struct Name(EcoString);
 
 /// Whether `name` is one the engine made for itself (a map's element
 /// input, a group's gathering step, ...: they start with `__`), which
@@ -72,31 +73,31 @@ impl fmt::Debug for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
-        Name(SmolStr::new(s))
+        Name(EcoString::from(s))
     }
 }
 
 impl From<&String> for Name {
     fn from(s: &String) -> Name {
-        Name(SmolStr::new(s))
+        Name(EcoString::from(s.as_str()))
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Name {
-        Name(SmolStr::from(s))
+        Name(EcoString::from(s))
     }
 }
 
 impl From<Box<str>> for Name {
     fn from(s: Box<str>) -> Name {
-        Name(SmolStr::from(s))
+        Name(EcoString::from(&*s))
     }
 }
 
 impl From<Arc<str>> for Name {
     fn from(s: Arc<str>) -> Name {
-        Name(SmolStr::from(&*s))
+        Name(EcoString::from(&*s))
     }
 }
 

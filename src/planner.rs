@@ -35,9 +35,40 @@ pub(crate) struct Plan {
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
 }
 
-/// A step's edges: step indices of 4 bytes (a plan's steps are counted
-/// in `u32`, as a run's keys are), four of them inline.
-pub(crate) type Edges = SmallVec<[u32; 4]>;
+/// A step's edges as step indices of 4 bytes (a plan's steps are counted
+/// in `u32`, as a run's keys are), in one list: first the producers it
+/// waits for, then the steps that wait for it. Six fit inline, and the
+/// whole is 32 bytes, where two lists took 48.
+#[derive(Clone, Default)]
+pub(crate) struct Edges {
+    all: SmallVec<[u32; 6]>,
+    /// How many of `all` are producers.
+    deps: u32,
+}
+
+impl Edges {
+    /// Edges to these producers (sorted, each once), and no dependents yet.
+    fn to(mut deps: SmallVec<[u32; 6]>) -> Edges {
+        if deps.len() > 1 {
+            deps.sort_unstable();
+            deps.dedup();
+        }
+        Edges {
+            deps: deps.len() as u32,
+            all: deps,
+        }
+    }
+
+    /// The producers.
+    pub(crate) fn deps(&self) -> &[u32] {
+        &self.all[..self.deps as usize]
+    }
+
+    /// The steps that wait for this one.
+    pub(crate) fn dependents(&self) -> &[u32] {
+        &self.all[self.deps as usize..]
+    }
+}
 
 /// Where a planned argument reads from (an index into the inputs or the
 /// steps; 8 bytes, since the executor walks these for every step).
@@ -69,11 +100,10 @@ pub(crate) struct PlannedStep {
     /// kind) and is not `cpu_bound`: with default options it does not
     /// take one of the run's core-sized slots.
     pub(crate) awaits: bool,
-    /// Unique producers this step waits for (data and `wait_for`), as
-    /// 4-byte indices ([`PlannedStep::deps`] reads them).
-    pub(crate) deps: Edges,
-    /// Steps that wait for this one ([`PlannedStep::dependents`]).
-    pub(crate) dependents: Edges,
+    /// The unique producers this step waits for (data and `wait_for`),
+    /// and the steps that wait for it ([`PlannedStep::deps`] and
+    /// [`PlannedStep::dependents`] read them).
+    pub(crate) edges: Edges,
     pub(crate) can_undo: bool,
 }
 
@@ -133,8 +163,7 @@ impl PlannedStep {
             run_async: true,
             cpu_bound: false,
             awaits: false,
-            deps: SmallVec::new(),
-            dependents: SmallVec::new(),
+            edges: Edges::default(),
             can_undo: false,
             spec,
         }
@@ -142,17 +171,17 @@ impl PlannedStep {
 
     /// The producers it waits for.
     pub(crate) fn deps(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
-        self.deps.iter().map(|&j| j as usize)
+        self.edges.deps().iter().map(|&j| j as usize)
     }
 
     /// The steps that wait for it.
     pub(crate) fn dependents(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
-        self.dependents.iter().map(|&j| j as usize)
+        self.edges.dependents().iter().map(|&j| j as usize)
     }
 
     /// How many times it may retry (`None`: no limit).
     pub(crate) fn max_retries(&self) -> Option<u32> {
-        self.spec.def().max_retries
+        self.spec.def().max_retries()
     }
 
     /// The name of argument `k`.
@@ -214,7 +243,7 @@ pub(crate) fn plan_step(
     let imp = spec.resolve()?;
     let def = spec.def();
     let mut arg_from = SmallVec::with_capacity(def.arguments.len());
-    let mut deps = Edges::new();
+    let mut deps = SmallVec::new();
     let self_read = || Error::Cycle {
         cycle: vec![def.name.to_string(), def.name.to_string()],
         length: 1,
@@ -259,7 +288,6 @@ pub(crate) fn plan_step(
             return Err(self_read());
         }
     }
-    sort_dedup(&mut deps);
     let can_undo = imp.can_undo();
     let is_plain = match &def.implementation {
         Implementation::Fn(f) => {
@@ -288,8 +316,7 @@ pub(crate) fn plan_step(
         cpu_bound,
         awaits,
         spec,
-        deps,
-        dependents: SmallVec::new(),
+        edges: Edges::to(deps),
         can_undo,
     })
 }
@@ -302,13 +329,6 @@ const PARALLEL_PLAN_MIN: usize = 50_000;
 struct PlanState {
     /// The step after the last one an argument was found to read.
     next: usize,
-}
-
-fn sort_dedup(v: &mut Edges) {
-    if v.len() > 1 {
-        v.sort_unstable();
-        v.dedup();
-    }
 }
 
 /// Plans a whole reactor.
@@ -433,22 +453,20 @@ fn link_dependents(steps: &mut [PlannedStep]) {
         }
     }
     for (s, &c) in steps.iter_mut().zip(&counts) {
-        if c > 2 {
-            s.dependents.reserve_exact(c as usize);
-        }
+        s.edges.all.reserve_exact(c as usize);
     }
     drop(counts);
     for i in 0..steps.len() {
-        for k in 0..steps[i].deps.len() {
-            let d = steps[i].deps[k] as usize;
-            steps[d].dependents.push(i as u32);
+        for k in 0..steps[i].edges.deps as usize {
+            let d = steps[i].edges.all[k] as usize;
+            steps[d].edges.all.push(i as u32);
         }
     }
 }
 
 /// Kahn's algorithm; on failure, walks the leftover graph to name one cycle.
 fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
-    let mut indegree: Vec<u32> = steps.iter().map(|s| s.deps.len() as u32).collect();
+    let mut indegree: Vec<u32> = steps.iter().map(|s| s.edges.deps).collect();
     let mut queue: Vec<u32> = (0..steps.len() as u32)
         .filter(|&i| indegree[i as usize] == 0)
         .collect();
@@ -493,4 +511,21 @@ fn check_acyclic(steps: &[PlannedStep]) -> Result<(), Error> {
         cycle.push(cycle[0].clone());
     }
     Err(Error::Cycle { cycle, length })
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use std::mem::size_of;
+
+    /// What a step costs at a million steps is mostly these records
+    /// (`cargo bench --bench workloads -- rss`): a field added to one of
+    /// them should be a decision, not an accident.
+    #[test]
+    fn a_step_s_records_stay_small() {
+        assert_eq!(size_of::<crate::Name>(), 16);
+        assert_eq!(size_of::<crate::argument::ArgumentSpec>(), 48);
+        // With the `Arc`'s counts, 136 bytes: a 144-byte heap chunk.
+        assert!(size_of::<crate::step::StepDef>() <= 120);
+        assert!(size_of::<super::PlannedStep>() <= 80);
+    }
 }

@@ -64,7 +64,7 @@ fn step(out: &mut String, spec: &StepSpec, depth: usize) {
     }
     // A kind sets its own retries; a step's own, when not the default.
     if shape.is_none() {
-        match def.max_retries {
+        match def.max_retries() {
             None => traits.push("unlimited retries".into()),
             Some(n) if n != crate::step::DEFAULT_MAX_RETRIES => {
                 traits.push(format!("max_retries {n}"));

@@ -24,7 +24,7 @@ fn emitter(name: Name, branches: Vec<Branch>, outer: BTreeSet<Name>) -> SwitchEm
             if let Origin::Result(n) = &source.origin {
                 if outer.contains(n) {
                     if let Some(v) = outside(n) {
-                        source.origin = Origin::Value(v);
+                        source.origin = Origin::Value(Box::new(v));
                     }
                 }
             }

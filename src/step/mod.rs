@@ -29,6 +29,8 @@ pub(crate) enum Runner {
     Step(StepImp),
 }
 pub(crate) use spec::Implementation;
+#[cfg(test)]
+pub(crate) use spec::StepDef;
 pub(crate) use spec::StepImp;
 #[cfg(feature = "cli")]
 pub(crate) use spec::DEFAULT_MAX_RETRIES;

@@ -60,7 +60,10 @@ pub(crate) struct StepDef {
     pub(crate) implementation: Implementation,
     pub(crate) run_async: bool,
     pub(crate) cpu_bound: bool,
-    pub(crate) max_retries: Option<u32>,
+    /// How many retries it may make, unless `unlimited_retries` (two
+    /// fields, not an `Option`, so that the definition fits in 120 bytes).
+    max_retries: u32,
+    unlimited_retries: bool,
     /// What few steps have, kept out of line so most steps stay small.
     pub(crate) extras: Option<Box<StepExtras>>,
 }
@@ -203,6 +206,11 @@ impl Shape {
 static NO_EXTRAS: std::sync::OnceLock<StepExtras> = std::sync::OnceLock::new();
 
 impl StepDef {
+    /// How many retries the step may make (`None`: no limit).
+    pub(crate) fn max_retries(&self) -> Option<u32> {
+        (!self.unlimited_retries).then_some(self.max_retries)
+    }
+
     /// The extras, or empty ones.
     pub(crate) fn extras(&self) -> &StepExtras {
         match &self.extras {
@@ -244,7 +252,8 @@ pub fn step(name: impl Into<Name>) -> StepSpec {
             implementation: Implementation::None,
             run_async: true,
             cpu_bound: false,
-            max_retries: Some(DEFAULT_MAX_RETRIES),
+            max_retries: DEFAULT_MAX_RETRIES,
+            unlimited_retries: false,
             extras: None,
         }),
     }
@@ -440,13 +449,15 @@ impl StepSpec {
 
     /// How many retries the step may make (default 100).
     pub fn max_retries(mut self, n: u32) -> StepSpec {
-        self.edit().max_retries = Some(n);
+        let def = self.edit();
+        def.max_retries = n;
+        def.unlimited_retries = false;
         self
     }
 
     /// Lets the step retry without limit.
     pub fn unlimited_retries(mut self) -> StepSpec {
-        self.edit().max_retries = None;
+        self.edit().unlimited_retries = true;
         self
     }
 

@@ -117,11 +117,11 @@ impl Coordinator {
         let plan = self.plan.clone();
         for (i, s) in plan.steps.iter().enumerate() {
             let inst = &mut self.instances[k];
-            inst.nodes[i].remaining = s.deps.len() as u32;
+            inst.nodes[i].remaining = s.edges.deps().len() as u32;
             for j in s.reads() {
                 inst.nodes[j].readers += 1;
             }
-            if s.deps.is_empty() {
+            if s.edges.deps().is_empty() {
                 inst.nodes[i].status = Status::Ready;
                 self.push_ready(Key::new(k, i));
             }

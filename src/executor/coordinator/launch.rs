@@ -407,7 +407,7 @@ impl Coordinator {
             ArgFrom::Input(n) => Some(self.inputs[n as usize].clone()),
             ArgFrom::Step(j) => inst.nodes[j as usize].result.clone(),
             ArgFrom::Constant => match &def.spec.def().arguments[k].source.origin {
-                crate::argument::Origin::Value(v) => Some(v.clone()),
+                crate::argument::Origin::Value(v) => Some((**v).clone()),
                 _ => unreachable!("constant arguments hold a value"),
             },
         }
