@@ -37,18 +37,18 @@ pub(crate) struct Plan {
 
 /// A step's edges as step indices of 4 bytes (a plan's steps are counted
 /// in `u32`, as a run's keys are), in one list: first the producers it
-/// waits for, then the steps that wait for it. Six fit inline, and the
-/// whole is 40 bytes, where two lists of four took 48.
+/// waits for, then the steps that wait for it. Four fit inline, and the
+/// whole is 32 bytes, where two lists of four took 48.
 #[derive(Clone, Default)]
 pub(crate) struct Edges {
-    all: SmallVec<[u32; 6]>,
+    all: SmallVec<[u32; 4]>,
     /// How many of `all` are producers.
     deps: u32,
 }
 
 impl Edges {
     /// Edges to these producers (sorted, each once), and no dependents yet.
-    fn to(mut deps: SmallVec<[u32; 6]>) -> Edges {
+    fn to(mut deps: SmallVec<[u32; 4]>) -> Edges {
         if deps.len() > 1 {
             deps.sort_unstable();
             deps.dedup();
@@ -526,6 +526,7 @@ mod tests {
         assert_eq!(size_of::<crate::argument::ArgumentSpec>(), 48);
         // With the `Arc`'s counts, 136 bytes: a 144-byte heap chunk.
         assert!(size_of::<crate::step::StepDef>() <= 120);
-        assert!(size_of::<super::PlannedStep>() <= 80);
+        assert!(size_of::<super::PlannedStep>() <= 72);
+        assert_eq!(size_of::<super::Edges>(), 32);
     }
 }
