@@ -1659,8 +1659,11 @@ const MILLION: i64 = 1_000_000;
 /// async closures; `plain`: plain closures; `baseline`: the tokio
 /// baseline's DAG), runs it [`MILLION_RUNS`] times, prints the peak RSS
 /// before and after the first run and the median time of a run. (The
-/// first run also pays the page faults of a fresh heap; the 1,000-step
-/// runs it is held against are a median of warm runs too.)
+/// first run also pays the page faults of a fresh heap.) For `ours`, it
+/// also times [`SMALL_RUNS`] runs of a 1,000-step W1 after each
+/// million-step run, and prints their median: the two sizes are measured
+/// in the same minute, as a ratio in this suite is, where this VM's speed
+/// drifts by tens of percent from one minute to the next.
 fn w1_million_run(which: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1672,39 +1675,56 @@ fn w1_million_run(which: &str) {
     let mut built = before;
     let mut peak = before;
     let mut took = Vec::new();
+    let mut small_took = Vec::new();
     for round in 0..MILLION_RUNS {
-        let started = match which {
+        let elapsed = match which {
             "baseline" => {
                 let dag = Arc::new(w1_dag(MILLION, true));
                 if round == 0 {
                     built = peak_rss_mib();
                 }
                 let started = Instant::now();
-                let v = rt.block_on(baseline::run_tokio(dag, x_val(), 2));
+                let v = rt.block_on(baseline::run_tokio(dag.clone(), x_val(), 2));
+                let took = started.elapsed();
                 check_eq("1M baseline", *get::<i64>(&v), &expected);
-                started
+                // The DAG is dropped after the timing, as the small runs'
+                // reactor is.
+                drop(dag);
+                took
             }
             kind => {
                 let reactor = w1_reactor(MILLION, kind == "ours");
                 if round == 0 {
                     built = peak_rss_mib();
                 }
+                let r = reactor.clone();
                 let started = Instant::now();
                 let out = rt.block_on(async move {
-                    tokio::spawn(async move { reactor.run(x_input()).await })
+                    tokio::spawn(async move { r.run(x_input()).await })
                         .await
                         .expect("task")
                 });
+                let took = started.elapsed();
                 check_eq("1M ours", ours::<i64>(out, "1M ours"), &expected);
-                started
+                // The reactor is dropped after the timing, as the small
+                // runs' reactor is.
+                drop(reactor);
+                took
             }
         };
-        took.push(started.elapsed());
+        took.push(elapsed);
         if round == 0 {
             peak = peak_rss_mib();
         }
+        if which == "ours" {
+            small_took.extend(w1_small_runs(&rt, round == 0));
+        }
     }
     took.sort();
+    if !small_took.is_empty() {
+        small_took.sort();
+        println!("SMALL_NS {}", small_took[small_took.len() / 2].as_nanos());
+    }
     println!("BEFORE_MIB {before:.1}");
     println!("BUILT_MIB {built:.1}");
     println!("PEAK_MIB {peak:.1}");
@@ -1713,12 +1733,42 @@ fn w1_million_run(which: &str) {
 
 /// How many times the 1,000,000-step child runs W1 (the median is taken).
 const MILLION_RUNS: usize = 3;
+/// How many 1,000-step runs it times after each of them.
+const SMALL_RUNS: usize = 21;
+
+/// [`SMALL_RUNS`] timed runs of a 1,000-step W1 of async closures, each
+/// awaited from a task of its own as the suite's samples are (after three
+/// untimed ones when `warm_up`).
+fn w1_small_runs(rt: &tokio::runtime::Runtime, warm_up: bool) -> Vec<Duration> {
+    let reactor = w1_reactor(1_000, true);
+    let expected = w1_expected(1_000);
+    let runs = if warm_up { 3 + SMALL_RUNS } else { SMALL_RUNS };
+    let mut took: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let r = reactor.clone();
+            let (elapsed, out) = rt.block_on(async move {
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let out = r.run(x_input()).await;
+                    (started.elapsed(), out)
+                })
+                .await
+                .expect("task")
+            });
+            check_eq("W1 1k", ours::<i64>(out, "W1 1k"), &expected);
+            elapsed
+        })
+        .collect();
+    took.split_off(runs - SMALL_RUNS)
+}
 
 struct MillionRun {
     before: f64,
     built: f64,
     peak: f64,
     run: Duration,
+    /// The median 1,000-step run (`ours` only).
+    small: Option<Duration>,
 }
 
 fn w1_million_child(which: &str) -> MillionRun {
@@ -1742,21 +1792,20 @@ fn w1_million_child(which: &str) -> MillionRun {
         built: field("BUILT_MIB "),
         peak: field("PEAK_MIB "),
         run: Duration::from_nanos(field("RUN_NS ") as u64),
+        small: text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("SMALL_NS ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .map(Duration::from_nanos),
     }
 }
 
 /// Peak RSS per step of a 1,000,000-step W1 run beside the baseline's,
 /// and the run's cost per step against a 1,000-step run's.
 fn w1_million(bench: &mut Bench) {
-    let small = w1_reactor(1_000, true);
-    let expected = w1_expected(1_000);
-    let v = vec![variant("ours, async closures, n=1,000", move || {
-        let r = small.clone();
-        timed(async move { r.run(x_input()).await }, move |out| {
-            check_eq("W1 1k", ours::<i64>(out, "W1 1k"), &expected)
-        })
-    })];
-    let small = bench.measure(&v)[0].median / 1_000;
+    let mut small = Duration::ZERO;
     println!();
     println!("1,000,000-step W1 in a fresh process each (peak RSS of the first run, whole process; median of {MILLION_RUNS} runs)");
     println!(
@@ -1781,7 +1830,15 @@ fn w1_million(bench: &mut Bench) {
             fmt_d(r.run / MILLION as u32)
         );
         got.push((per_step, r.run / MILLION as u32));
+        if let Some(s) = r.small {
+            small = s / 1_000;
+        }
     }
+    println!(
+        "  ours, async closures, n=1,000, in the same process: {} a step (median of {} runs)",
+        fmt_d(small),
+        MILLION_RUNS * SMALL_RUNS
+    );
     bench.target(
         "W1 1,000,000 steps: peak RSS per step vs the tokio baseline".into(),
         got[0].0 / got[2].0,
