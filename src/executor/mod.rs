@@ -12,7 +12,7 @@
 //!    has passed, **halt**.
 //! 2. In a durable run, make the journal durable (one flush: the steps
 //!    completed since the last one, and retries); only then do their
-//!    dependents become ready ([`coordinator`]'s `journal`).
+//!    dependents become ready (`coordinator`'s `journal`).
 //! 3. Start ready steps, oldest first (for a map, first admit elements of
 //!    its source, up to its batch size).
 //! 4. If every step is done, **succeed** with the return step's result.
@@ -24,8 +24,8 @@
 //!
 //! # Where an attempt runs
 //!
-//! One attempt of a step ([`attempt`]) is the same wherever it runs; the
-//! coordinator only chooses where ([`coordinator`]'s `launch`):
+//! One attempt of a step (`attempt`) is the same wherever it runs; the
+//! coordinator only chooses where (`coordinator`'s `launch`):
 //!
 //! - **a task of its own**, holding a slot of the run's pool and a place
 //!   under `max_concurrency` (CPU-bound steps on the blocking pool); in a
@@ -53,10 +53,10 @@
 //! - **a nested run**: a `compose`, `recurse` or `group` runs its steps as a
 //!   run of its own inside the step's attempt; in a durable run that run is
 //!   durable too, journalled under an id derived from its step's
-//!   ([`nested_journal`]), so every rule, the journal's included, holds
+//!   (`nested_journal`), so every rule, the journal's included, holds
 //!   there as well.
 //!
-//! A step holding a slot lends it to runs nested in it ([`crate::pool`]).
+//! A step holding a slot lends it to runs nested in it (`crate::pool`).
 //!
 //! # What an attempt comes to
 //!
@@ -82,7 +82,7 @@
 //! # The end of a run
 //!
 //! Every exit (success, failure, halt, timeout, iteration limit) goes
-//! through one routine ([`coordinator`]'s `finish`): running attempts are
+//! through one routine (`coordinator`'s `finish`): running attempts are
 //! awaited up to `halt_timeout`; those still running are cancelled, and
 //! the run waits until they, and the tasks of runs nested in them, have
 //! stopped. A halted run sets them back to run again on resume; a failed

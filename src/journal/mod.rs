@@ -2,7 +2,7 @@
 //! [`Store`] trait they are kept behind, and its two stores:
 //! [`MemoryStore`] and [`SqliteStore`] (the embedded default).
 //!
-//! The executor writes a run's journal through [`RunJournal`] (crate
+//! The executor writes a run's journal through `RunJournal` (crate
 //! internal): it numbers the records, batches them, and retries a failing
 //! store with backoff. The durable [`Runtime`](crate::durable::Runtime)
 //! starts, recovers and resumes runs from their journals.

@@ -3,7 +3,7 @@
 //! [`Recording`] saw of a run.
 //!
 //! This module owns the options and the text rules (identifiers, escaping,
-//! styles); [`draw`] walks the steps. A diagram is a Mermaid `flowchart`:
+//! styles); `draw` walks the steps. A diagram is a Mermaid `flowchart`:
 //! inputs are parallelograms, steps rectangles (a ready-made kind's name on
 //! a second line), constants hexagons, the returned step points at a
 //! `return` terminal. Argument edges are solid (labelled with the
