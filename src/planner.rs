@@ -529,4 +529,51 @@ mod tests {
         assert!(size_of::<super::PlannedStep>() <= 72);
         assert_eq!(size_of::<super::Edges>(), 32);
     }
+
+    /// A step with more edges than fit inline (five producers, three
+    /// dependents, one of them reading it twice and waiting for it too)
+    /// keeps them apart: its producers once each, in order, then its
+    /// dependents, and every other step sees it as one edge. Names longer
+    /// than a name's inline bytes work as short ones do.
+    #[test]
+    fn a_step_with_many_edges_keeps_producers_and_dependents_apart() {
+        use crate::{result, step, Reactor};
+        let long = |i: usize| format!("a_producer_named_at_length_{i}");
+        let mut b = Reactor::builder("edges");
+        for i in 0..5 {
+            b.add(step(long(i)).run_sync(move |_, _| Ok(i as i64)));
+        }
+        let mut hub = step("hub");
+        for i in (0..5).rev() {
+            hub = hub.argument(format!("p{i}"), result(long(i)));
+        }
+        hub = hub.argument("again", result(long(0))).wait_for(long(1));
+        b.add(hub.run_sync(|_, _| Ok(0_i64)));
+        for j in 0..3 {
+            let mut s = step(format!("c{j}")).argument("h", result("hub"));
+            if j == 0 {
+                s = s.argument("h2", result("hub")).wait_for("hub");
+            }
+            b.add(s.run_sync(|_, _| Ok(0_i64)));
+        }
+        b.returns("c0");
+        let plan = super::plan(b).expect("plans");
+        let index = |name: &str| plan.step_named(name).expect("a step");
+        let hub = &plan.steps[index("hub")];
+        let producers: Vec<usize> = (0..5).map(|i| index(&long(i))).collect();
+        assert_eq!(hub.deps().collect::<Vec<_>>(), producers);
+        let consumers: Vec<usize> = (0..3).map(|j| index(&format!("c{j}"))).collect();
+        assert_eq!(hub.dependents().collect::<Vec<_>>(), consumers);
+        for (i, &p) in producers.iter().enumerate() {
+            assert_eq!(plan.steps[p].deps().count(), 0);
+            assert_eq!(
+                plan.steps[p].dependents().collect::<Vec<_>>(),
+                vec![index("hub")],
+                "producer {i}"
+            );
+        }
+        for &c in &consumers {
+            assert_eq!(plan.steps[c].deps().collect::<Vec<_>>(), vec![index("hub")]);
+        }
+    }
 }
