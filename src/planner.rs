@@ -16,7 +16,7 @@ use crate::builder::{Builder, InputDef};
 use crate::error::Error;
 use crate::middleware::Middleware;
 use crate::name::Name;
-use crate::step::{Implementation, RunFn, Runner, StepImp, StepSpec, SyncRunFn};
+use crate::step::{Runner, StepImp, StepSpec, SyncRunFn};
 
 /// A planned reactor: immutable, shared by all of its runs.
 ///
@@ -206,13 +206,7 @@ impl PlannedStep {
         if !self.is_plain {
             return None;
         }
-        match &self.spec.def().implementation {
-            Implementation::Fn(f) => match &f.run {
-                Some(RunFn::Sync(run)) => Some(run),
-                _ => None,
-            },
-            _ => None,
-        }
+        self.spec.def().implementation.sync_run()
     }
 
     /// The implementation (resolved when planned, so this cannot fail).
@@ -289,25 +283,16 @@ pub(crate) fn plan_step(
         }
     }
     let can_undo = imp.can_undo();
-    let is_plain = match &def.implementation {
-        Implementation::Fn(f) => {
-            f.compensate().is_none()
-                && def.extras().guards.is_empty()
-                && def.extras().limits.is_empty()
-                && matches!(f.run, Some(RunFn::Sync(_)))
-        }
-        _ => false,
-    };
+    let sync = def.implementation.sync_run().is_some();
+    let is_plain = sync
+        && !imp.can_compensate()
+        && def.extras().guards.is_empty()
+        && def.extras().limits.is_empty();
     let plain_args = def.extras().transform_arguments.is_none()
         && def.arguments.iter().all(|a| a.source.is_plain());
     let (run_async, cpu_bound) = (def.run_async, def.cpu_bound);
     // A limited step awaits its permits.
-    let awaits = !cpu_bound
-        && (!def.extras().limits.is_empty()
-            || match &def.implementation {
-                Implementation::Fn(f) => !matches!(f.run, Some(RunFn::Sync(_))),
-                _ => true,
-            });
+    let awaits = !cpu_bound && (!def.extras().limits.is_empty() || !sync);
     Ok(PlannedStep {
         arg_from,
         is_plain,

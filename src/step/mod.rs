@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub(crate) use closure::SyncRunFn;
 pub use closure::{IntoOutcome, IntoUndoOutcome};
-pub(crate) use closure::{RunFn, SyncRunFn};
 
 /// How a step is called.
 #[derive(Clone)]
@@ -28,7 +28,6 @@ pub(crate) enum Runner {
     /// Any other step, through the [`Step`] trait.
     Step(StepImp),
 }
-pub(crate) use spec::Implementation;
 #[cfg(test)]
 pub(crate) use spec::StepDef;
 pub(crate) use spec::StepImp;

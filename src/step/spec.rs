@@ -24,6 +24,20 @@ pub(crate) enum Implementation {
     Fn(FnStep),
 }
 
+impl Implementation {
+    /// Its closure, if it is a plain one (`run_sync`): one that never
+    /// awaits.
+    pub(crate) fn sync_run(&self) -> Option<&closure::SyncRunFn> {
+        match self {
+            Implementation::Fn(FnStep {
+                run: Some(closure::RunFn::Sync(run)),
+                ..
+            }) => Some(run),
+            _ => None,
+        }
+    }
+}
+
 /// A resolved implementation, cheap to clone: closures are reached through
 /// their spec (no allocation of their own), other steps are shared.
 #[derive(Clone)]
